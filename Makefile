@@ -1,0 +1,40 @@
+# hostvigil: `make run` starts the agent, `make test` runs every check.
+# Both bootstrap a virtualenv in .venv on a fresh Debian 12 box.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+LISTEN ?= 127.0.0.1:10091
+# Re-install when the package layout changes: the editable install is a link
+# tree (so that mypy sees the hostvigil package), and new modules need links.
+SOURCES := pyproject.toml $(wildcard agent/*.py collectors/*.py)
+
+.PHONY: run test lint typecheck pytest bench clean
+
+run: $(VENV)/.installed
+	$(BIN)/hostvigil run --listen $(LISTEN) $(ARGS)
+
+test: lint typecheck pytest
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check agent collectors tests bench
+
+typecheck: $(VENV)/.installed
+	$(BIN)/mypy
+
+pytest: $(VENV)/.installed
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(VENV)/.installed
+	$(BIN)/python bench/scrape.py $(ARGS)
+
+$(VENV)/.installed: $(SOURCES)
+	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq python3-venv; \
+	  else echo "make: python3-venv is missing: run 'sudo apt-get install python3-venv'" >&2; exit 1; fi; }
+	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]' --config-settings editable_mode=strict
+	@touch $@
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,5 @@
+import sys
+
+from hostvigil.cli import main
+
+sys.exit(main())

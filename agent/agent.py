@@ -1,0 +1,119 @@
+"""The daemon: wires config, collectors, scheduler, cache, HTTP server and systemd together."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from hostvigil.cache import CollectorState, MetricsCache
+from hostvigil.collectors import REGISTRY
+from hostvigil.config import Config, parse_listen
+from hostvigil.notify import Notifier
+from hostvigil.runner import CommandRunner
+from hostvigil.scheduler import Job, Scheduler
+from hostvigil.server import MetricsServer
+
+log = logging.getLogger("hostvigil")
+
+SYSTEM_STATE_DIR = Path("/var/lib/hostvigil")
+
+
+def build_scheduler(config: Config, only: Sequence[str] = ()) -> Scheduler:
+    """A scheduler over the enabled collectors (or exactly `only`, enabled or not)."""
+    jobs = []
+    for name, cls in REGISTRY.items():
+        settings = config.collectors[name]
+        if (name in only) if only else settings.enabled:
+            jobs.append(Job(cls(settings.options), settings.interval, settings.timeout))
+    cache = MetricsCache([job.name for job in jobs])
+    return Scheduler(jobs, cache, config.paths, CommandRunner())
+
+
+def state_dir(config: Config) -> Path:
+    """The configured state directory, else /var/lib/hostvigil, else one in the user's home.
+
+    Later features keep snapshots here; it is created now so that a host where
+    it cannot be written is found out at start, not at the first crash.
+    """
+    candidates = [config.state_dir] if config.state_dir else [SYSTEM_STATE_DIR, _user_state_dir()]
+    errors = []
+    for path in candidates:
+        try:
+            path.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if os.access(path, os.W_OK):
+                return path
+            errors.append(f"{path}: not writable")
+        except OSError as exc:
+            errors.append(f"{path}: {exc.strerror}")
+    raise OSError("no usable state directory (" + "; ".join(errors) + ")")
+
+
+def _user_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "hostvigil"
+
+
+class Agent:
+    def __init__(self, config: Config, listen: str) -> None:
+        self.config = config
+        self.listen = listen
+        self.scheduler = build_scheduler(config)
+        self.notifier = Notifier()
+        self.stop_event = threading.Event()
+        self._ready = False
+        self.scheduler.on_change = self._on_change
+
+    def run(self) -> int:
+        host, port = parse_listen(self.listen)
+        directory = state_dir(self.config)
+        server = MetricsServer((host, port), self.scheduler.cache, self._healthy, lambda: self._ready)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        names = ", ".join(self.scheduler.jobs) or "none"
+        log.info("serving http://%s:%d/metrics; state in %s; collectors: %s", host or "*", port, directory, names)
+        threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
+        threading.Thread(target=self.scheduler.run_forever, name="scheduler", daemon=True).start()
+        self.notifier.start_watchdog(lambda: self.scheduler.heartbeat, self.stop_event)
+        if not self.scheduler.jobs:
+            self._ready = True
+            self.notifier.ready("no collectors enabled")
+        self.stop_event.wait()
+        self.notifier.stopping()
+        self.scheduler.stop()
+        server.shutdown()
+        server.server_close()
+        self.scheduler.runner.kill_all()
+        log.info("stopped")
+        return 0
+
+    def _healthy(self) -> bool:
+        return time.monotonic() - self.scheduler.heartbeat < 5.0
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        self.stop_event.set()
+
+    def _on_change(self, state: CollectorState) -> None:
+        if not self._ready and self.scheduler.first_round_done():
+            self._ready = True
+            self.notifier.ready(self._summary())
+            log.info("first collection round done: %s", self._summary())
+        elif self._ready:
+            self.notifier.status(self._summary())
+
+    def _summary(self) -> str:
+        states = self.scheduler.cache.states().values()
+        failing = sorted(s.name for s in states if s.success is False and s.available)
+        unavailable = sorted(s.name for s in states if not s.available)
+        parts = [f"{len(states) - len(failing) - len(unavailable)}/{len(states)} collectors ok"]
+        if failing:
+            parts.append("failing: " + ", ".join(failing))
+        if unavailable:
+            parts.append("unavailable: " + ", ".join(unavailable))
+        return "; ".join(parts)

@@ -1,0 +1,232 @@
+"""The configuration file: TOML, validated whole before anything starts.
+
+Every error names the file, the key and the reason in one line, so that
+`hostvigil check-config` and a failed start both say exactly what to fix.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from hostvigil.collector import Collector, Option
+
+DEFAULT_PATH = Path("/etc/hostvigil/hostvigil.toml")
+# 9100-9999 is fully allocated on the Prometheus default-port list; see README.
+DEFAULT_PORT = 10091
+DEFAULT_LISTEN = f":{DEFAULT_PORT}"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+T = TypeVar("T")
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+class ConfigError(Exception):
+    """A configuration problem, rendered as 'FILE: KEY: REASON'."""
+
+    def __init__(self, source: str, key: str, reason: str) -> None:
+        super().__init__(f"{source}: {key}: {reason}" if key else f"{source}: {reason}")
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Roots that every collector reads through; a captured tree works as-is."""
+
+    proc: Path = Path("/proc")
+    sys: Path = Path("/sys")
+    dev: Path = Path("/dev")
+    rootfs: Path = Path("/")
+
+
+@dataclass(frozen=True)
+class CollectorConfig:
+    enabled: bool
+    interval: float
+    timeout: float
+    options: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Config:
+    source: str = "<defaults>"
+    listen: str = DEFAULT_LISTEN
+    state_dir: Path | None = None
+    log_level: str = "info"
+    paths: Paths = field(default_factory=Paths)
+    collectors: Mapping[str, CollectorConfig] = field(default_factory=dict)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration such as "30s", "5m", "1m30s" or "250ms"."""
+    text = text.strip()
+    pos = 0
+    total = 0.0
+    for match in _DURATION_PART.finditer(text):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        pos = match.end()
+    if not text or pos != len(text):
+        raise ValueError(f'bad duration "{text}" (use e.g. "500ms", "30s", "5m", "1h")')
+    if total <= 0:
+        raise ValueError(f'duration "{text}" must be greater than zero')
+    return total
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """Host and port of an "ADDR:PORT" listen address ("" host = all addresses)."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f'bad listen address "{text}" (use ADDR:PORT, e.g. "127.0.0.1:{DEFAULT_PORT}")')
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port_text)
+
+
+def load(path: Path | None, collectors: Mapping[str, type[Collector]]) -> Config:
+    """Read and validate a config file; no file at the default path means defaults."""
+    if path is None:
+        if not DEFAULT_PATH.exists():
+            return _validate({}, "<defaults>", Path.cwd(), collectors)
+        path = DEFAULT_PATH
+    source = str(path)
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(source, "", "file not found") from None
+    except OSError as exc:
+        raise ConfigError(source, "", f"cannot read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, "", f"not valid TOML: {exc}") from None
+    return _validate(data, source, path.parent, collectors)
+
+
+def _validate(
+    data: Mapping[str, Any], source: str, base: Path, known: Mapping[str, type[Collector]]
+) -> Config:
+    reader = _Reader(source)
+    reader.only_keys(data, "", ("agent", "paths", "collectors"))
+    agent = reader.table(data, "agent")
+    reader.only_keys(agent, "agent", ("listen", "state_dir", "log_level"))
+    listen = reader.value(agent, "agent", "listen", str, DEFAULT_LISTEN)
+    reader.check(lambda: parse_listen(listen), "agent.listen")
+    state_dir = reader.value(agent, "agent", "state_dir", str, "")
+    log_level = reader.value(agent, "agent", "log_level", str, "info")
+    if log_level not in LOG_LEVELS:
+        raise ConfigError(source, "agent.log_level", f'"{log_level}" is not one of {", ".join(LOG_LEVELS)}')
+
+    paths_table = reader.table(data, "paths")
+    defaults = Paths()
+    reader.only_keys(paths_table, "paths", tuple(vars(defaults)))
+    paths = Paths(
+        **{
+            name: base / reader.value(paths_table, "paths", name, str, str(default))
+            for name, default in vars(defaults).items()
+        }
+    )
+
+    table = reader.table(data, "collectors")
+    reader.only_keys(table, "collectors", tuple(known))
+    collectors = {
+        name: _collector_config(reader, reader.table(table, f"collectors.{name}", name), cls)
+        for name, cls in known.items()
+    }
+    return Config(
+        source=source,
+        listen=listen,
+        state_dir=base / state_dir if state_dir else None,
+        log_level=log_level,
+        paths=paths,
+        collectors=collectors,
+    )
+
+
+def _collector_config(
+    reader: _Reader, table: Mapping[str, Any], cls: type[Collector]
+) -> CollectorConfig:
+    key = f"collectors.{cls.name}"
+    reader.only_keys(table, key, ("enabled", "interval", "timeout", *cls.options))
+    interval = reader.duration(table, key, "interval", cls.interval)
+    timeout = reader.duration(table, key, "timeout", cls.timeout)
+    options = {
+        name: reader.option(table, key, name, option) for name, option in cls.options.items()
+    }
+    return CollectorConfig(
+        enabled=reader.value(table, key, "enabled", bool, cls.enabled_by_default),
+        interval=interval,
+        timeout=timeout,
+        options=options,
+    )
+
+
+_TYPE_NAMES = {bool: "a boolean", str: "a string", int: "an integer", float: "a number", list: "a list"}
+
+
+class _Reader:
+    """Typed access to TOML tables that raises ConfigError naming the key."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, key: str, reason: str) -> ConfigError:
+        return ConfigError(self.source, key, reason)
+
+    def only_keys(self, table: Mapping[str, Any], where: str, allowed: tuple[str, ...]) -> None:
+        for name in table:
+            if name not in allowed:
+                key = f"{where}.{name}" if where else name
+                raise self.fail(key, f"unknown key (known here: {', '.join(allowed)})")
+
+    def table(self, data: Mapping[str, Any], key: str, name: str | None = None) -> Mapping[str, Any]:
+        value = data.get(name or key, {})
+        if not isinstance(value, dict):
+            raise self.fail(key, f"expected a table, got {_describe(value)}")
+        return value
+
+    def value(self, table: Mapping[str, Any], where: str, name: str, kind: type[T], default: T) -> T:
+        if name not in table:
+            return default
+        value = table[name]
+        # bool is an int subclass in Python; TOML keeps them apart and so do we.
+        ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)  # type: ignore[return-value]
+        if not ok:
+            raise self.fail(f"{where}.{name}", f"expected {_TYPE_NAMES[kind]}, got {_describe(value)}")
+        return value  # type: ignore[no-any-return]
+
+    def duration(self, table: Mapping[str, Any], where: str, name: str, default: float) -> float:
+        if name not in table:
+            return default
+        value = table[name]
+        if not isinstance(value, str):
+            raise self.fail(f"{where}.{name}", f'expected a duration such as "30s", got {_describe(value)}')
+        return self.check(lambda: parse_duration(value), f"{where}.{name}")
+
+    def option(self, table: Mapping[str, Any], where: str, name: str, option: Option) -> Any:
+        if option.kind == "duration":
+            return self.duration(table, where, name, option.default)
+        value = self.value(table, where, name, option.python_type, option.default)
+        if option.kind == "strings" and not all(isinstance(item, str) for item in value):
+            raise self.fail(f"{where}.{name}", "expected a list of strings")
+        return value
+
+    def check(self, parse: Callable[[], T], key: str) -> T:
+        try:
+            return parse()
+        except ValueError as exc:
+            raise self.fail(key, str(exc)) from None
+
+
+def _describe(value: Any) -> str:
+    names = {bool: "boolean", int: "integer", float: "number", str: "string", list: "list", dict: "table"}
+    text = repr(value) if not isinstance(value, dict | list) else ""
+    kind = names.get(type(value), type(value).__name__)
+    return f"{kind} {text}".strip()

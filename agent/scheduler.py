@@ -1,0 +1,177 @@
+"""Runs each collector on its own interval, in the background, with a timeout.
+
+A run happens on a thread of its own. Python cannot kill a thread, so a run
+that exceeds its timeout is declared failed at once (its series go, the
+timeout is counted) and the collector is not started again until that thread
+returns: a collector stuck on a D-state disk costs one thread, not one per
+interval. The loop's heartbeat is what the systemd watchdog and /-/healthy
+trust: if the loop wedges, the pings stop.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from hostvigil.cache import CollectorState, MetricsCache
+from hostvigil.collector import Collector, CollectorError, Context, Unavailable, check_samples
+from hostvigil.config import Paths
+from hostvigil.runner import CommandRunner
+
+log = logging.getLogger("hostvigil.scheduler")
+
+_MAX_SLEEP = 1.0  # the loop wakes at least this often, so the heartbeat stays fresh
+
+
+@dataclass
+class Job:
+    """One scheduled collector and the bookkeeping of its runs."""
+
+    collector: Collector
+    interval: float
+    timeout: float
+    next_due: float = 0.0
+    run_id: int = 0
+    started: float | None = None  # monotonic start of the run in flight
+    thread: threading.Thread | None = None
+    timed_out: bool = False
+    ran: bool = False  # at least one run ended (or timed out)
+
+    @property
+    def name(self) -> str:
+        return self.collector.name
+
+
+class Scheduler:
+    def __init__(
+        self,
+        jobs: Sequence[Job],
+        cache: MetricsCache,
+        paths: Paths,
+        runner: CommandRunner,
+        on_change: Callable[[CollectorState], None] = lambda state: None,
+    ) -> None:
+        self.jobs = {job.name: job for job in jobs}
+        self.cache = cache
+        self.paths = paths
+        self.runner = runner
+        self.on_change = on_change
+        self.heartbeat = time.monotonic()
+        self._wake = threading.Condition()
+        self._stopping = False
+        self._failing: set[str] = set()
+
+    # -- the loop -----------------------------------------------------------------
+
+    def run_forever(self) -> None:
+        while not self._stopping:
+            self.tick()
+            with self._wake:
+                if not self._stopping:
+                    self._wake.wait(self._sleep_time())
+
+    def tick(self) -> None:
+        """Start what is due, expire what overran; the heartbeat proves the loop is alive."""
+        with self._wake:
+            now = time.monotonic()
+            self.heartbeat = now
+            for job in self.jobs.values():
+                if job.started is not None:
+                    if not job.timed_out and now - job.started > job.timeout:
+                        self._expire(job)
+                elif now >= job.next_due:
+                    self._start(job, now)
+
+    def stop(self) -> None:
+        with self._wake:
+            self._stopping = True
+            self._wake.notify_all()
+
+    def trigger(self, name: str) -> None:
+        """Collect now (an event arrived) instead of at the next interval."""
+        with self._wake:
+            job = self.jobs.get(name)
+            if job is not None:
+                job.next_due = 0.0
+                self._wake.notify_all()
+
+    def first_round_done(self) -> bool:
+        return all(job.ran for job in self.jobs.values())
+
+    def run_round(self) -> None:
+        """Run every collector once and wait for each to finish or time out (CLI `collect`)."""
+        while not self.first_round_done():
+            self.tick()
+            time.sleep(0.01)
+
+    def _sleep_time(self) -> float:
+        now = time.monotonic()
+        wake = now + _MAX_SLEEP
+        for job in self.jobs.values():
+            if job.started is None:
+                wake = min(wake, job.next_due)
+            elif not job.timed_out:
+                wake = min(wake, job.started + job.timeout)
+        return max(0.0, wake - now)
+
+    # -- runs ---------------------------------------------------------------------
+
+    def _start(self, job: Job, now: float) -> None:
+        job.run_id += 1
+        job.started, job.timed_out = now, False
+        job.next_due = now + job.interval  # a trigger during the run sets it back to 0
+        ctx = Context(self.paths, self.runner, now + job.timeout, logging.getLogger(f"hostvigil.{job.name}"))
+        job.thread = threading.Thread(
+            target=self._run, args=(job, job.run_id, ctx), name=f"collector-{job.name}", daemon=True
+        )
+        job.thread.start()
+
+    def _run(self, job: Job, run_id: int, ctx: Context) -> None:
+        start = time.monotonic()
+        error, unavailable = "", False
+        samples = []
+        try:
+            samples = check_samples(job.collector, job.collector.collect(ctx))
+        except Unavailable as exc:
+            error, unavailable = str(exc), True
+        except CollectorError as exc:
+            error = str(exc)
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            log.debug("collector %s raised", job.name, exc_info=True)
+        duration = time.monotonic() - start
+        with self._wake:
+            late = job.run_id != run_id or job.timed_out
+            job.started, job.thread, job.ran = None, None, True
+            self._wake.notify_all()
+        if late:
+            log.info("collector %s: the run that timed out returned after %.1fs", job.name, duration)
+            return
+        if error:
+            state = self.cache.publish_failure(job.name, error, duration, unavailable=unavailable)
+            self._log_failure(state, unavailable)
+        else:
+            state = self.cache.publish_success(job.name, samples, duration)
+            if job.name in self._failing:
+                self._failing.discard(job.name)
+                log.info("collector %s recovered", job.name)
+        self.on_change(state)
+
+    def _expire(self, job: Job) -> None:
+        job.timed_out, job.ran = True, True
+        error = f"no result within its {job.timeout:g}s timeout; not started again until that run returns"
+        state = self.cache.publish_failure(job.name, error, job.timeout, timed_out=True)
+        self._log_failure(state, unavailable=False)
+        self.on_change(state)
+
+    def _log_failure(self, state: CollectorState, unavailable: bool) -> None:
+        self._failing.add(state.name)
+        level = logging.WARNING if unavailable else logging.ERROR
+        # The repeat filter (hostvigil.logs) logs an error once, then summarizes repeats.
+        log.log(
+            level, "collector %s %s: %s", state.name, "unavailable" if unavailable else "failed",
+            state.last_error, extra={"repeat_key": (state.name, state.last_error)},
+        )

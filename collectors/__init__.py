@@ -1,0 +1,19 @@
+"""Collectors, one module per subsystem, and the registry that lists them.
+
+A new collector is a module here with a Collector subclass, added to
+REGISTRY below; config sections, scheduling and meta-metrics follow from that.
+"""
+
+from __future__ import annotations
+
+from hostvigil.collector import Collector
+from hostvigil.collectors.agent import AgentCollector
+from hostvigil.collectors.limits import LimitsCollector
+
+REGISTRY: dict[str, type[Collector]] = {
+    cls.name: cls
+    for cls in (
+        AgentCollector,
+        LimitsCollector,
+    )
+}

@@ -1,0 +1,41 @@
+"""The agent's own footprint, so that "never the reason a host goes down" can be checked."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import psutil
+from hostvigil.collector import Collector, Context, MetricSpec, Sample
+
+RSS = MetricSpec("hostvigil_agent_resident_memory_bytes", "gauge", "Resident memory of the hostvigil process.")
+CPU = MetricSpec("hostvigil_agent_cpu_seconds_total", "counter", "CPU time used by the hostvigil process.", ("mode",))
+THREADS = MetricSpec(
+    "hostvigil_agent_threads", "gauge", "Threads of the hostvigil process (one per collector run in flight)."
+)
+FDS = MetricSpec("hostvigil_agent_open_fds", "gauge", "Open file descriptors of the hostvigil process.")
+STUCK = MetricSpec(
+    "hostvigil_agent_stuck_commands", "gauge",
+    "Commands killed on timeout that have not exited (a process in D state); each is not started again until it exits.",
+)
+
+
+class AgentCollector(Collector):
+    name = "agent"
+    help = "The hostvigil process itself: memory, CPU, threads, file descriptors, stuck commands."
+    interval = 15.0
+    timeout = 5.0
+    metrics = (RSS, CPU, THREADS, FDS, STUCK)
+
+    def __init__(self, options: dict[str, object]) -> None:
+        super().__init__(options)
+        self._process = psutil.Process()
+
+    def collect(self, ctx: Context) -> Iterator[Sample]:
+        with self._process.oneshot():
+            cpu = self._process.cpu_times()
+            yield RSS(self._process.memory_info().rss)
+            yield CPU(cpu.user, "user")
+            yield CPU(cpu.system, "system")
+            yield THREADS(self._process.num_threads())
+            yield FDS(self._process.num_fds())
+        yield STUCK(len(ctx.runner.stuck()))

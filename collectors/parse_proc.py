@@ -1,0 +1,172 @@
+"""Pure parsers for /proc files: text in, plain data out, ValueError on bad input.
+
+No I/O and no metrics here; the formats are those of Documentation/filesystems/proc.rst
+and the kernel sources named on each function.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")
+
+
+@dataclass(frozen=True)
+class FileHandles:
+    allocated: int
+    max: int
+
+
+@dataclass(frozen=True)
+class LoadAvg:
+    load1: float
+    load5: float
+    load15: float
+    runnable: int
+    tasks: int  # every process and thread; each holds a PID
+
+
+@dataclass(frozen=True)
+class Pressure:
+    avg10: float
+    avg60: float
+    avg300: float
+    total_seconds: float
+
+
+@dataclass(frozen=True)
+class Mount:
+    device: str
+    mountpoint: str
+    fstype: str
+
+
+@dataclass(frozen=True)
+class Rlimit:
+    soft: int | None  # None: unlimited
+    hard: int | None
+
+
+def parse_int(text: str) -> int:
+    """A file holding one integer, such as /proc/sys/kernel/pid_max."""
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise ValueError(f"expected one integer, got {text.strip()[:40]!r}") from None
+
+
+def parse_file_nr(text: str) -> FileHandles:
+    """/proc/sys/fs/file-nr: allocated, free (always 0 since 2.6), max (fs/file_table.c)."""
+    fields = text.split()
+    if len(fields) != 3 or not all(f.isdigit() for f in fields):
+        raise ValueError(f"expected three integers, got {text.strip()[:60]!r}")
+    return FileHandles(allocated=int(fields[0]) - int(fields[1]), max=int(fields[2]))
+
+
+def parse_loadavg(text: str) -> LoadAvg:
+    """/proc/loadavg: "0.02 0.04 0.05 1/497 11947" (fs/proc/loadavg.c)."""
+    fields = text.split()
+    if len(fields) != 5 or "/" not in fields[3]:
+        raise ValueError(f"expected 'l1 l5 l15 runnable/tasks lastpid', got {text.strip()[:60]!r}")
+    runnable, _, tasks = fields[3].partition("/")
+    try:
+        return LoadAvg(float(fields[0]), float(fields[1]), float(fields[2]), int(runnable), int(tasks))
+    except ValueError:
+        raise ValueError(f"non-numeric field in {text.strip()[:60]!r}") from None
+
+
+def parse_meminfo(text: str) -> dict[str, int]:
+    """/proc/meminfo as bytes per field ("MemTotal: 4026036 kB"; HugePages_* are counts)."""
+    result = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        name, sep, rest = line.partition(":")
+        fields = rest.split()
+        if not sep or not fields or not fields[0].isdigit() or len(fields) > 2:
+            raise ValueError(f"line {number}: expected 'Name: value [kB]', got {line[:60]!r}")
+        unit = 1024 if len(fields) == 2 and fields[1] == "kB" else 1
+        result[name.strip()] = int(fields[0]) * unit
+    if "MemTotal" not in result:
+        raise ValueError("no MemTotal line")
+    return result
+
+
+def parse_pressure(text: str) -> dict[str, Pressure]:
+    """/proc/pressure/{cpu,memory,io}: a "some" line and, except cpu before 5.13, a "full" line.
+
+    Format from kernel/sched/psi.c: "some avg10=0.10 avg60=2.00 avg300=3.85 total=15",
+    total in microseconds.
+    """
+    result = {}
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        scope, *pairs = line.split()
+        values = dict(pair.partition("=")[::2] for pair in pairs)
+        try:
+            result[scope] = Pressure(
+                float(values["avg10"]), float(values["avg60"]), float(values["avg300"]),
+                int(values["total"]) / 1e6,
+            )
+        except (KeyError, ValueError):
+            raise ValueError(f"expected 'some|full avg10= avg60= avg300= total=', got {line[:80]!r}") from None
+    if "some" not in result:
+        raise ValueError("no 'some' line")
+    return result
+
+
+def parse_mounts(text: str) -> list[Mount]:
+    """/proc/mounts (fstab format; spaces in paths are written as \\040)."""
+    mounts = []
+    for number, line in enumerate(text.splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) < 3:
+            raise ValueError(f"line {number}: expected 'device mountpoint fstype ...', got {line[:60]!r}")
+        mounts.append(Mount(_unescape(fields[0]), _unescape(fields[1]), fields[2]))
+    return mounts
+
+
+def parse_limits(text: str) -> dict[str, Rlimit]:
+    """/proc/<pid>/limits by limit name, e.g. "Max open files" (fs/proc/base.c proc_pid_limits).
+
+    The name column is 25 characters wide and the value columns 20 and 21.
+    """
+    lines = text.splitlines()
+    if not lines or not lines[0].startswith("Limit"):
+        raise ValueError("no 'Limit  Soft Limit  Hard Limit  Units' header")
+    result = {}
+    for line in lines[1:]:
+        if not line.strip():
+            continue
+        name, values = line[:25].strip(), line[25:].split()
+        if len(values) < 2:
+            raise ValueError(f"expected soft and hard values, got {line[:80]!r}")
+        result[name] = Rlimit(_limit(values[0]), _limit(values[1]))
+    return result
+
+
+def parse_cpu_list(text: str) -> int:
+    """How many CPUs a list such as "0-3,5,7-8" names (/sys/devices/system/cpu/online)."""
+    count = 0
+    for part in text.strip().split(","):
+        first, _, last = part.partition("-")
+        if not first.isdigit() or (last and not last.isdigit()):
+            raise ValueError(f"bad CPU list {text.strip()[:40]!r}")
+        count += int(last or first) - int(first) + 1
+    return count
+
+
+def _limit(value: str) -> int | None:
+    if value == "unlimited":
+        return None
+    if not value.isdigit():
+        raise ValueError(f"bad limit value {value!r}")
+    return int(value)
+
+
+def _unescape(field: str) -> str:
+    return _OCTAL_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), field)
