@@ -85,6 +85,7 @@ class Agent:
             self.notifier.ready("no collectors enabled")
         self.stop_event.wait()
         self.notifier.stopping()
+        self.notifier.close()
         self.scheduler.stop()
         server.shutdown()
         server.server_close()

@@ -39,6 +39,10 @@ class Notifier:
     def stopping(self) -> None:
         self.send("STOPPING=1", "STATUS=stopping")
 
+    def close(self) -> None:
+        if self._notifier is not None and self._notifier.socket is not None:
+            self._notifier.socket.close()
+
     def start_watchdog(self, heartbeat: Callable[[], float], stop: threading.Event) -> None:
         """Ping at half the watchdog interval while the heartbeat is younger than that interval."""
         interval = self.watchdog_interval

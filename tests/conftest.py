@@ -1,0 +1,61 @@
+"""Shared test helpers: fixture roots, free ports, and components that must exist in CI."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import time
+from pathlib import Path
+
+import pytest
+from hostvigil.collector import Collector, Context, Sample, check_samples
+from hostvigil.config import Paths
+from hostvigil.runner import CommandRunner
+
+FIXTURES = Path(__file__).parent / "fixtures"
+TREES = FIXTURES / "trees"
+
+
+def require_tool(name: str) -> str:
+    """Path of a component the test needs; skip without it, fail in CI (HOSTVIGIL_REQUIRE_INTEGRATION=1)."""
+    path = shutil.which(name) or next(
+        (p for p in (f"/usr/bin/{name}", f"/usr/sbin/{name}") if os.path.exists(p)), None
+    )
+    if path is None:
+        message = f"{name} is not installed (Debian package needed; see .ci/run)"
+        if os.environ.get("HOSTVIGIL_REQUIRE_INTEGRATION") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture
+def promtool() -> str:
+    return require_tool("promtool")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def fixture_paths(tree: str | Path) -> Paths:
+    """Paths rooted in a fixture tree (proc/ and sys/ under it; missing parts simply read as absent)."""
+    root = tree if isinstance(tree, Path) else TREES / tree
+    return Paths(proc=root / "proc", sys=root / "sys", dev=root / "dev", rootfs=root)
+
+
+def run_collector(cls: type[Collector], paths: Paths, **options: object) -> list[Sample]:
+    """One checked run of a collector, with its defaults overridden by `options`."""
+    settings = {name: option.default for name, option in cls.options.items()} | options
+    collector = cls(settings)
+    ctx = Context(paths, CommandRunner(), time.monotonic() + cls.timeout, logging.getLogger("test"))
+    return check_samples(collector, collector.collect(ctx))
+
+
+def values(samples: list[Sample]) -> dict[tuple[str, tuple[str, ...]], float]:
+    """Samples as {(metric name, label values): value} for exact assertions."""
+    return {(s.metric.name, s.label_values): s.value for s in samples}

@@ -1,0 +1,104 @@
+"""Every class of config error exits with status 2 and one line naming the file, the key and the reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hostvigil.cli import main
+from hostvigil.collectors import REGISTRY
+from hostvigil.config import ConfigError, load, parse_duration
+
+
+def check(tmp_path: Path, text: str, capsys: pytest.CaptureFixture[str]) -> str:
+    path = tmp_path / "hostvigil.toml"
+    path.write_text(text)
+    assert main(["check-config", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert str(path) in err
+    return err
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "reason"),
+    [
+        ("[agnet]\n", "agnet", "unknown key"),
+        ("[agent]\nlisten_address = ':1'\n", "agent.listen_address", "unknown key"),
+        ("[collectors.limits]\ndaemon = ['x']\n", "collectors.limits.daemon", "unknown key (known here: enabled,"),
+        ("[collectors.nosuch]\n", "collectors.nosuch", "unknown key (known here: agent, limits)"),
+        ("[paths]\nprocfs = '/proc'\n", "paths.procfs", "unknown key"),
+        ("[agent]\nlisten = 10091\n", "agent.listen", "expected a string, got integer 10091"),
+        ("[agent]\nlisten = 'localhost'\n", "agent.listen", 'bad listen address "localhost"'),
+        ("[agent]\nlog_level = 'verbose'\n", "agent.log_level", '"verbose" is not one of'),
+        ("[collectors.limits]\nenabled = 'yes'\n", "collectors.limits.enabled", "expected a boolean, got string 'yes'"),
+        ("[collectors.limits]\ninterval = 30\n", "collectors.limits.interval", 'expected a duration such as "30s"'),
+        ("[collectors.limits]\ninterval = '30 sec'\n", "collectors.limits.interval", 'bad duration "30 sec"'),
+        ("[collectors.limits]\ntimeout = '0s'\n", "collectors.limits.timeout", "greater than zero"),
+        ("[collectors.limits]\ndaemons = 'dovecot'\n", "collectors.limits.daemons", "expected a list, got string"),
+        ("[collectors.limits]\ndaemons = ['dovecot', 1]\n", "collectors.limits.daemons", "list of strings"),
+        ("collectors = 1\n", "collectors", "expected a table, got integer 1"),
+    ],
+)
+def test_config_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, key: str, reason: str
+) -> None:
+    err = check(tmp_path, text, capsys)
+    assert f": {key}: " in err
+    assert reason in err
+
+
+def test_invalid_toml(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    err = check(tmp_path, "[agent\nlisten = ':1'\n", capsys)
+    assert "not valid TOML" in err
+    assert "line 1" in err
+
+
+def test_missing_file_named_on_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config", "--config", str(tmp_path / "nope.toml")]) == 2
+    assert "nope.toml: file not found" in capsys.readouterr().err
+
+
+def test_bad_listen_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--listen", "127.0.0.1"]) == 2
+    assert "--listen" in capsys.readouterr().err
+
+
+def test_unknown_collector_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["collect", "--collector", "nosuch"]) == 2
+    assert "unknown collector nosuch" in capsys.readouterr().err
+
+
+def test_valid_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "hostvigil.toml"
+    path.write_text(
+        "[agent]\nlisten = '127.0.0.1:9999'\nstate_dir = 'state'\n"
+        "[paths]\nproc = 'fixture/proc'\n"
+        "[collectors.limits]\ninterval = '1m30s'\ntimeout = '500ms'\ndaemons = ['dovecot']\n"
+        "[collectors.agent]\nenabled = false\n"
+    )
+    assert main(["check-config", "--config", str(path)]) == 0
+    assert "OK" in capsys.readouterr().out
+    config = load(path, REGISTRY)
+    assert config.paths.proc == tmp_path / "fixture/proc"  # relative to the config file
+    assert config.state_dir == tmp_path / "state"
+    assert config.collectors["limits"].interval == 90
+    assert config.collectors["limits"].timeout == 0.5
+    assert config.collectors["limits"].options["daemons"] == ["dovecot"]
+    assert not config.collectors["agent"].enabled
+
+
+def test_no_file_at_all_means_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("hostvigil.config.DEFAULT_PATH", tmp_path / "absent.toml")
+    config = load(None, REGISTRY)
+    assert config.listen == ":10091"
+    assert all(c.enabled for c in config.collectors.values())
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("30s", 30), ("5m", 300), ("1h", 3600), ("250ms", 0.25), ("1m30s", 90)])
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+def test_config_error_text() -> None:
+    assert str(ConfigError("/etc/x.toml", "agent.listen", "bad")) == "/etc/x.toml: agent.listen: bad"

@@ -1,0 +1,88 @@
+"""The command runner: deadlines, whole process groups, capped output, exit status as data."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+from hostvigil.runner import CommandRunner
+
+
+def test_exit_status_is_data_not_an_exception() -> None:
+    result = CommandRunner().run(["sh", "-c", "echo out; echo err >&2; exit 68"], timeout=5)
+    assert result.status == 68
+    assert result.stdout == b"out\n"
+    assert "exit status 68: err" in result.describe()
+    assert not result.ok
+
+
+def test_locale_is_c() -> None:
+    result = CommandRunner().run(["sh", "-c", "echo $LC_ALL"], timeout=5)
+    assert result.stdout == b"C\n"
+
+
+def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
+    pidfile = tmp_path / "grandchild.pid"
+    start = time.monotonic()
+    result = CommandRunner().run(["sh", "-c", f"sleep 300 & echo $! > {pidfile}; wait"], timeout=0.5)
+    assert result.timed_out
+    assert result.status is None
+    assert time.monotonic() - start < 3
+    grandchild = int(pidfile.read_text())
+    deadline = time.monotonic() + 2
+    while _alive(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not _alive(grandchild), "the background sleep survived its group's kill"
+    assert "no answer within" in result.describe()
+
+
+def test_output_is_capped() -> None:
+    result = CommandRunner(output_limit=1000).run(["head", "-c", "100000", "/dev/zero"], timeout=5)
+    assert result.status == 0
+    assert len(result.stdout) == 1000
+    assert result.truncated
+
+
+def test_missing_command() -> None:
+    result = CommandRunner().run(["hostvigil-no-such-tool"], timeout=5)
+    assert result.status is None
+    assert "No such file" in result.describe()
+
+
+def test_bin_dirs_come_first(tmp_path: Path) -> None:
+    tool = tmp_path / "smartctl"
+    tool.write_text("#!/bin/sh\necho recorded\n")
+    tool.chmod(0o755)
+    assert CommandRunner(bin_dirs=[str(tmp_path)]).run(["smartctl"], timeout=5).stdout == b"recorded\n"
+
+
+def test_a_stuck_command_is_not_started_again() -> None:
+    """A killed command that has not exited (D state) blocks re-runs of the same argv until it goes."""
+    runner = CommandRunner()
+    argv = ("sleep", "300")
+    hung = subprocess.Popen(argv, start_new_session=True)  # stands in for a process SIGKILL cannot end
+    runner._stuck[argv] = hung
+    try:
+        result = runner.run(argv, timeout=5)
+        assert result.status is None
+        assert "still stuck" in result.describe()
+        assert runner.stuck() == [argv]
+        assert runner.run(["true"], timeout=5).ok  # other commands are unaffected
+    finally:
+        hung.kill()
+        hung.wait()
+    again = runner.run(argv, timeout=0.2)  # gone now: the same command starts (and times out) normally
+    assert again.timed_out
+    assert runner.stuck() == []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie waiting for init to reap it is dead for our purposes.
+    with open(f"/proc/{pid}/stat") as fh:
+        return fh.read().split(") ", 1)[1][0] != "Z"

@@ -1,0 +1,216 @@
+"""Isolation: a collector that hangs, raises or returns garbage costs only its own series."""
+
+from __future__ import annotations
+
+import gzip
+import http.client
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import ClassVar
+
+import pytest
+from hostvigil.cache import MetricsCache
+from hostvigil.collector import Collector, CollectorError, Context, MetricSpec, Sample
+from hostvigil.config import Paths
+from hostvigil.runner import CommandRunner
+from hostvigil.scheduler import Job, Scheduler
+from hostvigil.server import MetricsServer
+
+TICKS = MetricSpec("hostvigil_test_ticks", "gauge", "Runs so far.")
+HUNG = MetricSpec("hostvigil_hung_value", "gauge", "Never served: the command never returns.")
+FLAKY = MetricSpec("hostvigil_flaky_value", "gauge", "Served while the collector works.")
+
+
+class Ticking(Collector):
+    name = "ticking"
+    help = "Counts its runs."
+    metrics = (TICKS,)
+    runs = 0
+
+    def collect(self, ctx: Context) -> Iterator[Sample]:
+        type(self).runs += 1
+        yield TICKS(type(self).runs)
+
+
+class Hanging(Collector):
+    """Runs a command whose own deadline is far beyond the collector's timeout: a disk in D state."""
+
+    name = "hanging"
+    help = "Never returns in time."
+    metrics = (HUNG,)
+    starts = 0
+
+    def collect(self, ctx: Context) -> Iterator[Sample]:
+        type(self).starts += 1
+        ctx.runner.run(["sleep", "3"], timeout=3)
+        yield HUNG(1)
+
+
+class Flaky(Collector):
+    """Does whatever `behaviour` says: work, raise, or return garbage."""
+
+    name = "flaky"
+    help = "Misbehaves on demand."
+    metrics = (FLAKY,)
+    behaviour: ClassVar[list[str]] = ["ok"]
+
+    def collect(self, ctx: Context) -> list[object]:
+        mode = self.behaviour[0]
+        if mode == "raise":
+            raise ZeroDivisionError("division by zero")
+        if mode == "error":
+            raise CollectorError("/proc/mdstat: line 3: garbage")
+        if mode == "wrong type":
+            return ["not a sample"]
+        if mode == "undeclared":
+            return [TICKS(1)]
+        if mode == "duplicate":
+            return [FLAKY(1), FLAKY(2)]
+        if mode == "labels":
+            return [FLAKY(1, "extra")]
+        return [FLAKY(42)]
+
+
+def scheduler(*jobs: Job) -> Scheduler:
+    cache = MetricsCache([job.name for job in jobs])
+    return Scheduler(jobs, cache, Paths(), CommandRunner())
+
+
+def scrape(port: int, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes, float]:
+    start = time.perf_counter()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    conn.request("GET", "/metrics", headers=headers or {})
+    response = conn.getresponse()
+    body = response.read()
+    conn.close()
+    return response.status, dict(response.getheaders()), body, time.perf_counter() - start
+
+
+@pytest.fixture
+def running() -> Iterator[tuple[Scheduler, int]]:
+    Ticking.runs, Hanging.starts = 0, 0
+    sched = scheduler(Job(Ticking({}), interval=0.1, timeout=1), Job(Hanging({}), interval=0.1, timeout=0.3))
+    server = MetricsServer(("127.0.0.1", 0), sched.cache, lambda: True, sched.first_round_done)
+    for target in (server.serve_forever, sched.run_forever):
+        threading.Thread(target=target, daemon=True).start()
+    yield sched, server.server_address[1]
+    sched.stop()
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_hung_command_costs_only_its_collector(running: tuple[Scheduler, int]) -> None:
+    _, port = running
+    time.sleep(1.5)
+    latencies = []
+    for _ in range(20):
+        status, _, body, latency = scrape(port)
+        assert status == 200
+        latencies.append(latency)
+    text = body.decode()
+    assert 'hostvigil_collector_success{collector="hanging"} 0.0' in text
+    assert 'hostvigil_collector_timeouts_total{collector="hanging"} 1.0' in text
+    assert "hostvigil_hung_value" not in text
+    assert 'hostvigil_collector_success{collector="ticking"} 1.0' in text
+    assert Ticking.runs >= 8, "the healthy collector stopped updating"
+    assert Hanging.starts == 1, "the hung collector was started again while its run was stuck"
+    # Generous bound: scrapes render the cache and never wait for the hung command (3 s).
+    assert max(latencies) < 0.5
+
+
+@pytest.mark.usefixtures("running")
+def test_after_the_stuck_run_returns_the_collector_runs_again() -> None:
+    time.sleep(3.6)
+    assert Hanging.starts == 2
+
+
+@pytest.mark.parametrize(
+    ("mode", "error"),
+    [
+        ("raise", "ZeroDivisionError: division by zero"),
+        ("error", "/proc/mdstat: line 3: garbage"),
+        ("wrong type", "not a declared sample"),
+        ("undeclared", "not a declared sample"),
+        ("duplicate", "returned twice"),
+        ("labels", "do not match"),
+    ],
+)
+def test_failure_drops_series_and_recovery_restores_them(mode: str, error: str) -> None:
+    sched = scheduler(Job(Flaky({}), interval=60, timeout=5))
+    Flaky.behaviour[:] = ["ok"]
+    sched.run_round()
+    assert b"hostvigil_flaky_value 42.0" in sched.cache.render()[0]
+
+    Flaky.behaviour[:] = [mode]
+    _run_again(sched)
+    state = sched.cache.states()["flaky"]
+    assert state.success is False
+    assert error in state.last_error
+    assert state.errors_total == 1
+    assert state.last_good, "last good samples are kept for snapshots"
+    body = sched.cache.render()[0].decode()
+    assert "hostvigil_flaky_value" not in body
+    assert 'hostvigil_collector_success{collector="flaky"} 0.0' in body
+    assert 'hostvigil_collector_last_success_timestamp_seconds{collector="flaky"}' in body
+
+    Flaky.behaviour[:] = ["ok"]
+    _run_again(sched)
+    assert b"hostvigil_flaky_value 42.0" in sched.cache.render()[0]
+
+
+def test_trigger_runs_a_collector_before_its_interval() -> None:
+    Ticking.runs = 0
+    sched = scheduler(Job(Ticking({}), interval=3600, timeout=5))
+    thread = threading.Thread(target=sched.run_forever, daemon=True)
+    thread.start()
+    try:
+        _wait(lambda: Ticking.runs == 1)
+        sched.trigger("ticking")
+        _wait(lambda: Ticking.runs == 2)
+    finally:
+        sched.stop()
+
+
+def test_exposition_formats_and_endpoints(running: tuple[Scheduler, int]) -> None:
+    sched, port = running
+    _wait(sched.first_round_done)
+    _, headers, body, _ = scrape(port, {"Accept": "application/openmetrics-text; version=1.0.0"})
+    assert headers["Content-Type"].startswith("application/openmetrics-text")
+    assert body.endswith(b"# EOF\n")
+    _, headers, body, _ = scrape(port, {"Accept-Encoding": "gzip"})
+    assert headers["Content-Encoding"] == "gzip"
+    assert b"hostvigil_test_ticks" in gzip.decompress(body)
+    for path, expected in (("/-/healthy", 200), ("/-/ready", 200), ("/", 200), ("/nope", 404)):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn.request("GET", path)
+        assert conn.getresponse().status == expected, path
+        conn.close()
+
+
+def test_a_stalled_client_does_not_block_scrapes(running: tuple[Scheduler, int]) -> None:
+    _, port = running
+    stalled = [socket.create_connection(("127.0.0.1", port)) for _ in range(5)]
+    for sock in stalled:
+        sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")  # never finishes its headers
+    try:
+        status, _, _, latency = scrape(port)
+        assert status == 200
+        assert latency < 0.5
+    finally:
+        for sock in stalled:
+            sock.close()
+
+
+def _run_again(sched: Scheduler) -> None:
+    for job in sched.jobs.values():
+        job.ran, job.next_due = False, 0.0
+    sched.run_round()
+
+
+def _wait(condition: object, timeout: float = 5) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
