@@ -15,12 +15,13 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from hostvigil import __version__
-from hostvigil.collector import MetricSpec, Sample
 from prometheus_client.core import Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector as RegistryCollector
 from prometheus_client.registry import CollectorRegistry
+
+from hostvigil import __version__
+from hostvigil.collector import MetricSpec, Sample
 
 SUCCESS = MetricSpec(
     "hostvigil_collector_success", "gauge",

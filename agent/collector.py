@@ -69,13 +69,17 @@ class Option:
 
 @dataclass
 class Context:
-    """What a run may use: host roots, the command runner, its deadline and a log-once."""
+    """What a run may use: host roots, the command runner, its deadline and a log-once.
+
+    `noted` outlives the run (the scheduler keeps one per collector), so a
+    condition noted once is not logged again at every interval.
+    """
 
     paths: Paths
     runner: CommandRunner
     deadline: float
     log: logging.Logger
-    _noted: set[str] = field(default_factory=set)
+    noted: set[str] = field(default_factory=set)
 
     def proc(self, relative: str) -> Path:
         return self.paths.proc / relative
@@ -112,8 +116,8 @@ class Context:
 
     def note_once(self, key: str, message: str) -> None:
         """Log a condition (e.g. a missing privilege) the first time only."""
-        if key not in self._noted:
-            self._noted.add(key)
+        if key not in self.noted:
+            self.noted.add(key)
             self.log.warning("%s", message)
 
 

@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from hostvigil.cache import CollectorState, MetricsCache
 from hostvigil.collector import Collector, CollectorError, Context, Unavailable, check_samples
@@ -39,6 +39,7 @@ class Job:
     thread: threading.Thread | None = None
     timed_out: bool = False
     ran: bool = False  # at least one run ended (or timed out)
+    noted: set[str] = field(default_factory=set)  # conditions already logged (Context.note_once)
 
     @property
     def name(self) -> str:
@@ -123,7 +124,9 @@ class Scheduler:
         job.run_id += 1
         job.started, job.timed_out = now, False
         job.next_due = now + job.interval  # a trigger during the run sets it back to 0
-        ctx = Context(self.paths, self.runner, now + job.timeout, logging.getLogger(f"hostvigil.{job.name}"))
+        ctx = Context(
+            self.paths, self.runner, now + job.timeout, logging.getLogger(f"hostvigil.{job.name}"), job.noted
+        )
         job.thread = threading.Thread(
             target=self._run, args=(job, job.run_id, ctx), name=f"collector-{job.name}", daemon=True
         )

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from hostvigil.collector import Collector, Context, Sample, check_samples
 from hostvigil.config import Paths
 from hostvigil.runner import CommandRunner

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from hostvigil.cli import main
 from hostvigil.collectors import REGISTRY
 from hostvigil.config import ConfigError, load, parse_duration

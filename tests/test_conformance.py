@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+
 from hostvigil.cache import META_METRICS
 from hostvigil.collector import Collector
 from hostvigil.collectors import REGISTRY

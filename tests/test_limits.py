@@ -6,9 +6,9 @@ import os
 from pathlib import Path
 
 import pytest
+
 from hostvigil.collector import CollectorError
 from hostvigil.collectors.limits import LimitsCollector
-
 from tests.conftest import fixture_paths, run_collector, values
 
 

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from hostvigil.logs import JournalFormatter, RepeatFilter
 from hostvigil.notify import Notifier
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from hostvigil.collectors import parse_proc as parse
 
+from hostvigil.collectors import parse_proc as parse
 from tests.conftest import TREES
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import http.client
+import logging
 import socket
 import threading
 import time
@@ -11,8 +12,9 @@ from collections.abc import Iterator
 from typing import ClassVar
 
 import pytest
+
 from hostvigil.cache import MetricsCache
-from hostvigil.collector import Collector, CollectorError, Context, MetricSpec, Sample
+from hostvigil.collector import Collector, CollectorError, Context, MetricSpec, Sample, Unavailable
 from hostvigil.config import Paths
 from hostvigil.runner import CommandRunner
 from hostvigil.scheduler import Job, Scheduler
@@ -214,3 +216,40 @@ def _wait(condition: object, timeout: float = 5) -> None:
     while not condition():  # type: ignore[operator]
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.01)
+
+
+class Noting(Collector):
+    name = "noting"
+    help = "Lacks a privilege on every run."
+    metrics = (TICKS,)
+
+    def collect(self, ctx: Context) -> Iterator[Sample]:
+        ctx.note_once("fd", "open files of dovecot are readable by root only; skipped")
+        yield TICKS(1)
+
+
+def test_a_missing_privilege_is_logged_once_across_runs(caplog: pytest.LogCaptureFixture) -> None:
+    sched = scheduler(Job(Noting({}), interval=60, timeout=5))
+    with caplog.at_level(logging.WARNING):
+        for _ in range(3):
+            _run_again(sched)
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages.count("open files of dovecot are readable by root only; skipped") == 1
+
+
+class NeedsRoot(Collector):
+    name = "needsroot"
+    help = "Cannot run without root."
+    metrics = (TICKS,)
+
+    def collect(self, ctx: Context) -> Iterator[Sample]:
+        raise Unavailable("smartctl needs root to open /dev/sda")
+
+
+def test_unavailable_is_not_counted_as_an_error() -> None:
+    sched = scheduler(Job(NeedsRoot({}), interval=60, timeout=5))
+    sched.run_round()
+    body = sched.cache.render()[0].decode()
+    assert 'hostvigil_collector_available{collector="needsroot"} 0.0' in body
+    assert 'hostvigil_collector_success{collector="needsroot"} 0.0' in body
+    assert 'hostvigil_collector_errors_total{collector="needsroot"} 0.0' in body
