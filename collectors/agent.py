@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import psutil
+
 from hostvigil.collector import Collector, Context, MetricSpec, Sample
 
 RSS = MetricSpec("hostvigil_agent_resident_memory_bytes", "gauge", "Resident memory of the hostvigil process.")

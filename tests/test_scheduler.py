@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import http.client
 import logging
+import re
 import socket
 import threading
 import time
@@ -253,3 +254,16 @@ def test_unavailable_is_not_counted_as_an_error() -> None:
     assert 'hostvigil_collector_available{collector="needsroot"} 0.0' in body
     assert 'hostvigil_collector_success{collector="needsroot"} 0.0' in body
     assert 'hostvigil_collector_errors_total{collector="needsroot"} 0.0' in body
+
+
+def test_headers_and_body_leave_in_one_write(running: tuple[Scheduler, int]) -> None:
+    """Written separately, the body of a kept-alive scrape waited ~40 ms for a delayed ACK (Nagle)."""
+    sched, port = running
+    _wait(sched.first_round_done)
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        for _ in range(3):  # kept alive, as Prometheus scrapes
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            first = sock.recv(1 << 20)
+            head, _, body = first.partition(b"\r\n\r\n")
+            length = int(re.search(rb"Content-Length: (\d+)", head).group(1))  # type: ignore[union-attr]
+            assert len(body) == length, "the body did not arrive with the headers"
