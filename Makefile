@@ -5,9 +5,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 LISTEN ?= 127.0.0.1:10091
-# Re-install when the package layout changes: the editable install is a link
-# tree (so that mypy sees the hostvigil package), and new modules need links.
-SOURCES := pyproject.toml $(wildcard agent/*.py collectors/*.py)
+# The editable install is a tree of symlinks (so that mypy sees the hostvigil
+# package): edits show at once, but a module added or removed needs a
+# re-install, which a change of the folders' mtimes triggers.
+SOURCES := pyproject.toml agent collectors
 
 .PHONY: run test lint typecheck pytest bench clean
 

@@ -132,20 +132,36 @@ def test_collect_writes_a_textfile_atomically(tmp_path: Path, promtool: str) -> 
     assert lint.returncode == 0, lint.stdout + lint.stderr
 
 
-def test_collect_to_an_unwritable_place_keeps_the_old_file(tmp_path: Path) -> None:
-    if os.geteuid() == 0:
-        pytest.skip("root writes anywhere")
-    out = tmp_path / "ro" / "hostvigil.prom"
-    out.parent.mkdir()
-    out.write_text("old\n")
-    out.parent.chmod(0o500)
+@pytest.fixture
+def full_dir(tmp_path: Path) -> Iterator[Path]:
+    """A directory where the exposition cannot be written: an 8 KiB tmpfs as root, read-only otherwise."""
+    target = tmp_path / "full"
+    target.mkdir()
+    if os.geteuid() != 0:
+        (target / "hostvigil.prom").write_text("old\n")
+        target.chmod(0o500)
+        yield target
+        target.chmod(0o700)
+        return
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8k", "tmpfs", str(target)], check=True)
+    try:
+        (target / "hostvigil.prom").write_text("old\n")
+        yield target
+    finally:
+        subprocess.run(["umount", str(target)], check=True)
+
+
+def test_collect_to_a_full_disk_keeps_the_old_file(tmp_path: Path, full_dir: Path) -> None:
+    out = full_dir / "hostvigil.prom"
     result = subprocess.run(
         [sys.executable, "-m", "hostvigil", "collect", "--config", str(write_config(tmp_path)), "--output", str(out)],
         capture_output=True, check=False, timeout=30,
     )
     assert result.returncode == 1
     assert out.read_text() == "old\n"
+    assert [p.name for p in full_dir.iterdir()] == ["hostvigil.prom"], "temp file left behind"
     assert b"cannot write" in result.stderr
+    assert b"Traceback" not in result.stderr
 
 
 def test_version() -> None:
