@@ -80,10 +80,12 @@ class LimitsCollector(Collector):
     )
 
     def collect(self, ctx: Context) -> Iterator[Sample]:
+        pids = [Path(entry.path) for entry in os.scandir(ctx.paths.proc) if entry.name.isdigit()]
+        yield PROCESSES(len(pids))
         yield from self._kernel(ctx)
         yield from self._memory(ctx)
         yield from self._filesystems(ctx)
-        yield from self._daemons(ctx)
+        yield from self._daemons(ctx, pids)
 
     def _kernel(self, ctx: Context) -> Iterator[Sample]:
         handles = ctx.parse(ctx.proc("sys/fs/file-nr"), parse.parse_file_nr)
@@ -93,7 +95,6 @@ class LimitsCollector(Collector):
         load = ctx.parse(ctx.proc("loadavg"), parse.parse_loadavg)
         if load:
             yield from (LOAD1(load.load1), LOAD5(load.load5), LOAD15(load.load15), TASKS(load.tasks))
-        yield PROCESSES(sum(1 for entry in os.scandir(ctx.paths.proc) if entry.name.isdigit()))
         for spec, path in (
             (PID_MAX, "sys/kernel/pid_max"),
             (THREADS_MAX, "sys/kernel/threads-max"),
@@ -135,17 +136,16 @@ class LimitsCollector(Collector):
                 yield FS_INODES(st.f_files, mount.mountpoint)
                 yield FS_INODES_FREE(st.f_ffree, mount.mountpoint)
 
-    def _daemons(self, ctx: Context) -> Iterator[Sample]:
+    def _daemons(self, ctx: Context, pids: list[Path]) -> Iterator[Sample]:
         daemons: list[str] = self.config["daemons"]
-        pids: dict[str, list[Path]] = {name: [] for name in daemons}
-        for entry in os.scandir(ctx.paths.proc):
-            if entry.name.isdigit():
-                comm = (ctx.read(Path(entry.path) / "comm") or "").strip()
-                if comm in pids:
-                    pids[comm].append(Path(entry.path))
+        by_name: dict[str, list[Path]] = {name: [] for name in daemons}
+        for pid in pids:
+            comm = (ctx.read(pid / "comm") or "").strip()
+            if comm in by_name:
+                by_name[comm].append(pid)
         for name in daemons:
-            yield DAEMON_PROCESSES(len(pids[name]), name)
-            worst = self._nearest_fd_limit(ctx, name, pids[name])
+            yield DAEMON_PROCESSES(len(by_name[name]), name)
+            worst = self._nearest_fd_limit(ctx, name, by_name[name])
             if worst is not None:
                 yield DAEMON_FDS(worst[0], name)
                 yield DAEMON_FDS_MAX(worst[1], name)
