@@ -26,8 +26,10 @@ typecheck: $(VENV)/.installed
 pytest: $(VENV)/.installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# ARGS go to bench/scrape.py, KMSG_ARGS to bench/kmsg.py (its parts 2 and 3 need root).
 bench: $(VENV)/.installed
 	$(BIN)/python bench/scrape.py $(ARGS)
+	$(BIN)/python bench/kmsg.py $(KMSG_ARGS)
 
 $(VENV)/.installed: $(SOURCES)
 	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || { \

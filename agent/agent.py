@@ -11,9 +11,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
+from hostvigil.boots import read_boot_id
 from hostvigil.cache import CollectorState, MetricsCache
-from hostvigil.collectors import REGISTRY
+from hostvigil.collector import Collector, Services
+from hostvigil.collectors.registry import REGISTRY
 from hostvigil.config import Config, parse_listen
+from hostvigil.forensics import Forensics
 from hostvigil.notify import Notifier
 from hostvigil.runner import CommandRunner
 from hostvigil.scheduler import Job, Scheduler
@@ -72,9 +75,19 @@ class Agent:
     def run(self) -> int:
         host, port = parse_listen(self.listen)
         directory = state_dir(self.config)
-        server = MetricsServer((host, port), self.scheduler.cache, self._healthy, lambda: self._ready)
+        collectors = {name: job.collector for name, job in self.scheduler.jobs.items()}
+        forensics = self._forensics(directory, collectors)
+        server = MetricsServer(
+            (host, port), self.scheduler.cache, self._healthy, lambda: self._ready,
+            (lambda reason: forensics.snapshotter.write_now("manual", reason)) if forensics else None,
+        )
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
+        if forensics is not None:
+            forensics.start()
+        services = Services(self.config.paths, directory, forensics.boot_id if forensics else "", self.scheduler.hooks)
+        for collector in collectors.values():
+            collector.start(services)
         names = ", ".join(self.scheduler.jobs) or "none"
         log.info("serving http://%s:%d/metrics; state in %s; collectors: %s", host or "*", port, directory, names)
         threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
@@ -85,13 +98,31 @@ class Agent:
             self.notifier.ready("no collectors enabled")
         self.stop_event.wait()
         self.notifier.stopping()
-        self.notifier.close()
         self.scheduler.stop()
+        for collector in collectors.values():
+            collector.stop()
+        if forensics is not None:
+            forensics.stop()
+        self.notifier.close()
         server.shutdown()
         server.server_close()
         self.scheduler.runner.kill_all()
         log.info("stopped")
         return 0
+
+    def _forensics(self, directory: Path, collectors: dict[str, Collector]) -> Forensics | None:
+        """Snapshots and crash reports need the boot id; a captured tree without one runs without them."""
+        try:
+            boot_id = read_boot_id(self.config.paths.proc)
+        except OSError as exc:
+            log.warning("crash snapshots and reports are off: %s", exc)
+            return None
+        forensics = Forensics(
+            self.config, state_dir=directory, boot_id=boot_id, collectors=collectors,
+            states=self.scheduler.cache.states, collect_now=self.scheduler.trigger,
+        )
+        self.scheduler.hooks = forensics
+        return forensics
 
     def _healthy(self) -> bool:
         return time.monotonic() - self.scheduler.heartbeat < 5.0

@@ -67,9 +67,38 @@ class Option:
         return {"bool": bool, "int": int, "float": float, "string": str, "strings": list}[self.kind]
 
 
+class Hooks:
+    """What the running agent offers collectors beyond their own series; a no-op outside the daemon.
+
+    A collector that sees a host-threatening change (an array failed, a pool
+    suspended, the UPS on battery) asks for a crash snapshot, and records power
+    and similar events in the boot's history, where the crash report finds them.
+    """
+
+    def request_snapshot(self, trigger: str, reason: str) -> bool:
+        """Ask for a snapshot now; False if rate-limited (a flood yields one snapshot)."""
+        return False
+
+    def record_event(self, kind: str, message: str) -> None:
+        """Keep an event (kind such as "power") in this boot's history, durably."""
+
+    def collect_now(self, collector: str) -> None:
+        """Run a collector at once instead of at its next interval (an event arrived)."""
+
+
+@dataclass(frozen=True)
+class Services:
+    """What a collector with a long-running source (e.g. /dev/kmsg) gets when the agent starts it."""
+
+    paths: Paths
+    state_dir: Path
+    boot_id: str
+    hooks: Hooks
+
+
 @dataclass
 class Context:
-    """What a run may use: host roots, the command runner, its deadline and a log-once.
+    """What a run may use: host roots, the command runner, its deadline, a log-once and the agent's hooks.
 
     `noted` outlives the run (the scheduler keeps one per collector), so a
     condition noted once is not logged again at every interval.
@@ -80,6 +109,7 @@ class Context:
     deadline: float
     log: logging.Logger
     noted: set[str] = field(default_factory=set)
+    hooks: Hooks = field(default_factory=Hooks)
 
     def proc(self, relative: str) -> Path:
         return self.paths.proc / relative
@@ -132,11 +162,27 @@ class Collector:
     options: ClassVar[Mapping[str, Option]] = {}
     metrics: ClassVar[tuple[MetricSpec, ...]] = ()
 
+    # Extra metric-name namespaces: a collector's metrics are named hostvigil_<namespace>_...
+    namespaces: ClassVar[tuple[str, ...]] = ()
+    # How many of its latest samples a crash snapshot keeps (0: none). Declared as
+    # data so the snapshot's size is known before anything is written.
+    snapshot_samples: ClassVar[int] = 400
+
     def __init__(self, options: Mapping[str, Any]) -> None:
         self.config = dict(options)
 
     def collect(self, ctx: Context) -> Iterable[Sample]:
         raise NotImplementedError
+
+    def start(self, services: Services) -> None:
+        """Start a long-running source (the daemon calls this once; `collect` one-shots do not)."""
+
+    def stop(self) -> None:
+        """Stop what start() started; called on shutdown."""
+
+    def snapshot_extra(self) -> dict[str, Any]:
+        """Plain data a crash snapshot keeps beyond the samples (e.g. the kernel event tail); small."""
+        return {}
 
 
 def check_samples(collector: Collector, samples: Iterable[object]) -> list[Sample]:

@@ -53,6 +53,18 @@ class CollectorConfig:
 
 
 @dataclass(frozen=True)
+class SnapshotConfig:
+    """The flight recorder: how often, how many, how big, and how often events may add one."""
+
+    enabled: bool = True
+    interval: float = 60.0
+    keep: int = 60
+    max_bytes: int = 1 << 20
+    max_total_bytes: int = 64 << 20
+    min_gap: float = 10.0
+
+
+@dataclass(frozen=True)
 class Config:
     source: str = "<defaults>"
     listen: str = DEFAULT_LISTEN
@@ -60,6 +72,7 @@ class Config:
     log_level: str = "info"
     paths: Paths = field(default_factory=Paths)
     collectors: Mapping[str, CollectorConfig] = field(default_factory=dict)
+    snapshots: SnapshotConfig = field(default_factory=SnapshotConfig)
 
 
 def parse_duration(text: str) -> float:
@@ -112,7 +125,7 @@ def _validate(
     data: Mapping[str, Any], source: str, base: Path, known: Mapping[str, type[Collector]]
 ) -> Config:
     reader = _Reader(source)
-    reader.only_keys(data, "", ("agent", "paths", "collectors"))
+    reader.only_keys(data, "", ("agent", "paths", "snapshots", "collectors"))
     agent = reader.table(data, "agent")
     reader.only_keys(agent, "agent", ("listen", "state_dir", "log_level"))
     listen = reader.value(agent, "agent", "listen", str, DEFAULT_LISTEN)
@@ -139,6 +152,7 @@ def _validate(
         for name, cls in known.items()
     }
     return Config(
+        snapshots=_snapshot_config(reader, reader.table(data, "snapshots")),
         source=source,
         listen=listen,
         state_dir=base / state_dir if state_dir else None,
@@ -146,6 +160,23 @@ def _validate(
         paths=paths,
         collectors=collectors,
     )
+
+
+def _snapshot_config(reader: _Reader, table: Mapping[str, Any]) -> SnapshotConfig:
+    defaults = SnapshotConfig()
+    reader.only_keys(table, "snapshots", tuple(vars(defaults)))
+    config = SnapshotConfig(
+        enabled=reader.value(table, "snapshots", "enabled", bool, defaults.enabled),
+        interval=reader.duration(table, "snapshots", "interval", defaults.interval),
+        keep=reader.value(table, "snapshots", "keep", int, defaults.keep),
+        max_bytes=reader.value(table, "snapshots", "max_bytes", int, defaults.max_bytes),
+        max_total_bytes=reader.value(table, "snapshots", "max_total_bytes", int, defaults.max_total_bytes),
+        min_gap=reader.duration(table, "snapshots", "min_gap", defaults.min_gap),
+    )
+    for name in ("keep", "max_bytes", "max_total_bytes"):
+        if getattr(config, name) < 1:
+            raise reader.fail(f"snapshots.{name}", "must be at least 1")
+    return config
 
 
 def _collector_config(

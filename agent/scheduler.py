@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from hostvigil.cache import CollectorState, MetricsCache
-from hostvigil.collector import Collector, CollectorError, Context, Unavailable, check_samples
+from hostvigil.collector import Collector, CollectorError, Context, Hooks, Unavailable, check_samples
 from hostvigil.config import Paths
 from hostvigil.runner import CommandRunner
 
@@ -60,6 +60,7 @@ class Scheduler:
         self.paths = paths
         self.runner = runner
         self.on_change = on_change
+        self.hooks = Hooks()
         self.heartbeat = time.monotonic()
         self._wake = threading.Condition()
         self._stopping = False
@@ -125,7 +126,8 @@ class Scheduler:
         job.started, job.timed_out = now, False
         job.next_due = now + job.interval  # a trigger during the run sets it back to 0
         ctx = Context(
-            self.paths, self.runner, now + job.timeout, logging.getLogger(f"hostvigil.{job.name}"), job.noted
+            self.paths, self.runner, now + job.timeout, logging.getLogger(f"hostvigil.{job.name}"), job.noted,
+            self.hooks,
         )
         job.thread = threading.Thread(
             target=self._run, args=(job, job.run_id, ctx), name=f"collector-{job.name}", daemon=True

@@ -7,12 +7,15 @@ holds one thread for a bounded time and cannot block other scrapes.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import socket
 import sys
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 from hostvigil import __version__
 from hostvigil.cache import MetricsCache
@@ -41,10 +44,12 @@ class MetricsServer(ThreadingHTTPServer):
         cache: MetricsCache,
         healthy: Callable[[], bool],
         ready: Callable[[], bool],
+        snapshot: Callable[[str], Path | None] | None = None,
     ) -> None:
         self.cache = cache
         self.healthy = healthy
         self.ready = ready
+        self.snapshot = snapshot
         self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         host = address[0]
         if ":" in host:
@@ -103,6 +108,22 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send(404, b"not found\n")
 
+    def do_POST(self) -> None:
+        """POST /-/snapshot?reason=TEXT from this host only: what `hostvigil snapshot` calls."""
+        url = urlsplit(self.path)
+        if url.path != "/-/snapshot" or self.server.snapshot is None:
+            self._send(404, b"not found\n")
+            return
+        if not _is_loopback(self.client_address[0]):
+            self._send(403, b"snapshots are taken on request from this host only\n")
+            return
+        reason = (parse_qs(url.query).get("reason") or ["manual"])[0][:200]
+        path = self.server.snapshot(reason)
+        if path is None:
+            self._send(500, b"snapshot not written; see the agent's log\n")
+        else:
+            self._send(200, f"{path}\n".encode())
+
     def _send(
         self, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8", gzipped: bool = False
     ) -> None:
@@ -116,3 +137,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:
         log.debug("%s %s", self.address_string(), format % args)
+
+
+def _is_loopback(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return bool((mapped or ip).is_loopback)

@@ -170,3 +170,29 @@ def _limit(value: str) -> int | None:
 
 def _unescape(field: str) -> str:
     return _OCTAL_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), field)
+
+
+@dataclass(frozen=True)
+class ProcStat:
+    pid: int
+    comm: str
+    state: str  # R, S, D (uninterruptible: a hung disk or NFS), Z, T, I, ...
+    ppid: int
+    cpu_ticks: int  # utime + stime, in clock ticks
+    rss_pages: int
+
+
+def parse_stat(text: str) -> ProcStat:
+    """/proc/<pid>/stat (fs/proc/array.c do_task_stat); comm may hold spaces and ')' so split at the last ')'."""
+    head, sep, tail = text.rpartition(")")
+    pid_text, _, comm = head.partition(" (")
+    fields = tail.split()
+    if not sep or len(fields) < 22 or not pid_text.strip().isdigit():
+        raise ValueError(f"expected 'pid (comm) state ...' with 52 fields, got {text[:60]!r}")
+    try:
+        return ProcStat(
+            pid=int(pid_text), comm=comm, state=fields[0], ppid=int(fields[1]),
+            cpu_ticks=int(fields[11]) + int(fields[12]), rss_pages=int(fields[21]),
+        )
+    except ValueError:
+        raise ValueError(f"non-numeric field in {text[:60]!r}") from None

@@ -8,7 +8,7 @@ import pytest
 
 from hostvigil.cache import META_METRICS
 from hostvigil.collector import Collector
-from hostvigil.collectors import REGISTRY
+from hostvigil.collectors.registry import REGISTRY
 
 NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -22,7 +22,7 @@ def test_collector_declarations(cls: type[Collector]) -> None:
     for option in cls.options.values():
         assert option.help.strip()
     for spec in cls.metrics:
-        assert spec.name.startswith(f"hostvigil_{cls.name}_"), spec.name
+        assert any(spec.name.startswith(f"hostvigil_{ns}_") for ns in (cls.name, *cls.namespaces)), spec.name
         assert spec.help.strip().endswith("."), spec.name
         assert spec.name.endswith("_total") == (spec.kind == "counter"), spec.name
         assert all(NAME.match(label) for label in spec.labels)

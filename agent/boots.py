@@ -1,0 +1,131 @@
+"""The record of each boot the agent ran in, and how it ended.
+
+state_dir/boots/<boot_id>/ holds `started.json` (written when the agent
+first starts in that boot), `clean` (written and fsynced on an orderly stop,
+removed again if the agent starts anew in the same boot) and `events.jsonl`
+(power and similar events that collectors record, for the crash report). A
+boot that has a record but no `clean` marker ended without an orderly stop.
+The first boot the agent ever sees has no predecessor, so an install is
+never reported as a crash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hostvigil import __version__
+from hostvigil.durable import fsync_directory, write_atomically
+
+log = logging.getLogger("hostvigil.boots")
+
+KEEP_BOOTS = 20
+MAX_EVENTS_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True)
+class Boot:
+    boot_id: str
+    directory: Path
+    started: float  # when the agent first started in that boot
+    clean: bool
+
+
+def read_boot_id(proc: Path) -> str:
+    """/proc/sys/kernel/random/boot_id: a UUID unique to every running kernel instance."""
+    path = proc / "sys/kernel/random/boot_id"
+    try:
+        text = path.read_text().strip()
+    except OSError as exc:
+        raise OSError(f"{path}: {exc.strerror}") from None
+    if len(text) != 36 or text.count("-") != 4:
+        raise OSError(f"{path}: not a boot id: {text[:40]!r}")
+    return text
+
+
+class BootHistory:
+    def __init__(self, state_dir: Path, boot_id: str) -> None:
+        self.root = state_dir / "boots"
+        self.boot_id = boot_id
+        self.directory = self.root / boot_id
+        self._lock = threading.Lock()
+
+    def begin(self) -> None:
+        """Record this boot (once) and clear a clean marker left by an earlier stop in the same boot."""
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        started = self.directory / "started.json"
+        if not started.exists():
+            record = {"boot_id": self.boot_id, "started": time.time(), "agent_version": __version__}
+            write_atomically(started, json.dumps(record).encode(), mode=0o600)
+        clean = self.directory / "clean"
+        if clean.exists():
+            clean.unlink()
+            fsync_directory(self.directory)
+        self._prune()
+
+    def mark_clean(self) -> None:
+        """The orderly stop: durable before the agent exits."""
+        write_atomically(self.directory / "clean", f"{time.time()}\n".encode(), mode=0o600)
+
+    def boots(self) -> list[Boot]:
+        """Recorded boots, oldest first."""
+        boots = []
+        for directory in self.root.iterdir() if self.root.exists() else ():
+            started = _read_json(directory / "started.json")
+            if started is None:
+                continue
+            clean = (directory / "clean").exists()
+            boots.append(Boot(directory.name, directory, float(started.get("started", 0)), clean))
+        return sorted(boots, key=lambda boot: boot.started)
+
+    def previous(self) -> Boot | None:
+        """The boot before this one, if the agent ran in it."""
+        earlier = [boot for boot in self.boots() if boot.boot_id != self.boot_id]
+        return earlier[-1] if earlier else None
+
+    def record(self, kind: str, message: str) -> None:
+        """Append an event to this boot's history and fsync it; bounded, so a flapping UPS cannot fill the disk."""
+        line = json.dumps({"time": time.time(), "kind": kind, "message": message}) + "\n"
+        path = self.directory / "events.jsonl"
+        with self._lock:
+            try:
+                if path.exists() and path.stat().st_size + len(line) > MAX_EVENTS_BYTES:
+                    return
+                with path.open("a") as fh:
+                    fh.write(line)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            except OSError as exc:
+                log.error("cannot record %s event: %s", kind, exc.strerror, extra={"repeat_key": ("record", kind)})
+
+    def events(self, boot: Boot) -> list[dict[str, Any]]:
+        """A boot's recorded events; a torn last line (the crash) is skipped."""
+        try:
+            lines = (boot.directory / "events.jsonl").read_text().splitlines()
+        except OSError:
+            return []
+        events = []
+        for line in lines:
+            with contextlib.suppress(json.JSONDecodeError):
+                events.append(json.loads(line))
+        return events
+
+    def _prune(self) -> None:
+        for boot in self.boots()[:-KEEP_BOOTS]:
+            shutil.rmtree(boot.directory, ignore_errors=True)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None

@@ -1,0 +1,333 @@
+"""The report after an unclean reboot: what the previous boot left behind, side by side, and a verdict.
+
+Evidence is gathered cheapest first (the agent's own last snapshots, pstore,
+kdump, the previous boot's kernel journal, this boot's filesystem recovery,
+recorded power events), each quoted with where it came from. The cause is
+the strongest evidence found; with none, the report says so plainly rather
+than guessing a software cause.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from hostvigil.boots import Boot, BootHistory
+from hostvigil.collectors.parse_crash import (
+    merge_pstore_parts,
+    parse_journal_json,
+    parse_kdump_dir,
+    parse_pstore_dmesg,
+    parse_pstore_name,
+    strip_ramoops_header,
+)
+from hostvigil.collectors.parse_kmsg import events_from_text, parse_record
+from hostvigil.config import Paths
+from hostvigil.runner import CommandRunner
+from hostvigil.snapshots import SnapshotError, SnapshotStore
+
+CAUSES = ("kernel_panic", "kernel_oops", "hung_system", "oom", "hardware", "power_loss", "watchdog_reset", "unknown")
+FORMAT = "hostvigil-crash-report/1"
+MAX_TEXT = 512 * 1024  # of a crash log read as evidence (its tail holds the crash)
+QUOTE_LINES = 15
+LAST_MINUTES = 15 * 60  # snapshot events this close to the end count as evidence
+HANG = {"hung_task", "soft_lockup", "hard_lockup", "rcu_stall"}
+HARDWARE = {"mce", "hardware_error", "thermal_critical"}
+OOPS = {"oops", "bug", "general_protection"}
+POWER_WORDS = ("on battery", "low battery", "power lost", "power loss", "fsd", "ac lost", "input lost")
+
+_REGISTERS = re.compile(r"^\s*(?:Code:|(?:[A-Z][A-Z0-9]{1,3}|ORIG_RAX): ?[0-9a-f]{4}|FS: |CS: )")
+UNKNOWN_TEXT = (
+    "No evidence of a kernel panic, oops, hang, out-of-memory kill, hardware error or power event was found. "
+    "The host most likely lost power, was reset by hardware or a watchdog, or its hypervisor stopped it."
+)
+
+
+@dataclass
+class Evidence:
+    source: str  # snapshot, pstore, kdump, journal, this boot, power
+    where: str
+    summary: str
+    classes: list[str] = field(default_factory=list)
+    quote: list[str] = field(default_factory=list)
+    time: float | None = None
+
+
+@dataclass
+class Gatherer:
+    """Reads the evidence a previous boot left; every source is optional and bounded."""
+
+    paths: Paths
+    runner: CommandRunner
+    store: SnapshotStore | None
+    history: BootHistory
+
+    def gather(self, boot: Boot) -> tuple[list[Evidence], dict[str, Any] | None]:
+        snapshots = self._snapshots(boot)
+        evidence = [
+            *self._from_snapshots(snapshots),
+            *self._pstore(boot),
+            *self._kdump(boot),
+            *self._journal(boot),
+            *self._power(boot),
+            *self._this_boot(),
+        ]
+        return evidence, (snapshots[-1] if snapshots else None)
+
+    def _snapshots(self, boot: Boot, keep: int = 3) -> list[dict[str, Any]]:
+        """The boot's last snapshots, oldest first; damaged files are skipped."""
+        found: list[dict[str, Any]] = []
+        if self.store is None:
+            return found
+        for path in reversed(self.store.paths()):
+            try:
+                doc = self.store.read(path)
+            except SnapshotError:
+                continue
+            if doc.get("boot_id") == boot.boot_id:
+                found.append(doc)
+                if len(found) == keep:
+                    break
+        return found[::-1]
+
+    def _from_snapshots(self, snapshots: list[dict[str, Any]]) -> list[Evidence]:
+        if not snapshots:
+            return []
+        last = snapshots[-1]
+        evidence = [Evidence("snapshot", f"last snapshot ({last['trigger']})", last["reason"], time=last["time"])]
+        events = (last.get("contributions") or {}).get("kernel", {}).get("events", [])
+        for event in events:
+            if event.get("critical") and event.get("time", 0) >= last["time"] - LAST_MINUTES:
+                evidence.append(Evidence(
+                    "snapshot", "kernel event in the last snapshot", _with_culprit(event["message"], event),
+                    classes=[event["class"]], quote=_quote(event.get("lines", [])), time=event["time"],
+                ))
+        for doc in snapshots:
+            if doc["trigger"] == "event" and doc is not last:
+                evidence.append(Evidence("snapshot", "earlier event snapshot", doc["reason"], time=doc["time"]))
+        return evidence
+
+    def _pstore(self, boot: Boot) -> list[Evidence]:
+        evidence = []
+        for root in (self.paths.sys / "fs/pstore", self.paths.rootfs / "var/lib/systemd/pstore"):
+            for directory, files in _walk(root):
+                recent = [f for f in files if _mtime(directory / f) >= boot.started]
+                if "dmesg.txt" in recent:  # systemd-pstore's reconstruction of the parts beside it
+                    text = _read_tail(directory / "dmesg.txt")
+                    evidence.append(_log_evidence("pstore", directory / "dmesg.txt", text))
+                    continue
+                parts = []
+                for name in recent:
+                    try:
+                        record = parse_pstore_name(name)
+                    except ValueError:
+                        continue
+                    text = strip_ramoops_header(_read_tail(directory / name))
+                    if record.kind == "dmesg":
+                        try:
+                            parts.append(parse_pstore_dmesg(text))
+                        except ValueError:
+                            evidence.append(_log_evidence("pstore", directory / name, text))
+                    elif not record.compressed:
+                        evidence.append(_log_evidence("pstore", directory / name, text))
+                if parts:
+                    evidence.append(_log_evidence("pstore", directory, merge_pstore_parts(parts)))
+        return evidence
+
+    def _kdump(self, boot: Boot) -> list[Evidence]:
+        evidence = []
+        crash = self.paths.rootfs / "var/crash"
+        for directory in sorted(crash.iterdir()) if crash.is_dir() else ():
+            if not directory.is_dir() or _mtime(directory) < boot.started:
+                continue
+            dump = parse_kdump_dir(directory.name, sorted(os.listdir(directory)))
+            if dump is None:
+                continue
+            if dump.dmesg_file is None:
+                state = "incomplete (the capture kernel died while saving)" if dump.incomplete else "no dmesg file"
+                evidence.append(Evidence("kdump", str(directory), f"kdump directory, {state}"))
+                continue
+            log_file = directory / dump.dmesg_file
+            evidence.append(_log_evidence("kdump", log_file, _read_tail(log_file)))
+        return evidence
+
+    def _journal(self, boot: Boot) -> list[Evidence]:
+        argv = ["journalctl", "-b", boot.boot_id.replace("-", ""), "-k", "-o", "json", "--no-pager"]
+        if self.paths.rootfs != Path("/"):
+            argv.append(f"--root={self.paths.rootfs}")
+        result = self.runner.run(argv, timeout=30)
+        where = " ".join(argv)
+        if result.status != 0 or not result.stdout.strip():
+            return [Evidence("journal", where, f"previous boot's kernel log not available ({result.describe()})")]
+        try:
+            entries = parse_journal_json(result.stdout.decode(errors="replace"))
+        except ValueError as exc:
+            return [Evidence("journal", where, f"unreadable output: {exc}")]
+        return [_log_evidence("journal", where, "\n".join(entry.message for entry in entries))]
+
+    def _power(self, boot: Boot) -> list[Evidence]:
+        return [
+            Evidence("power", f"{event.get('kind')} event", str(event.get("message")), time=event.get("time"))
+            for event in self.history.events(boot)
+        ]
+
+    def _this_boot(self) -> list[Evidence]:
+        """Filesystems that needed journal recovery at this boot: a sign the last one did not end cleanly."""
+        lines = _kmsg_messages(self.paths.dev / "kmsg")
+        events = [e for e in events_from_text("\n".join(lines)) if e.cls == "fs_recovery"]
+        if not events:
+            return []
+        quote = [e.message for e in events][:QUOTE_LINES]
+        return [Evidence("this boot", "kernel log since boot", f"{len(events)} filesystem(s) replayed their journal",
+                         classes=["fs_recovery"], quote=quote)]
+
+
+def classify(evidence: list[Evidence]) -> tuple[str, str]:
+    """The cause, and the line of evidence that decided it."""
+    def first(classes: set[str]) -> Evidence | None:
+        return next((e for e in evidence if classes & set(e.classes)), None)
+
+    panic = first({"panic"})
+    if panic is not None:
+        hardware = "machine check" in " ".join([*panic.quote, panic.summary]).lower()
+        return ("hardware" if hardware else "kernel_panic"), panic.summary
+    power = next((e for e in evidence if e.source == "power" and _is_power_loss(e.summary)), None)
+    for cause, found in (
+        ("hardware", first(HARDWARE) or first({"edac"})),
+        ("power_loss", power),
+        ("hung_system", first(HANG)),
+        ("oom", first({"oom_kill"})),
+        ("kernel_oops", first(OOPS)),
+        ("watchdog_reset", next((e for e in evidence if e.source == "power" and "watchdog" in e.where), None)),
+    ):
+        if found is not None:
+            return cause, found.summary
+    return "unknown", UNKNOWN_TEXT
+
+
+def build(boot: Boot, current_boot_id: str, gatherer: Gatherer) -> dict[str, Any]:
+    evidence, last = gatherer.gather(boot)
+    cause, decided_by = classify(evidence)
+    return {
+        "format": FORMAT,
+        "id": boot.boot_id,
+        "boot_id": boot.boot_id,
+        "next_boot_id": current_boot_id,
+        "created": time.time(),
+        "boot_started": boot.started,
+        "last_seen_alive": last["time"] if last else boot.started,
+        "cause": cause,
+        "decided_by": decided_by,
+        "evidence": [asdict(e) for e in evidence],
+        "last_snapshot": last,
+    }
+
+
+def render(report: dict[str, Any]) -> str:
+    """The report as on-call reads it."""
+    lines = [
+        f"Crash report for boot {report['boot_id']}",
+        f"  booted           {iso(report['boot_started'])}",
+        f"  last seen alive  {iso(report['last_seen_alive'])}",
+        f"  report written   {iso(report['created'])} (by the next boot, {report['next_boot_id']})",
+        "",
+        f"Cause: {report['cause'].replace('_', ' ')}",
+        f"  {report['decided_by']}",
+        "",
+        "Evidence:" if report["evidence"] else "Evidence: none found.",
+    ]
+    for item in report["evidence"]:
+        when = f" at {iso(item['time'])}" if item.get("time") else ""
+        lines.append(f"  [{item['source']}] {item['where']}{when}")
+        lines.append(f"      {item['summary']}")
+        lines.extend(f"      > {line}" for line in item["quote"])
+    return "\n".join(lines) + "\n"
+
+
+def _log_evidence(source: str, where: Path | str, text: str) -> Evidence:
+    """A crash log as evidence: the classes of events in it, and its last lines quoted."""
+    events = events_from_text(text)
+    classes = sorted({e.cls for e in events})
+    decisive = next((e for e in reversed(events) if e.cls == "panic"), events[-1] if events else None)
+    if decisive is None:
+        return Evidence(source, str(where), f"{len(text.splitlines())} lines, no kernel crash pattern",
+                        quote=text.splitlines()[-QUOTE_LINES:])
+    summary = _with_culprit(decisive.message, {"comm": decisive.comm, "pid": decisive.pid, "module": decisive.module})
+    return Evidence(source, str(where), summary, classes=classes, quote=_quote(decisive.lines))
+
+
+def _quote(lines: Sequence[str]) -> list[str]:
+    """The head of an event says what and who (message, CPU/PID/Comm, RIP, first frames); registers say little."""
+    return [line for line in lines if not _REGISTERS.match(line)][:QUOTE_LINES]
+
+
+def _with_culprit(message: str, event: dict[str, Any]) -> str:
+    parts = [f"{key} {event[key]}" for key in ("comm", "pid", "module") if event.get(key)]
+    return f"{message} ({', '.join(parts)})" if parts else message
+
+
+def _is_power_loss(text: str) -> bool:
+    return any(word in text.lower() for word in POWER_WORDS)
+
+
+def _kmsg_messages(path: Path, limit: int = 200_000) -> list[str]:
+    """This boot's kernel log, read once from the start of the ring buffer."""
+    messages: list[str] = []
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return messages
+    try:
+        while len(messages) < limit:
+            try:
+                messages.append(parse_record(os.read(fd, 8192)).message)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno != errno.EPIPE:
+                    break
+            except ValueError:
+                continue
+    finally:
+        os.close(fd)
+    return messages
+
+
+def _walk(root: Path, depth: int = 3) -> list[tuple[Path, list[str]]]:
+    if not root.is_dir():
+        return []
+    found = []
+    for directory, dirs, files in os.walk(root):
+        if len(Path(directory).relative_to(root).parts) >= depth:
+            dirs.clear()
+        found.append((Path(directory), sorted(files)))
+    return found
+
+
+def _read_tail(path: Path) -> str:
+    try:
+        with path.open("rb") as fh:
+            fh.seek(max(0, fh.seek(0, os.SEEK_END) - MAX_TEXT))
+            return fh.read().decode(errors="replace")
+    except OSError as exc:
+        return f"(unreadable: {exc.strerror})"
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def iso(ts: float | None) -> str:
+    if ts is None:
+        return "unknown"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")

@@ -1,0 +1,143 @@
+"""Crash forensics in the running agent: the flight recorder, the boot record, the reports.
+
+This is what the daemon offers collectors as hooks (a snapshot now, an event
+in the boot's history) and what it does at start (was the previous boot
+unclean? then write its report, once) and at an orderly stop (a last
+snapshot, then the clean marker).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from hostvigil import crashreport
+from hostvigil.boots import BootHistory
+from hostvigil.cache import CollectorState
+from hostvigil.collector import Collector, Hooks
+from hostvigil.config import Config
+from hostvigil.durable import write_atomically
+from hostvigil.runner import CommandRunner
+from hostvigil.snapshot_contents import SnapshotBuilder
+from hostvigil.snapshots import SnapshotStore, Snapshotter
+
+log = logging.getLogger("hostvigil.forensics")
+
+
+class ReportStore:
+    """state_dir/reports/<boot_id>.json and .txt: one report per unclean boot, never two."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.directory = state_dir / "reports"
+
+    def path(self, report_id: str) -> Path:
+        return self.directory / f"{report_id}.json"
+
+    def exists(self, report_id: str) -> bool:
+        return self.path(report_id).exists()
+
+    def write(self, report: dict[str, Any]) -> Path:
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_atomically(self.directory / f"{report['id']}.txt", crashreport.render(report).encode(), mode=0o600)
+        path = self.path(report["id"])
+        write_atomically(path, json.dumps(report, indent=1, default=str).encode(), mode=0o600)  # last: it marks done
+        return path
+
+    def all(self) -> list[dict[str, Any]]:
+        """Every readable report, newest first."""
+        reports = []
+        for path in self.directory.glob("*.json") if self.directory.is_dir() else ():
+            try:
+                reports.append(json.loads(path.read_text()))
+            except (OSError, json.JSONDecodeError):
+                continue
+        return sorted(reports, key=lambda r: r.get("created", 0), reverse=True)
+
+    def find(self, prefix: str) -> dict[str, Any] | None:
+        matches = [r for r in self.all() if str(r.get("id", "")).startswith(prefix)]
+        return matches[0] if len(matches) == 1 else None
+
+
+class Forensics(Hooks):
+    """The agent's crash-forensics services; also the Hooks collectors call."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        state_dir: Path,
+        boot_id: str,
+        collectors: Mapping[str, Collector],
+        states: Callable[[], dict[str, CollectorState]],
+        collect_now: Callable[[str], None],
+    ) -> None:
+        self.config = config
+        self.boot_id = boot_id
+        self.history = BootHistory(state_dir, boot_id)
+        self.reports = ReportStore(state_dir)
+        self.previous_unclean: bool | None = None  # None: no previous boot recorded
+        self._collect_now = collect_now
+        snapshots = config.snapshots
+        self.store = SnapshotStore(
+            state_dir / "snapshots", snapshots.keep, snapshots.max_bytes, snapshots.max_total_bytes
+        )
+        builder = SnapshotBuilder(config.paths.proc, boot_id, collectors, states)
+        self.snapshotter = Snapshotter(self.store, builder, snapshots.interval, snapshots.min_gap)
+
+    # -- hooks ----------------------------------------------------------------------
+
+    def request_snapshot(self, trigger: str, reason: str) -> bool:
+        if not self.config.snapshots.enabled:
+            return False
+        return self.snapshotter.request(trigger, reason)
+
+    def record_event(self, kind: str, message: str) -> None:
+        self.history.record(kind, message)
+
+    def collect_now(self, collector: str) -> None:
+        self._collect_now(collector)
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Record this boot, start the flight recorder, and look at the previous boot in the background."""
+        previous = self.history.previous()
+        self.history.begin()
+        if self.config.snapshots.enabled:
+            threading.Thread(target=self.snapshotter.run, name="snapshots", daemon=True).start()
+        if previous is not None:
+            self.previous_unclean = not previous.clean
+            threading.Thread(target=self.report_previous, name="crash-report", daemon=True).start()
+
+    def report_previous(self) -> Path | None:
+        """Write the previous boot's crash report if it ended uncleanly and has none yet."""
+        previous = self.history.previous()
+        if previous is None or previous.clean or self.reports.exists(previous.boot_id):
+            return None
+        gatherer = crashreport.Gatherer(self.config.paths, CommandRunner(), self.store, self.history)
+        report = crashreport.build(previous, self.boot_id, gatherer)
+        try:
+            path = self.reports.write(report)
+        except OSError as exc:
+            log.error("crash report for boot %s not written: %s", previous.boot_id, exc.strerror)
+            return None
+        log.warning(
+            "the previous boot %s ended without a clean stop: %s (%s); report: %s",
+            previous.boot_id, report["cause"], report["decided_by"][:200], path.with_suffix(".txt"),
+        )
+        self._collect_now("crash")
+        return path
+
+    def stop(self) -> None:
+        """The orderly stop: a last snapshot, then the clean marker, both durable."""
+        self.snapshotter.stop()
+        if self.config.snapshots.enabled:
+            self.snapshotter.write_now("shutdown", "shutdown")
+        try:
+            self.history.mark_clean()
+        except OSError as exc:
+            log.error("clean-stop marker not written: %s", exc.strerror)

@@ -1,0 +1,23 @@
+"""The registry of collectors.
+
+A new collector is a module in this package with a Collector subclass, added
+to REGISTRY below; config sections, scheduling and meta-metrics follow from that.
+"""
+
+from __future__ import annotations
+
+from hostvigil.collector import Collector
+from hostvigil.collectors.agent import AgentCollector
+from hostvigil.collectors.crash import CrashCollector
+from hostvigil.collectors.kernel import KernelCollector
+from hostvigil.collectors.limits import LimitsCollector
+
+REGISTRY: dict[str, type[Collector]] = {
+    cls.name: cls
+    for cls in (
+        AgentCollector,
+        CrashCollector,
+        KernelCollector,
+        LimitsCollector,
+    )
+}

@@ -1,0 +1,251 @@
+"""Crash forensics end to end: a crash simulated around the real agent, and kernel lines through the real /dev/kmsg."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import random
+import shutil
+import signal
+import string
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hostvigil.collectors.kmsg import _summary
+from hostvigil.collectors.parse_kmsg import events_from_text
+from hostvigil.snapshots import FORMAT, SnapshotStore
+from tests.conftest import FIXTURES, free_port, require_tool
+from tests.test_parse_kmsg import OOPS_5_7
+
+PSTORE = FIXTURES / "crash/pstore/7530486857247"
+JOURNAL_EXPORT = FIXTURES / "crash/journal/multiple-boots.export"
+BOOT_A = "e2fca454-29e5-4522-bb29-27112eb8e0b5"  # a boot recorded in the journal export fixture
+BOOT_B = "5c3a1b2e-0d4f-4a6b-9c8d-7e6f5a4b3c2d"
+BOOT_C = "9f8e7d6c-5b4a-4392-8170-6f5e4d3c2b1a"
+
+
+class Host:
+    """A host root for the agent: proc with a boot id we can change, sys, dev, rootfs and a state dir."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        for part in ("proc/sys/kernel/random", "sys/fs/pstore", "dev", "root/var/crash", "state"):
+            (root / part).mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.config = root / "hostvigil.toml"
+        self.config.write_text(
+            f"[agent]\nstate_dir = '{root / 'state'}'\nlisten = '127.0.0.1:{self.port}'\n"
+            f"[paths]\nproc = '{root / 'proc'}'\nsys = '{root / 'sys'}'\ndev = '{root / 'dev'}'\n"
+            f"rootfs = '{root / 'root'}'\n"
+            "[snapshots]\ninterval = '1s'\n"
+            "[collectors.crash]\ninterval = '1s'\n"
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def boot(self, boot_id: str) -> None:
+        (self.root / "proc/sys/kernel/random/boot_id").write_text(boot_id + "\n")
+
+    def start(self) -> None:
+        log = (self.root / "agent.log").open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "hostvigil", "run", "--config", str(self.config)], stderr=log
+        )
+        log.close()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, (self.root / "agent.log").read_text()
+            try:
+                if self.get("/-/ready")[0] == 200:
+                    return
+            except OSError:
+                time.sleep(0.05)
+        pytest.fail("agent not ready")
+
+    def stop(self, sig: signal.Signals) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        assert self.proc.wait(15) in (0, -signal.SIGKILL)
+
+    def get(self, path: str) -> tuple[int, str]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        try:
+            conn.request("GET", path)
+            response = conn.getresponse()
+            return response.status, response.read().decode()
+        finally:
+            conn.close()
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "hostvigil", *args, "--config", str(self.config)],
+            capture_output=True, text=True, timeout=60, check=False,
+        )
+
+    def reports(self) -> list[Path]:
+        return sorted((self.root / "state/reports").glob("*.json"))
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Iterator[Host]:
+    machine = Host(tmp_path)
+    yield machine
+    if machine.proc is not None and machine.proc.poll() is None:
+        machine.proc.kill()
+        machine.proc.wait()
+
+
+def wait_for(condition: object, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def plant_oops_snapshot(host: Host, boot_id: str) -> None:
+    """The flight recorder's last word before the crash: a snapshot whose kernel tail holds a real oops."""
+    (oops,) = events_from_text(OOPS_5_7)  # a real oops as posted to LKML
+    now = time.time()
+    SnapshotStore(host.root / "state/snapshots").write({
+        "format": FORMAT, "boot_id": boot_id, "time": now, "time_iso": "", "trigger": "event",
+        "reason": f"kernel {oops.cls}: {oops.message}",
+        "contributions": {"kernel": {"events": [_summary(oops, now, 1) | {"critical": True}]}},
+    })
+
+
+def test_unclean_reboot_gets_one_report_naming_cause_and_evidence(host: Host) -> None:
+    journal = require_tool("journalctl")
+    remote = "/lib/systemd/systemd-journal-remote"
+    if not os.path.exists(remote):
+        require_tool("systemd-journal-remote")
+    # Boot A: the agent runs, then the host dies (kill -9: no clean stop).
+    host.boot(BOOT_A)
+    host.start()
+    host.stop(signal.SIGKILL)
+    # What boot A left behind: a pstore panic log, a kdump directory, the journal, the last snapshot.
+    for part in PSTORE.glob("dmesg-erst-*"):
+        shutil.copy(part, host.root / "sys/fs/pstore" / part.name)
+    kdump = host.root / "root/var/crash/202607241310"
+    kdump.mkdir()
+    shutil.copy(PSTORE / "dmesg.txt", kdump / "dmesg.202607241310")
+    (kdump / "dump-incomplete").write_bytes(b"")
+    journal_dir = host.root / "root/var/log/journal/0123456789abcdef0123456789abcdef"
+    journal_dir.mkdir(parents=True)
+    with JOURNAL_EXPORT.open("rb") as export:
+        subprocess.run([remote, f"--output={journal_dir / 'remote.journal'}", "-"], stdin=export, check=True,
+                       capture_output=True)
+    plant_oops_snapshot(host, BOOT_A)
+
+    # Boot B: the agent starts and reports boot A, once.
+    host.boot(BOOT_B)
+    host.start()
+    wait_for(host.reports)
+    report = json.loads(host.reports()[0].read_text())
+    assert report["boot_id"] == BOOT_A
+    assert report["cause"] == "kernel_panic"
+    assert "Kernel panic - not syncing" in report["decided_by"]
+    sources = {item["source"] for item in report["evidence"]}
+    assert {"pstore", "kdump", "journal", "snapshot"} <= sources
+    journal_item = next(i for i in report["evidence"] if i["source"] == "journal")
+    assert "Linux version 6.1.0-25-amd64" in " ".join(journal_item["quote"]), journal_item
+    text = host.cli("report")
+    assert text.returncode == 0, text.stderr
+    assert "Cause: kernel panic" in text.stdout
+    for source in ("[pstore]", "[kdump]", "[snapshot]", "[journal]"):
+        assert source in text.stdout
+    wait_for(lambda: 'hostvigil_crash_reports_total{cause="kernel_panic"} 1.0' in host.get("/metrics")[1])
+    metrics = host.get("/metrics")[1]
+    assert "hostvigil_boot_unclean 1.0" in metrics
+    assert "hostvigil_last_crash_timestamp_seconds" in metrics
+    journalctl_used = subprocess.run([journal, "--version"], capture_output=True, check=False)
+    assert journalctl_used.returncode == 0
+
+    # The agent restarts within boot B (even uncleanly): no second report.
+    host.stop(signal.SIGKILL)
+    host.start()
+    time.sleep(1.5)
+    assert len(host.reports()) == 1
+    listing = host.cli("report", "--list")
+    assert listing.stdout.count("kernel_panic") == 1
+
+    # An orderly stop, then boot C: nothing to report, and the previous boot counts as clean.
+    host.stop(signal.SIGTERM)
+    assert any("shutdown" in p.name for p in (host.root / "state/snapshots").iterdir())
+    host.boot(BOOT_C)
+    host.start()
+    wait_for(lambda: "hostvigil_boot_unclean 0.0" in host.get("/metrics")[1])
+    assert len(host.reports()) == 1
+    as_json = host.cli("report", BOOT_A[:8], "--json")
+    assert json.loads(as_json.stdout)["cause"] == "kernel_panic"
+
+
+def test_no_evidence_says_so_plainly(host: Host) -> None:
+    host.boot(BOOT_A)
+    host.start()
+    host.stop(signal.SIGKILL)
+    host.boot(BOOT_B)
+    host.start()
+    wait_for(host.reports)
+    report = json.loads(host.reports()[0].read_text())
+    assert report["cause"] == "unknown"
+    assert "likely lost power" in report["decided_by"]
+    assert "most likely lost power" in host.cli("report").stdout
+
+
+def test_manual_snapshot_through_the_running_agent(host: Host) -> None:
+    host.boot(BOOT_A)
+    host.start()
+    result = host.cli("snapshot", "--reason", "before maintenance")
+    assert result.returncode == 0, result.stderr
+    path = Path(result.stdout.strip())
+    doc = SnapshotStore(path.parent).read(path)
+    assert doc["reason"] == "before maintenance"
+    assert doc["trigger"] == "manual"
+    assert doc["boot_id"] == BOOT_A
+    assert "limits" in doc["collectors"]
+
+
+@pytest.fixture
+def kmsg_writable() -> None:
+    if os.geteuid() != 0 or not os.access("/dev/kmsg", os.W_OK):
+        message = "writing /dev/kmsg needs root"
+        if os.environ.get("HOSTVIGIL_REQUIRE_INTEGRATION") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def write_kmsg(line: str) -> None:
+    """One line through a fresh fd: writes through one fd are rate-limited (printk_devkmsg=ratelimit)."""
+    fd = os.open("/dev/kmsg", os.O_WRONLY)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.usefixtures("kmsg_writable")
+def test_a_kernel_line_is_counted_and_snapshotted_within_a_second(host: Host) -> None:
+    host.config.write_text(host.config.read_text().replace(f"dev = '{host.root / 'dev'}'", "dev = '/dev'")
+                           .replace("interval = '1s'\n[collectors.crash]", "interval = '1h'\n[collectors.crash]"))
+    host.boot(BOOT_A)
+    host.start()
+    time.sleep(0.5)  # past the replay of the ring buffer
+    snapshots = host.root / "state/snapshots"
+    before = {p.name for p in snapshots.iterdir()}
+    # A repeat of an event already in this boot's log is counted, not snapshotted again: make this one new.
+    comm = "dove" + "".join(random.choice(string.ascii_lowercase) for _ in range(8))
+    start = time.monotonic()
+    write_kmsg(f"<2>BUG: soft lockup - CPU#1 stuck for 23s! [{comm}:4242]\n")
+    wait_for(lambda: any("event" in p.name for p in snapshots.iterdir() if p.name not in before), timeout=1.0)
+    wait_for(lambda: 'hostvigil_kernel_events_total{class="soft_lockup"}' in host.get("/metrics")[1], timeout=1.0)
+    elapsed = time.monotonic() - start
+    new = next(p for p in snapshots.iterdir() if "event" in p.name and p.name not in before)
+    doc = SnapshotStore(snapshots).read(new)
+    assert "soft_lockup" in doc["reason"]
+    assert any(e["class"] == "soft_lockup" and e["comm"] == comm for e in doc["contributions"]["kernel"]["events"])
+    assert elapsed < 1.0

@@ -1,0 +1,147 @@
+"""Snapshots are durable or absent, bounded, rate-limited and redacted."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from hostvigil.collectors.parse_proc import parse_stat
+from hostvigil.snapshot_contents import redact
+from hostvigil.snapshots import FORMAT, SnapshotError, SnapshotStore, Snapshotter, decode, encode
+
+
+def doc(trigger: str = "periodic", size: int = 100, when: float | None = None) -> dict[str, object]:
+    return {
+        "format": FORMAT, "boot_id": "b", "time": when or time.time(), "trigger": trigger, "reason": "test",
+        "collectors": {"x": "y" * size}, "processes": {}, "contributions": {},
+    }
+
+
+def test_round_trip_and_checksum(tmp_path: Path) -> None:
+    store = SnapshotStore(tmp_path)
+    path = store.write(doc())
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    assert store.read(path)["reason"] == "test"
+    edited = path.read_text().replace('"test"', '"tset"')
+    with pytest.raises(SnapshotError, match="checksum mismatch"):
+        decode(edited.encode(), str(path))
+    with pytest.raises(SnapshotError, match="not a snapshot"):
+        decode(path.read_bytes()[:100], str(path))
+
+
+def test_count_and_byte_caps_remove_the_oldest(tmp_path: Path) -> None:
+    store = SnapshotStore(tmp_path, max_count=3, max_total=10**6)
+    for i in range(5):
+        store.write(doc(when=1_700_000_000 + i))
+    assert [store.read(p)["time"] for p in store.paths()] == [1_700_000_002, 1_700_000_003, 1_700_000_004]
+    small = SnapshotStore(tmp_path / "bytes", max_count=100, max_total=5000)
+    for i in range(10):
+        small.write(doc(size=1000, when=1_700_000_000 + i))
+    _, size = small.usage()
+    assert size <= 5000
+    assert small.read(small.paths()[-1])["time"] == 1_700_000_009
+
+
+def test_an_oversized_snapshot_is_shrunk_to_its_cap(tmp_path: Path) -> None:
+    store = SnapshotStore(tmp_path, max_bytes=10_000)
+    path = store.write(doc(size=50_000))
+    assert path.stat().st_size <= 10_000
+    assert store.read(path)["truncated"] == ["collectors"]
+
+
+def test_disk_full_keeps_every_complete_snapshot(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    target = tmp_path / "full"
+    target.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(target)], check=True)
+    try:
+        store = SnapshotStore(target, max_count=100)
+        recorder = Snapshotter(store, lambda trigger, reason: doc(trigger, size=20_000))
+        written = [recorder.write_now("periodic", "fill") for _ in range(6)]
+        assert None in written, "the 64 KiB disk never filled"
+        assert recorder.failures >= 1
+        complete = store.paths()
+        assert len(complete) == sum(1 for p in written if p is not None)
+        for path in complete:
+            store.read(path)
+        assert not [p for p in target.iterdir() if p.name.startswith(".")], "temp file left behind"
+    finally:
+        subprocess.run(["umount", str(target)], check=True)
+
+
+WRITER = """
+import sys, time
+from hostvigil.snapshots import FORMAT, SnapshotStore
+store = SnapshotStore(__import__("pathlib").Path(sys.argv[1]), max_count=20)
+print("ready", flush=True)
+while True:
+    store.write({"format": FORMAT, "boot_id": "b", "time": time.time(), "trigger": "periodic", "reason": "r",
+                 "collectors": {"x": "y" * 300_000}})
+"""
+
+
+def test_killing_the_writer_anywhere_never_leaves_a_torn_snapshot(tmp_path: Path) -> None:
+    rng = random.Random(1)
+    for _ in range(25):
+        writer = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)], stdout=subprocess.PIPE)
+        assert writer.stdout is not None
+        writer.stdout.readline()
+        time.sleep(rng.uniform(0, 0.05))
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+        writer.stdout.close()
+        store = SnapshotStore(tmp_path, max_count=20)  # as the next agent start would open it
+        for path in store.paths():
+            assert store.read(path)["format"] == FORMAT  # every visible file is complete and intact
+    assert store.paths(), "the writer never completed a snapshot"
+
+
+def test_a_flood_of_requests_yields_one_snapshot(tmp_path: Path) -> None:
+    store = SnapshotStore(tmp_path)
+    recorder = Snapshotter(store, lambda trigger, reason: doc(trigger), interval=3600, min_gap=10)
+    thread = threading.Thread(target=recorder.run, daemon=True)
+    thread.start()
+    try:
+        accepted = [recorder.request("event", f"kernel io_error {i}") for i in range(1000)]
+        deadline = time.monotonic() + 5
+        while recorder.written["event"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        recorder.stop()
+        thread.join(5)
+    assert accepted.count(True) == 1
+    assert recorder.suppressed == 999
+    assert recorder.written["event"] == 1
+    assert recorder.written["periodic"] == 1  # the flight recorder's first one, at start
+
+
+def test_redaction_of_secret_looking_arguments() -> None:
+    args = ["doveadm", "-o", "plugin/x=1", "--password=hunter2", "--token", "abc", "mysql://root:pw@db/mail",
+            "DB_PASSWORD=x", "-p", "not-a-secret-flag-value"]
+    assert redact(args) == ["doveadm", "-o", "plugin/x=1", "--password=<redacted>", "--token", "<redacted>",
+                            "mysql://<redacted>@db/mail", "DB_PASSWORD=<redacted>", "-p", "not-a-secret-flag-value"]
+
+
+def test_parse_stat_of_live_processes_and_odd_names() -> None:
+    me = parse_stat(Path("/proc/self/stat").read_text())
+    assert me.pid == os.getpid()
+    assert me.state == "R"
+    odd = parse_stat("4242 (evil) (name) D 1 4242 4242 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 1 0 100 1000 250 "
+                     + " ".join(["0"] * 30))
+    assert (odd.comm, odd.state, odd.cpu_ticks, odd.rss_pages) == ("evil) (name", "D", 10, 250)
+
+
+def test_encoding_is_stable_json(tmp_path: Path) -> None:
+    data = encode(doc())
+    assert json.loads(data)["sha256"]
+    assert decode(data, "x")["boot_id"] == "b"
