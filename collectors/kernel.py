@@ -10,23 +10,25 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from hostvigil.collector import Collector, Context, Hooks, MetricSpec, Option, Sample, Services
+from hostvigil.collector import Collector, Context, Hooks, Kind, MetricSpec, Option, Sample, Services
 from hostvigil.collectors import parse_proc
 from hostvigil.collectors.kmsg import KmsgFollower
 from hostvigil.collectors.parse_crash import TAINT_FLAGS, journal_storage
 from hostvigil.collectors.parse_kmsg import KernelEvent, is_critical
 
 
-def _metric(name: str, kind: str, text: str, *labels: str) -> MetricSpec:
-    return MetricSpec(f"hostvigil_kernel_{name}", kind, text, labels)  # type: ignore[arg-type]
+def _metric(name: str, kind: Kind, text: str, *labels: str) -> MetricSpec:
+    return MetricSpec(f"hostvigil_kernel_{name}", kind, text, labels)
 
 
-EVENTS = _metric("events_total", "counter", "Kernel log events by class (a multi-line oops counts once).", "class")
+EVENTS = _metric(
+    "events_total", "counter",
+    "Kernel log events by class since the agent started (a multi-line oops counts once).", "class",
+)
 EVENT_LAST = _metric("event_last_timestamp_seconds", "gauge", "When the latest event of a class was logged.", "class")
 LINES = _metric("lines_total", "counter", "Kernel log records read from /dev/kmsg.")
 DROPPED = _metric(
@@ -69,7 +71,6 @@ PANIC_SYSCTLS = {
     "kernel.panic_on_warn": "sys/kernel/panic_on_warn",
     "vm.panic_on_oom": "sys/vm/panic_on_oom",
 }
-COLLECT_AT_MOST_EVERY = 0.5  # seconds: events refresh the counters this fast, even in a flood
 
 log = logging.getLogger("hostvigil.kernel")
 
@@ -81,7 +82,9 @@ class KernelCollector(Collector):
     timeout = 10.0
     options: ClassVar[Mapping[str, Option]] = {
         "follow_kmsg": Option("bool", True, "follow /dev/kmsg for kernel events"),
-        "max_lines_per_second": Option("int", 20000, "kernel records classified per second at most; more are dropped"),
+        "max_lines_per_second": Option(
+            "int", 10000, "kernel records classified per second at most; more are dropped (bounds CPU in a flood)"
+        ),
     }
     metrics = (
         EVENTS, EVENT_LAST, LINES, DROPPED, GAPS, SUPPRESSED, FINGERPRINTS, FOLLOWING, TAINTED, TAINT, COUNTED,
@@ -93,14 +96,14 @@ class KernelCollector(Collector):
         super().__init__(options)
         self.follower: KmsgFollower | None = None
         self._hooks = Hooks()
-        self._last_trigger = 0.0
 
     def start(self, services: Services) -> None:
         if not self.config.get("follow_kmsg", True):
             return
         self._hooks = services.hooks
         follower = KmsgFollower(
-            services.paths.dev / "kmsg", self._on_event, int(self.config.get("max_lines_per_second", 20000))
+            services.paths.dev / "kmsg", self._on_event, lambda: self._hooks.collect_now(self.name),
+            int(self.config.get("max_lines_per_second", 10000)),
         )
         try:
             follower.open()
@@ -131,10 +134,6 @@ class KernelCollector(Collector):
             log.log(logging.WARNING if critical else logging.INFO, "kernel %s: %s%s", event.cls, event.message, culprit)
         if critical and first:
             self._hooks.request_snapshot("event", f"kernel {event.cls}: {event.message[:200]}")
-        now = time.monotonic()
-        if now - self._last_trigger >= COLLECT_AT_MOST_EVERY:
-            self._last_trigger = now
-            self._hooks.collect_now(self.name)
 
     def snapshot_extra(self) -> dict[str, Any]:
         return self.follower.snapshot() if self.follower is not None else {}

@@ -26,6 +26,7 @@ from hostvigil.collectors.parse_kmsg import EventAssembler, KernelEvent, is_crit
 log = logging.getLogger("hostvigil.kernel")
 
 FLUSH_AFTER = 0.25  # seconds of quiet after which a multi-line event is complete
+NOTIFY_EVERY = 0.5  # seconds: new records refresh the published counters at most this often, and at least once
 TAIL_EVENTS = 50
 TAIL_LINES = 200
 MAX_LINE = 300
@@ -40,10 +41,12 @@ class KmsgFollower:
         self,
         path: Path,
         on_event: Callable[[KernelEvent, bool], None],
-        max_lines_per_second: int = 20000,
+        on_change: Callable[[], None] = lambda: None,
+        max_lines_per_second: int = 10000,
     ) -> None:
         self.path = path
         self.on_event = on_event  # (event, first time this fingerprint is seen); only for live events
+        self.on_change = on_change  # the counters moved: publish them (called from this thread, rate-limited)
         self.max_lines_per_second = max_lines_per_second
         self.lines = 0
         self.dropped = 0
@@ -53,13 +56,16 @@ class KmsgFollower:
         self.events: Counter[str] = Counter()
         self.last_event_time: dict[str, float] = {}
         self.fingerprints: OrderedDict[str, int] = OrderedDict()
-        self.tail_events: deque[dict[str, Any]] = deque(maxlen=TAIL_EVENTS)
+        # (event, time, times seen): summarized only when a snapshot asks, not for every event of a flood
+        self.tail_events: deque[tuple[KernelEvent, float, int]] = deque(maxlen=TAIL_EVENTS)
         self.tail_lines: deque[str] = deque(maxlen=TAIL_LINES)
         self.lock = threading.Lock()
         self._assembler = EventAssembler()
         self._last_seq: int | None = None
         self._stop = threading.Event()
         self._fd: int | None = None
+        self._changed = False
+        self._notified = 0.0
         # Records printed before the agent started are counted but raise no alarm.
         self._live_after_usec = int(time.monotonic() * 1e6)
 
@@ -76,7 +82,7 @@ class KmsgFollower:
         last_feed = time.monotonic()
         try:
             while not self._stop.is_set():
-                ready = poller.poll(FLUSH_AFTER * 1000 if self._assembler.pending else 1000)
+                ready = poller.poll(self._poll_timeout() * 1000)
                 if ready:
                     count = self._drain(fd, self.max_lines_per_second - window_lines)
                     window_lines += count
@@ -85,6 +91,9 @@ class KmsgFollower:
                 now = time.monotonic()
                 if self._assembler.pending and now - last_feed >= FLUSH_AFTER:
                     self._handle(self._assembler.flush())
+                if self._changed and now - self._notified >= NOTIFY_EVERY:
+                    self._changed, self._notified = False, now
+                    self.on_change()
                 if now - window_start >= 1.0:
                     window_start, window_lines = now, 0
                 elif window_lines >= self.max_lines_per_second:
@@ -96,6 +105,15 @@ class KmsgFollower:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def _poll_timeout(self) -> float:
+        """Wake for the end of a multi-line event and for the trailing refresh of the counters."""
+        timeout = 1.0
+        if self._assembler.pending:
+            timeout = FLUSH_AFTER
+        if self._changed:
+            timeout = min(timeout, max(0.0, NOTIFY_EVERY - (time.monotonic() - self._notified)))
+        return timeout
 
     def _drain(self, fd: int, budget: int) -> int:
         """Read and classify records until none is left or the budget is spent; how many were read."""
@@ -127,6 +145,7 @@ class KmsgFollower:
                 self.dropped += record.sequence - self._last_seq - 1
             self._last_seq = record.sequence
             self.lines += 1
+            self._changed = True
             self.suppressed += suppressed_count(record.message)
             self.tail_lines.append(record.message[:MAX_LINE])
         self._handle(self._assembler.feed(record.message, record.usec))
@@ -136,20 +155,24 @@ class KmsgFollower:
             live = event.usec is None or event.usec >= self._live_after_usec
             with self.lock:
                 when = _wall_time(event.usec)
-                self.events[event.cls] += 1
-                self.last_event_time[event.cls] = when
+                # Events the ring buffer held from before the start give context, not counts: an agent
+                # restart must not look to Prometheus like a counter reset followed by old events anew.
+                if live:
+                    self.events[event.cls] += 1
+                    self.last_event_time[event.cls] = when
+                    self._changed = True  # a multi-line event completes after its last record was read
                 seen = self.fingerprints.pop(event.fingerprint, 0)
                 self.fingerprints[event.fingerprint] = seen + 1
                 if len(self.fingerprints) > MAX_FINGERPRINTS:
                     self.fingerprints.popitem(last=False)
-                self.tail_events.append(_summary(event, when, seen + 1))
+                self.tail_events.append((event, when, seen + 1))
             if live:
                 self.on_event(event, seen == 0)
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
             return {
-                "events": list(self.tail_events),
+                "events": [_summary(event, when, seen) for event, when, seen in self.tail_events],
                 "lines": list(self.tail_lines),
                 "lines_read": self.lines,
                 "lines_dropped": self.dropped,

@@ -9,6 +9,7 @@ first six reliable stack functions, so the same crash seen twice counts as one.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 from dataclasses import dataclass, field
 
@@ -30,18 +31,21 @@ MULTILINE: frozenset[str] = frozenset({
 })
 MAX_FUNCTIONS = 6  # ABRT/satyr koops duphash: the first six frames
 HEAD_LINES = 40  # ABRT: a start line with no backtrace within 40 lines is a report of its own
+INTERLEAVED_LINES = 10  # events of other kinds amid a report before it is taken as over (a flood never pauses)
 _DEVICE_FIELDS = ("device", "interface", "vdev", "pool", "controller", "zone")
 _CUT_HERE = "------------[ cut here ]------------"
 # A WARN message may replace the class of a warning that has no stack yet, but these never are WARN messages.
 _NOT_WARN_MESSAGES = frozenset({"warning", "panic", "oom_kill", "hung_task", "oops", "general_protection", "mce"})
 
 _KEYWORDS = tuple(dict.fromkeys(p.keyword for p in PATTERNS))
-# sre scans an alternation fast only past characters that start none of its branches: capitals, brackets
-# and "z" are rare in kernel text, so keywords starting with a common character are looked for with `in`.
+# sre skips fast over characters that start no branch of an alternation: capitals, brackets and "z" are
+# rare in kernel text, so keywords starting with a common character are looked for with `in` instead.
 _COMMON_FIRST = frozenset("abcdefghijklmnoprstuvwy ,.:;-_()")
-_PREFILTER = re.compile("|".join(re.escape(k) for k in sorted(_KEYWORDS, key=len, reverse=True)
-                                 if k[0] not in _COMMON_FIRST))
 _COMMON_KEYWORDS = tuple(k for k in _KEYWORDS if k[0] in _COMMON_FIRST)
+_PREFILTER = re.compile("|".join(  # one branch per first character: fewer branches to try where one may start
+    re.escape(first) + "(?:" + "|".join(re.escape(k[1:]) for k in sorted(group, key=len, reverse=True)) + ")"
+    for first, group in itertools.groupby(sorted(k for k in _KEYWORDS if k[0] not in _COMMON_FIRST), lambda k: k[0])
+))
 _BY_KEYWORD = {k: [(i, p) for i, p in enumerate(PATTERNS) if p.keyword == k] for k in _KEYWORDS}
 _SUPPRESSED = re.compile(r"(\w+): (\d+) callbacks suppressed")
 _PREFIX = re.compile(
@@ -58,7 +62,8 @@ _FRAME = re.compile(
     r"(?P<func>[\w.$]+)\+0x[0-9a-f]+/0x[0-9a-f]+(?: \[(?P<module>\w+)\])?"
 )
 _RIP = re.compile(
-    r"\s*(?:RIP: [0-9a-f]{4}:|RIP\s+\[<[0-9a-f]+>\]\s+|EIP: (?:[0-9a-f]{4}:)?(?:\[<[0-9a-f]+>\] )?|pc : )"
+    r"\s*(?:RIP: [0-9a-f]{4}:(?:\[<[0-9a-f]+>\]\s+\[<[0-9a-f]+>\]\s+)?|(?:RIP\s+|IP: )\[<[0-9a-f]+>\]\s+"
+    r"|EIP: (?:[0-9a-f]{4}:)?(?:\[<[0-9a-f]+>\] )?|EIP is at |pc : )"
     r"(?P<func>[\w.$]+)\+0x[0-9a-f]+/0x[0-9a-f]+(?: \[(?P<module>\w+)\])?"
 )
 _TASK = re.compile(r"\s*(?:CPU: \d+ (?:UID: \d+ )?PID: (?P<pid>\d+) Comm: |Pid: (?P<oldpid>\d+), comm: )(?P<comm>.+?)"
@@ -72,7 +77,7 @@ _STRUCTURAL = re.compile(
     r"|(?:Call [Tt]race:|Code: |Modules linked in:|Hardware name: |Workqueue: |Kernel Offset: |Stack:"
     r"|Instruction dump:|Exception stack|irq event stamp:|hardirqs last|softirqs last|note: |Tainted: |CPU: \d"
     r"|Pid: \d)"
-    r"|Not tainted |---\[ end |(?:[0-9a-f]{8,16} )+[0-9a-f]{8,16}\s*$)"
+    r"|Not tainted |---\[ end |RIP\s+\[<|RSP <|(?:[0-9a-f]{8,16} )+[0-9a-f]{8,16}\s*$)"
 )
 _STACK_START = re.compile(r"\s*(?:Call [Tt]race:|(?:<{1,2}/?\w+>{1,2}\s*)*(?:\[<[0-9a-f]+>\]\s*)?(?:\? )?"
                           r"[\w.$]+\+0x[0-9a-f]+/0x[0-9a-f]+)")
@@ -81,7 +86,7 @@ _CONTINUATION = {
     "rcu_stall": re.compile(r"\s*(?:rcu: |\(detected by |Sending NMI |NMI backtrace |Task dump for )"),
 }
 _OOM_TASK = re.compile(r"\s*\[\s*\d+\]\s+\d+\s+\d+\s")
-_COLLAPSE = re.compile(r"0x[0-9a-fA-F]+|\b[0-9a-fA-F]{8,}\b|\d+")
+_COLLAPSE = re.compile(r"[0-9][0-9a-fA-Fx]*")  # a number, hex or not, from its first digit
 
 
 @dataclass(frozen=True)
@@ -190,6 +195,7 @@ class _Pending:
     open_headline: bool = False  # a warning whose message line (NETDEV WATCHDOG, hard LOCKUP) may name the class
     headerless: bool = False  # a stack dump under no line we know: dump_stack(), page allocation failure
     victim_lines: list[str] = field(default_factory=list)  # OOM victim lines past max_lines, kept anyway
+    interleaved: int = 0  # single-line events printed amid this report
 
     def adopt(self, match: Match, message: str, usec: int | None) -> None:
         self.cls, self.message, self.usec = match.cls, message, usec
@@ -211,7 +217,8 @@ class EventAssembler:
     dump under no known line (a "CPU: .. PID: .. Comm:" line, then a Call Trace) is a warning: it
     is how dump_stack() and page allocation failures look, which are not crashes. A single-line
     class printed in the middle of a report (another CPU's I/O error) is an event of its own and
-    does not end the report: printk interleaves whole lines from all CPUs.
+    does not end the report, printk interleaving whole lines from all CPUs; INTERLEAVED_LINES of
+    them do, as a flood of I/O errors would otherwise hold a report back until the flood ends.
     """
 
     def __init__(self, max_lines: int = 80) -> None:
@@ -264,13 +271,15 @@ class EventAssembler:
             return self.flush() if strict else self._absorb(pending, message)
         if not pending.has_stack and self._merge(pending, match, message, usec):
             return self._absorb(pending, message)
-        return self._unrelated(match, message, usec)
+        return self._unrelated(pending, match, message, usec)
 
-    def _unrelated(self, match: Match, message: str, usec: int | None) -> list[KernelEvent]:
+    def _unrelated(self, pending: _Pending, match: Match, message: str, usec: int | None) -> list[KernelEvent]:
         """A classified line that is not part of the report in progress."""
         if match.cls in MULTILINE:
             return self.flush() + self._start(message, usec, match)
-        return [_event(match.cls, message, usec, match.fields, [message])]
+        event = _event(match.cls, message, usec, match.fields, [message])
+        pending.interleaved += 1
+        return [*self.flush(), event] if pending.interleaved >= INTERLEAVED_LINES else [event]
 
     @staticmethod
     def _merge(pending: _Pending, match: Match, message: str, usec: int | None) -> bool:
@@ -330,7 +339,7 @@ class EventAssembler:
             pending.lines.append(message)
             return []
         if match.cls != "oom_kill" or "invoker" in match.fields:
-            return self._unrelated(match, message, usec)
+            return self._unrelated(pending, match, message, usec)
         pending.fields = {**pending.fields, **match.fields}  # the victim: summary, "Kill", "Killed"
         (pending.victim_lines if full else pending.lines).append(message)
         if "Killed process" not in message:
@@ -353,28 +362,33 @@ def events_from_text(text: str) -> list[KernelEvent]:
 
 def _event(cls: str, message: str, usec: int | None, fields: dict[str, str], lines: list[str]) -> KernelEvent:
     """The culprit, stack and fingerprint of a finished event."""
-    comm, pid = fields.get("comm"), fields.get("pid")
-    rip = rip_module = frame_module = None
+    comm, pid, module = fields.get("comm"), fields.get("pid"), fields.get("module")
     functions: list[str] = []
-    for line in lines:
-        if comm is None and cls != "oom_kill" and (task := _TASK.match(line)):
-            comm, pid = task.group("comm"), task.group("pid") or task.group("oldpid")
-        if rip is None and (m := _RIP.match(line)):
-            rip, rip_module = m.group("func"), m.group("module")
-            functions.insert(0, rip)  # the faulting function, wherever the kernel printed its RIP
-        elif (m := _FRAME.match(line)) and not m.group("unreliable"):
-            functions.append(m.group("func"))
-            frame_module = frame_module or m.group("module")
-    functions = [f for i, f in enumerate(functions) if i == 0 or f != functions[i - 1]][:MAX_FUNCTIONS]
-    device = next((fields[k] for k in _DEVICE_FIELDS if k in fields), None)
+    if len(lines) > 1:  # a single line has no stack: floods of I/O errors skip the search
+        rip = rip_module = frame_module = None
+        for line in lines:
+            if comm is None and cls != "oom_kill" and (task := _TASK.match(line)):
+                comm, pid = task.group("comm"), task.group("pid") or task.group("oldpid")
+            if rip is None and (m := _RIP.match(line)):
+                rip, rip_module = m.group("func"), m.group("module")
+                functions.insert(0, rip)  # the faulting function, wherever the kernel printed its RIP
+            elif (m := _FRAME.match(line)) and not m.group("unreliable"):
+                functions.append(m.group("func"))
+                frame_module = frame_module or m.group("module")
+        functions = [f for i, f in enumerate(functions) if i == 0 or f != functions[i - 1]][:MAX_FUNCTIONS]
+        module = rip_module or frame_module or module
+    device = None
+    for key in _DEVICE_FIELDS:
+        if key in fields:
+            device = fields[key]
+            break
     if functions:
         identity = [cls, *functions]
     else:  # the line itself, numbers collapsed but the device kept whole (sda1 and sda2 differ)
         text = message.replace(device, "\0") if device else message
         identity = [cls, device or "", _COLLAPSE.sub("#", text)]
     return KernelEvent(
-        cls=cls, message=message, usec=usec, comm=comm, pid=int(pid) if pid is not None else None,
-        module=rip_module or frame_module or fields.get("module"), functions=tuple(functions),
-        fingerprint=hashlib.sha1("\n".join(identity).encode()).hexdigest()[:16],  # noqa: S324  # an id, not a MAC
+        cls=cls, message=message, usec=usec, comm=comm, pid=int(pid) if pid is not None else None, module=module,
+        functions=tuple(functions), fingerprint=hashlib.sha1("\n".join(identity).encode()).hexdigest()[:16],  # noqa: S324
         device=device, fields=fields, lines=tuple(lines),
     )

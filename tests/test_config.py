@@ -39,6 +39,11 @@ def check(tmp_path: Path, text: str, capsys: pytest.CaptureFixture[str]) -> str:
         ("[collectors.limits]\ndaemons = 'dovecot'\n", "collectors.limits.daemons", "expected a list, got string"),
         ("[collectors.limits]\ndaemons = ['dovecot', 1]\n", "collectors.limits.daemons", "list of strings"),
         ("collectors = 1\n", "collectors", "expected a table, got integer 1"),
+        ("[snapshots]\nkeep = 0\n", "snapshots.keep", "must be at least 1"),
+        ("[snapshots]\nmin_gap = 10\n", "snapshots.min_gap", 'expected a duration such as "30s"'),
+        ("[snapshots]\nretention = 5\n", "snapshots.retention", "unknown key"),
+        ("[collectors.kernel]\nmax_lines_per_second = '20k'\n", "collectors.kernel.max_lines_per_second",
+         "expected an integer"),
     ],
 )
 def test_config_errors(

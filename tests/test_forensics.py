@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from hostvigil.collectors.kmsg import _summary
@@ -249,3 +250,61 @@ def test_a_kernel_line_is_counted_and_snapshotted_within_a_second(host: Host) ->
     assert "soft_lockup" in doc["reason"]
     assert any(e["class"] == "soft_lockup" and e["comm"] == comm for e in doc["contributions"]["kernel"]["events"])
     assert elapsed < 1.0
+
+
+@pytest.fixture
+def devkmsg_unlimited() -> Iterator[None]:
+    """Writes through one fd unthrottled (printk_devkmsg=on), as a flooding driver's printk is."""
+    knob = Path("/proc/sys/kernel/printk_devkmsg")
+    old = knob.read_text().strip()
+    knob.write_text("on\n")
+    try:
+        yield
+    finally:
+        knob.write_text(f"{old}\n")
+
+
+def metric(text: str, name: str) -> float:
+    return next(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " "))
+
+
+@pytest.mark.usefixtures("kmsg_writable", "devkmsg_unlimited")
+def test_a_flood_of_50000_lines_a_second_is_bounded_and_accounted_for(host: Host) -> None:
+    host.config.write_text(host.config.read_text().replace(f"dev = '{host.root / 'dev'}'", "dev = '/dev'"))
+    host.boot(BOOT_A)
+    host.start()
+    time.sleep(0.5)
+    assert host.proc is not None
+    agent = psutil.Process(host.proc.pid)
+    before = host.get("/metrics")[1]
+    lines, dropped = "hostvigil_kernel_lines_total", "hostvigil_kernel_lines_dropped_total"
+    read_before = metric(before, lines) + metric(before, dropped)
+    # Debug level: lines at or below console_loglevel would also go to the (slow, serial) console.
+    # A critical class, new to this boot's log (a repeat is not snapshotted again), so the flood also tests
+    # that it yields one snapshot, not thousands.
+    device = "sdz" + "".join(random.choice(string.ascii_lowercase) for _ in range(6))
+    line = f"<7>EXT4-fs error (device {device}): ext4_journal_check_start:83: comm rsync: Detected aborted journal\n"
+    data = line.encode()
+    written, rss, latencies = 0, [], []
+    fd = os.open("/dev/kmsg", os.O_WRONLY)
+    start = time.monotonic()
+    try:
+        for tick in range(1000):  # 10 s in 10 ms steps of 500 lines
+            for _ in range(500):
+                os.write(fd, data)
+            written += 500
+            if tick % 50 == 0:
+                t = time.perf_counter()
+                assert host.get("/metrics")[0] == 200
+                latencies.append(time.perf_counter() - t)
+                rss.append(agent.memory_info().rss)
+            time.sleep(max(0.0, start + (tick + 1) * 0.01 - time.monotonic()))
+    finally:
+        os.close(fd)
+    time.sleep(3)  # the follower reads what is left at its budget, then publishes
+    after = host.get("/metrics")[1]
+    accounted = metric(after, lines) + metric(after, dropped)
+    assert accounted - read_before >= written, "some lines were neither read nor counted as dropped"
+    assert max(rss) < 80e6, f"RSS grew to {max(rss) / 1e6:.0f} MB during the flood"
+    assert max(latencies) < 0.5, f"a scrape took {max(latencies):.3f}s during the flood"
+    assert metric(after, 'hostvigil_snapshots_written_total{trigger="event"}') == 1

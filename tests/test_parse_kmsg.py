@@ -818,3 +818,73 @@ def test_rcu_stall_takes_the_interrupted_rip_first() -> None:
     assert event.lines[-1] == " ret_from_fork+0x1f/0x30"
     # its own lines only: the XFS mount lines around it are no part of it, nor events
     assert len(event.lines) == sum("[188226." in text for text in RCU_STALL.splitlines())
+
+
+# abrt/abrt:tests/examples/oops1-module-nouveau.test (f8aed1d): a 32-bit soft lockup in nouveau
+# (the long "Modules linked in:" line is shortened to its first modules)
+SOFT_LOCKUP = """\
+BUG: soft lockup - CPU#1 stuck for 22s! [X:5189]
+Modules linked in: cdc_acm ccm ip6t_rpfilter ip6t_REJECT xt_conntrack ebtable_nat ebtable_broute bridge stp llc
+CPU: 1 PID: 5189 Comm: X Not tainted 3.15.10-201.fc20.i686+PAE #1
+Hardware name: LENOVO HuronRiver Platform/Emerald Lake, BIOS 45CN47WW 02/15/2012
+task: ebb99a40 ti: ebc92000 task.ti: ebc92000
+EIP: 0060:[<c06ca742>] EFLAGS: 00003296 CPU: 1
+EIP is at ioread32+0x32/0x40
+EAX: ffffffff EBX: f2042780 ECX: 00000000 EDX: 00000000
+ESI: f6c423c0 EDI: 0061a804 EBP: ebc93c9c ESP: ebc93c74
+ DS: 007b ES: 007b FS: 00d8 GS: 00e0 SS: 0068
+CR0: 80050033 CR2: 0920d0c4 CR3: 2dfd2000 CR4: 000407f0
+Stack:
+ f8779b2d 77359400 0061a804 00000000 00000000 ffffffff ffffffff 00000800
+ f6c423c0 0061a804 ebc93cd0 f8788f80 0061a804 80000000 00000000 f7e961ff
+ 00000004 00000154 00000001 c0a0e6a0 f6c423c0 ebc93cec 00000001 ebc93ce0
+Call Trace:
+ [<f8779b2d>] ? nouveau_timer_wait_eq+0x5d/0xc0 [nouveau]
+ [<f8788f80>] nv50_dac_sense+0x60/0x140 [nouveau]
+ [<f7e961ff>] ? __i2c_transfer+0x5f/0x210 [i2c_core]
+ [<c0a0e6a0>] ? mutex_lock+0x10/0x28
+ [<f878909a>] nv50_dac_mthd+0x3a/0x70 [nouveau]
+ [<f8789060>] ? nv50_dac_sense+0x140/0x140 [nouveau]
+ [<f87dc63c>] nv50_dac_detect+0x8c/0xb0 [nouveau]
+ [<f87c8f92>] nouveau_connector_detect+0x332/0x3b0 [nouveau]
+ [<f80664c2>] ? intel_display_power_put+0xe2/0x140 [i915]
+ [<f80b0001>] ? vlv_get_colorkey+0x51/0x90 [i915]
+ [<f7f0b740>] drm_helper_probe_single_connector_modes_merge_bits+0x260/0x380 [drm_kms_helper]
+ [<f7f0b877>] drm_helper_probe_single_connector_modes+0x17/0x20 [drm_kms_helper]
+Code: 3d 00 00 01 00 76 0a 0f b7 d0 ed c3 90 8d 74 26 00 55 ba b3 eb be c0 89 e5 e8 0b ff ff ff b8 ff ff ff ff 5d c3 8d 74 26 00 8b 00 <c3> 8d b6 00 00 00 00 8d bc 27 00 00 00 00 81 fa ff ff 03 00 89
+"""  # noqa: E501  # the Call Trace is cut after its first twelve frames, as the event keeps six
+
+
+def test_soft_lockup_of_a_32_bit_kernel() -> None:
+    (event,) = kmsg.events_from_text(SOFT_LOCKUP)
+    assert event.cls == "soft_lockup"
+    assert (event.comm, event.pid, event.fields["cpu"], event.fields["seconds"]) == ("X", 5189, "1", "22")
+    assert event.module == "nouveau"  # "EIP is at ioread32" names no module; the first frame with one does
+    assert event.functions == (
+        "ioread32", "nv50_dac_sense", "nv50_dac_mthd", "nv50_dac_detect", "nouveau_connector_detect",
+        "drm_helper_probe_single_connector_modes_merge_bits")
+    assert len(event.lines) == len(SOFT_LOCKUP.splitlines())
+    assert kmsg.is_critical(event)
+
+
+def test_oops_in_a_pstore_record() -> None:
+    """An ERST dmesg record (fixtures/crash, gpud's testdata): "<N>[time]" lines and the 4.x RIP forms."""
+    (event,) = kmsg.events_from_text((FIXTURES / "crash/pstore/dmesg-erst.txt").read_text())
+    assert event.cls == "oops"
+    assert event.message == "BUG: unable to handle kernel NULL pointer dereference at           (null)"
+    assert (event.comm, event.pid, event.usec, event.module) == ("bash", 1899, 201654822, None)
+    assert event.functions == (
+        "sysrq_handle_crash", "__handle_sysrq", "write_sysrq_trigger", "proc_reg_write", "__vfs_write", "vfs_write")
+    assert event.lines[-1] == "---[ end trace 8794939ba0598b91 ]---"
+    assert len(event.lines) == 38  # all but the "sysrq: SysRq : Trigger a crash" line before it
+
+
+def test_a_flood_of_other_events_ends_a_report() -> None:
+    """The follower flushes a report after 0.25 s of quiet, which a flood of I/O errors never gives."""
+    assembler = kmsg.EventAssembler()
+    assert assembler.feed(kmsg.normalize(line("[X:5189]"))) == []
+    io_error = kmsg.normalize(line("dev sda, sector 6192120"))
+    events = [e for _ in range(kmsg.INTERLEAVED_LINES) for e in assembler.feed(io_error)]
+    assert [e.cls for e in events] == ["io_error"] * (kmsg.INTERLEAVED_LINES - 1) + ["soft_lockup", "io_error"]
+    assert not assembler.pending
+    assert events[-2].comm == "X"
