@@ -11,6 +11,9 @@ from hostvigil.collectors.agent import AgentCollector
 from hostvigil.collectors.crash import CrashCollector
 from hostvigil.collectors.kernel import KernelCollector
 from hostvigil.collectors.limits import LimitsCollector
+from hostvigil.collectors.md import MdCollector
+from hostvigil.collectors.raid import RaidCollector
+from hostvigil.collectors.smart import SmartCollector
 
 REGISTRY: dict[str, type[Collector]] = {
     cls.name: cls
@@ -19,5 +22,8 @@ REGISTRY: dict[str, type[Collector]] = {
         CrashCollector,
         KernelCollector,
         LimitsCollector,
+        MdCollector,
+        RaidCollector,
+        SmartCollector,
     )
 }
