@@ -17,7 +17,7 @@ from hostvigil.collectors import smart
 from hostvigil.collectors.parse_smartctl import parse_report
 from hostvigil.collectors.smart import SmartCollector, failing
 from hostvigil.runner import CommandRunner
-from tests.conftest import FIXTURES, fixture_paths, values
+from tests.conftest import FIXTURES, fixture_paths, require_tool, values
 from tests.test_parse_smartctl import STANDBY_JSON
 
 SMARTCTL = FIXTURES / "smartctl"
@@ -402,3 +402,21 @@ def test_no_md_arrays_no_join(tmp_path: Path) -> None:
     fake = Fake(tmp_path, {"/dev/sdb": ATA_FAILING})
     got = fake.run(devices=["/dev/sdb"], scan=False)
     assert not [name for name, _ in got if name == "hostvigil_disk_failing_in_use"]
+
+
+@pytest.mark.integration
+def test_the_real_smartctl_on_a_disk_without_smart(tmp_path: Path) -> None:
+    """This VM's virtio disk has no SMART: the real smartctl says so and the disk is reported unreadable."""
+    smartctl = require_tool("smartctl")
+    disks = sorted(p.name for p in Path("/sys/block").iterdir() if not p.name.startswith(("loop", "ram", "zram")))
+    if not disks:
+        pytest.skip("no block device here")
+    device = f"/dev/{disks[0]}"
+    collector = make(devices=[device], scan=False)
+    ctx = Context(fixture_paths(Path("/")), CommandRunner(bin_dirs=[str(Path(smartctl).parent)]),
+                  time.monotonic() + 60, logging.getLogger("test"))
+    got = values(check_samples(collector, collector.collect(ctx)))
+    if got[("hostvigil_smart_readable", (device,))] == 0:  # a VM's disk, as in CI
+        assert series(got, device) == {"hostvigil_smart_readable"}  # nothing stale or made up beside it
+    else:  # a real disk on a developer's machine
+        assert "hostvigil_smart_info" in series(got, device)
