@@ -11,6 +11,14 @@ collector for controller drives), so one alert covers both.
 from __future__ import annotations
 
 from hostvigil.collector import MetricSpec
+from hostvigil.collectors.parse_smartctl import SmartReport
+
+# ATA attributes whose raw counts growing means the disk is losing sectors.
+_GROWING_ATTRIBUTES = (
+    (5, "reallocated sectors (ATA 5)"),
+    (197, "pending sectors (ATA 197)"),
+    (198, "offline uncorrectable sectors (ATA 198)"),
+)
 
 FAILING_IN_USE = MetricSpec(
     "hostvigil_disk_failing_in_use", "gauge",
@@ -19,3 +27,39 @@ FAILING_IN_USE = MetricSpec(
     "needs it.",
     ("device", "array"),
 )
+
+
+def failing(report: SmartReport, previous: SmartReport | None) -> str | None:
+    """Why the disk is failing, or None: it fails its SMART self-assessment, or a count of bad things grew.
+
+    Growth is against `previous`, the disk's last report with data; a different serial number means the
+    disk was replaced, and nothing is compared.
+    """
+    reasons = []
+    if report.smart_passed is False:
+        reasons.append("SMART overall-health self-assessment failed")
+    if previous is not None and not (report.serial and previous.serial and report.serial != previous.serial):
+        for attribute_id, what in _GROWING_ATTRIBUTES:
+            reasons += _grew(what, _raw(previous, attribute_id), _raw(report, attribute_id))
+        reasons += _grew("SCSI grown defects", previous.scsi_grown_defects, report.scsi_grown_defects)
+        for operation, count in sorted(report.scsi_uncorrected_errors.items()):
+            reasons += _grew(
+                f"SCSI uncorrected {operation} errors", previous.scsi_uncorrected_errors.get(operation), count
+            )
+        reasons += _grew(
+            "NVMe media errors",
+            previous.nvme.media_errors if previous.nvme else None,
+            report.nvme.media_errors if report.nvme else None,
+        )
+    return "; ".join(reasons) or None
+
+
+def _raw(report: SmartReport, attribute_id: int) -> int | None:
+    attribute = report.attribute(attribute_id)
+    return attribute.raw if attribute is not None else None
+
+
+def _grew(what: str, before: int | None, now: int | None) -> list[str]:
+    if before is None or now is None or now <= before:
+        return []
+    return [f"{what} grew from {before} to {now}"]

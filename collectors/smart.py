@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 from hostvigil.collector import Collector, CollectorError, Context, Kind, MetricSpec, Option, Sample, Unavailable
 from hostvigil.collectors import parse_smartctl as parse
-from hostvigil.collectors.disk_health import FAILING_IN_USE
+from hostvigil.collectors.disk_health import FAILING_IN_USE, failing
 from hostvigil.collectors.md import active_members, base_device
 from hostvigil.collectors.parse_mdstat import parse_mdstat
 from hostvigil.collectors.parse_smartctl import SmartReport
@@ -118,12 +118,6 @@ DISK_FAILING = MetricSpec(
     ("device",),
 )
 
-# ATA attributes whose raw counts growing means the disk is losing sectors.
-_GROWING_ATTRIBUTES = (
-    (5, "reallocated sectors (ATA 5)"),
-    (197, "pending sectors (ATA 197)"),
-    (198, "offline uncorrectable sectors (ATA 198)"),
-)
 _WHEN_FAILED = {"": 0, "past": 1, "now": 2}
 # A command is killed at its deadline and then reaped for up to a second (hostvigil.runner), and the
 # samples must reach the scheduler before the run's own deadline, or the whole run is discarded.
@@ -150,31 +144,6 @@ class _Outcome:
     device: Device
     report: SmartReport | None  # None: nothing could be read
     reason: str = ""
-
-
-def failing(report: SmartReport, previous: SmartReport | None) -> str | None:
-    """Why the disk is failing, or None: it fails its SMART self-assessment, or a count of bad things grew.
-
-    Growth is against `previous`, the disk's last report with data; a different serial number means the
-    disk was replaced, and nothing is compared.
-    """
-    reasons = []
-    if report.smart_passed is False:
-        reasons.append("SMART overall-health self-assessment failed")
-    if previous is not None and not (report.serial and previous.serial and report.serial != previous.serial):
-        for attribute_id, what in _GROWING_ATTRIBUTES:
-            reasons += _grew(what, _raw(previous, attribute_id), _raw(report, attribute_id))
-        reasons += _grew("SCSI grown defects", previous.scsi_grown_defects, report.scsi_grown_defects)
-        for operation, count in sorted(report.scsi_uncorrected_errors.items()):
-            reasons += _grew(
-                f"SCSI uncorrected {operation} errors", previous.scsi_uncorrected_errors.get(operation), count
-            )
-        reasons += _grew(
-            "NVMe media errors",
-            previous.nvme.media_errors if previous.nvme else None,
-            report.nvme.media_errors if report.nvme else None,
-        )
-    return "; ".join(reasons) or None
 
 
 class SmartCollector(Collector):
@@ -436,14 +405,3 @@ def _check_json_support(result: CommandResult) -> None:
     if result.status is not None and result.status > 0 and result.status & 1 and b"json" in result.stdout.lower():
         first = result.stdout.decode(errors="replace").strip().splitlines()[0][:120]
         raise Unavailable(f"smartctl does not know --json (smartmontools 7.0 or later needed): {first}")
-
-
-def _raw(report: SmartReport, attribute_id: int) -> int | None:
-    attribute = report.attribute(attribute_id)
-    return attribute.raw if attribute is not None else None
-
-
-def _grew(what: str, before: int | None, now: int | None) -> list[str]:
-    if before is None or now is None or now <= before:
-        return []
-    return [f"{what} grew from {before} to {now}"]

@@ -14,8 +14,9 @@ import pytest
 
 from hostvigil.collector import CollectorError, Context, Sample, Unavailable, check_samples
 from hostvigil.collectors import smart
+from hostvigil.collectors.disk_health import failing
 from hostvigil.collectors.parse_smartctl import parse_report
-from hostvigil.collectors.smart import SmartCollector, failing
+from hostvigil.collectors.smart import SmartCollector
 from hostvigil.runner import CommandRunner
 from tests.conftest import FIXTURES, fixture_paths, require_tool, values
 from tests.test_parse_smartctl import STANDBY_JSON
