@@ -204,6 +204,9 @@ class RaidCollector(Collector):
         self.drives: dict[str, DriveInfo] = {}  # of the latest good run, for the disk-health join
         self._previous: RaidState | None = None
         self._tool: tuple[str, ...] | None = None  # the command found on an earlier run
+        # drive -> (serial, reason): a drive found failing stays so until it is replaced (another serial),
+        # as on the SMART side, since growth is seen only between two runs
+        self._failing: dict[str, tuple[str | None, str]] = {}
 
     def collect(self, ctx: Context) -> list[Sample]:
         selector = self._selector()
@@ -233,13 +236,24 @@ class RaidCollector(Collector):
         for drive_id, (label, state) in pd_states.items():
             samples.extend(_one_hot(PHYSICAL_DRIVE_STATE, PHYSICAL_DRIVE_STATES, state, label, drive_id))
 
-        samples.extend(_failing_in_use(ctx, controllers, failing_online_drives(latest, self.drives)))
+        samples.extend(_failing_in_use(ctx, controllers, self._latch(latest)))
         current = RaidState(vd_states, {drive_id: state for drive_id, (_, state) in pd_states.items()})
         for reason in snapshot_reasons(self._previous, current):
             ctx.log.warning("%s", reason)
             ctx.hooks.request_snapshot("event", reason)
         self._previous, self.drives = current, latest
         return samples
+
+    def _latch(self, latest: Mapping[str, DriveInfo]) -> dict[str, str]:
+        """Failing drives, found now or before, forgotten once a drive is replaced or gone."""
+        found = failing_online_drives(latest, self.drives)
+        kept = {
+            drive_id: (serial, reason) for drive_id, (serial, reason) in self._failing.items()
+            if drive_id in latest and latest[drive_id].serial == serial
+        }
+        kept.update({drive_id: (latest[drive_id].serial, reason) for drive_id, reason in found.items()})
+        self._failing = kept
+        return {drive_id: reason for drive_id, (_, reason) in kept.items()}
 
     def _selector(self) -> str:
         """storcli's controller address: /call, or /c0 for controllers = "0"."""

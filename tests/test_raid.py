@@ -279,4 +279,6 @@ def test_failing_drives_the_controller_keeps_online(tmp_path: Path) -> None:
     grown = DRIVES.read_text().replace('"Media Error Count" : 0', '"Media Error Count" : 7', 1)
     (tmp_path / "grown.json").write_text(grown)
     fake_tool(tmp_path / "bin", {SHOW_ALL: CONTROLLERS, DRIVES_ALL: tmp_path / "grown.json"})
-    assert in_use(run(collector, tmp_path / "bin")) == {(d, "/c0/v0"): float(d == "/c0/e252/s0") for d in drives}
+    failing = {(d, "/c0/v0"): float(d == "/c0/e252/s0") for d in drives}
+    assert in_use(run(collector, tmp_path / "bin")) == failing
+    assert in_use(run(collector, tmp_path / "bin")) == failing, "no more growth, but s0 is still the same disk"
