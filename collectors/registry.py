@@ -14,6 +14,7 @@ from hostvigil.collectors.limits import LimitsCollector
 from hostvigil.collectors.md import MdCollector
 from hostvigil.collectors.raid import RaidCollector
 from hostvigil.collectors.smart import SmartCollector
+from hostvigil.collectors.zfs import ZfsCollector
 
 REGISTRY: dict[str, type[Collector]] = {
     cls.name: cls
@@ -25,5 +26,6 @@ REGISTRY: dict[str, type[Collector]] = {
         MdCollector,
         RaidCollector,
         SmartCollector,
+        ZfsCollector,
     )
 }

@@ -15,6 +15,9 @@ from hostvigil.collector import Collector, Context, Sample, check_samples
 from hostvigil.config import Paths
 from hostvigil.runner import CommandRunner
 
+# A real ZFS (zfs-fuse) for the tests that ask for the `zfs_fuse` fixture.
+pytest_plugins = ["tests.zfsfuse"]
+
 FIXTURES = Path(__file__).parent / "fixtures"
 TREES = FIXTURES / "trees"
 
@@ -60,3 +63,4 @@ def run_collector(cls: type[Collector], paths: Paths, **options: object) -> list
 def values(samples: list[Sample]) -> dict[tuple[str, tuple[str, ...]], float]:
     """Samples as {(metric name, label values): value} for exact assertions."""
     return {(s.metric.name, s.label_values): s.value for s in samples}
+

@@ -1,0 +1,183 @@
+"""The ZFS collector: each backend on recorded output, a hung zpool, and a real pool on zfs-fuse."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hostvigil.collector import Context, Hooks, Unavailable, check_samples
+from hostvigil.collectors.zfs import ZfsCollector
+from hostvigil.runner import CommandRunner
+from tests.conftest import FIXTURES, TREES, fixture_paths, values
+from tests.zfsfuse import ZfsFuse
+
+ZFS = FIXTURES / "zfs"
+KSTAT_TREE = TREES / "telegraf-zfs-issue_17578"
+Got = dict[tuple[str, tuple[str, ...]], float]
+
+# Answers by the arguments after "zpool"; a missing key exits 2 with a usage message, as zpool does.
+FAKE = """#!{python}
+import json, sys, time
+conf = json.load(open({conf!r}))
+key = " ".join(sys.argv[1:])
+with open(conf["log"], "a") as log:
+    log.write(key + "\\n")
+entry = conf["answers"].get(key)
+if entry is None:
+    sys.stderr.write("invalid option\\nusage: ...\\n")
+    sys.exit(2)
+time.sleep(entry.get("sleep", 0))
+sys.stdout.write(open(entry["file"]).read())
+"""
+
+
+class FakeZpool:
+    def __init__(self, tmp_path: Path, answers: dict[str, Any]) -> None:
+        self.log = tmp_path / "zpool.log"
+        self.conf = tmp_path / "zpool.json"
+        bin_dir = tmp_path / "bin"
+        bin_dir.mkdir(exist_ok=True)
+        script = bin_dir / "zpool"
+        script.write_text(FAKE.format(python=sys.executable, conf=str(self.conf)))
+        script.chmod(0o755)
+        self.runner = CommandRunner(bin_dirs=[str(bin_dir)])
+        self.answer(answers)
+
+    def answer(self, answers: dict[str, Any]) -> None:
+        resolved = {k: {"file": str(ZFS / v)} if isinstance(v, str) else v for k, v in answers.items()}
+        self.conf.write_text(json.dumps({"log": str(self.log), "answers": resolved}))
+
+    def calls(self) -> list[str]:
+        return self.log.read_text().splitlines() if self.log.exists() else []
+
+
+class RecordingHooks(Hooks):
+    def __init__(self) -> None:
+        self.snapshots: list[str] = []
+
+    def request_snapshot(self, trigger: str, reason: str) -> bool:
+        self.snapshots.append(reason)
+        return True
+
+
+def make(**options: object) -> ZfsCollector:
+    return ZfsCollector({name: option.default for name, option in ZfsCollector.options.items()} | options)
+
+
+def collect(
+    collector: ZfsCollector, runner: CommandRunner, root: Path, hooks: Hooks | None = None, timeout: float = 30
+) -> Got:
+    ctx = Context(fixture_paths(root), runner, time.monotonic() + timeout, logging.getLogger("test"),
+                  hooks=hooks or Hooks())
+    return values(check_samples(collector, collector.collect(ctx)))
+
+
+def states(got: Got, metric: str) -> dict[tuple[str, ...], str]:
+    """The one-hot state of each labelled thing: {labels without state: state}."""
+    return {labels[:-1]: labels[-1] for (name, labels), value in got.items() if name == metric and value == 1}
+
+
+def test_text_backend_on_a_degraded_pool(tmp_path: Path) -> None:
+    fake = FakeZpool(tmp_path, {"status -p -P": "textfile-collector-scripts_pr189__zpool_status_-p_degraded"})
+    got = collect(make(), fake.runner, tmp_path)
+    assert states(got, "hostvigil_zfs_pool_state") == {("tank",): "DEGRADED"}
+    assert states(got, "hostvigil_zfs_vdev_state") == {
+        ("tank", "mirror-0"): "DEGRADED",
+        ("tank", "c1t0d0"): "ONLINE", ("tank", "c1t1d0"): "UNAVAIL",
+    }
+    assert got[("hostvigil_zfs_pool_info", ("tank", "ZFS-8000-2Q"))] == 1
+    assert got[("hostvigil_zfs_backend_info", ("text",))] == 1
+    assert got[("hostvigil_zfs_data_errors", ("tank",))] == 0
+    assert fake.calls()[0] == "status -j --json-int"  # tried first, refused by this zpool
+
+
+def test_json_backend(tmp_path: Path) -> None:
+    fake = FakeZpool(tmp_path, {
+        "status -j --json-int": "openzfs__zpool-status.8__example2.json",
+        "list -j --json-int": "openzfs__zpool-list.8__example3.json",
+    })
+    got = collect(make(), fake.runner, tmp_path)
+    assert got[("hostvigil_zfs_backend_info", ("json",))] == 1
+    assert set(states(got, "hostvigil_zfs_pool_state").values()) == {"ONLINE"}
+
+
+def test_a_hung_zpool_falls_back_to_kstat_and_is_not_started_again(tmp_path: Path) -> None:
+    fake = FakeZpool(tmp_path, {"status -j --json-int": {"file": str(ZFS / "openzfs__zpool-status.8__example2.json"),
+                                                         "sleep": 300}})
+    collector = make(command_timeout=1.0)
+    got = collect(collector, fake.runner, KSTAT_TREE, timeout=10)
+    assert got[("hostvigil_zfs_backend_info", ("kstat",))] == 1
+    assert states(got, "hostvigil_zfs_pool_state") == {("store",): "ONLINE", ("zroot-nas",): "ONLINE"}
+    assert fake.calls() == ["status -j --json-int"]
+
+
+def test_no_zfs_at_all_is_unavailable(tmp_path: Path) -> None:
+    with pytest.raises(Unavailable, match="ZFS is not in use"):
+        collect(make(command="hostvigil-no-such-zpool"), CommandRunner(), tmp_path)
+
+
+def test_a_vdev_leaving_online_asks_for_one_snapshot(tmp_path: Path) -> None:
+    """zfs-fuse's real output: tank healthy, then one mirror side taken offline (zfs-fuse knows no -p -P)."""
+    fake = FakeZpool(tmp_path, {"status": "zfs-fuse/status_healthy.txt"})
+    collector, hooks = make(), RecordingHooks()
+    collect(collector, fake.runner, tmp_path, hooks)
+    fake.answer({"status": "zfs-fuse/status_offline.txt"})
+    got = collect(collector, fake.runner, tmp_path, hooks)
+    collect(collector, fake.runner, tmp_path, hooks)
+    assert states(got, "hostvigil_zfs_vdev_state")[("tank", "/tmp/zt/v1.img")] == "OFFLINE"
+    assert len(hooks.snapshots) == 1
+    assert "ZFS pool tank went from ONLINE to DEGRADED" in hooks.snapshots[0]
+    assert "/tmp/zt/v1.img" in hooks.snapshots[0]
+
+
+@pytest.mark.integration
+def test_real_pools_on_zfs_fuse(zfs_fuse: ZfsFuse) -> None:
+    """Mirror and raidz pools on sparse files: offline a side, corrupt a disk and scrub, all seen by the agent."""
+    mirror, raidz = zfs_fuse.vdevs("m", 2), zfs_fuse.vdevs("r", 3)
+    zfs_fuse.create("hvmirror", "mirror", mirror)
+    zfs_fuse.create("hvraidz", "raidz", raidz)
+    collector, runner, hooks = make(), CommandRunner(), RecordingHooks()
+    got = collect(collector, runner, Path("/"), hooks)
+    assert got[("hostvigil_zfs_backend_info", ("text",))] == 1
+    assert states(got, "hostvigil_zfs_pool_state") == {("hvmirror",): "ONLINE", ("hvraidz",): "ONLINE"}
+    assert got[("hostvigil_zfs_size_bytes", ("hvraidz",))] > 300e6
+
+    zfs_fuse.run("offline", "hvmirror", mirror[1])
+    got = collect(collector, runner, Path("/"), hooks)
+    assert states(got, "hostvigil_zfs_pool_state")[("hvmirror",)] == "DEGRADED"
+    assert states(got, "hostvigil_zfs_vdev_state")[("hvmirror", mirror[1])] == "OFFLINE"
+    assert len(hooks.snapshots) == 1
+
+    data = zfs_fuse.root / "mnt/hvraidz/mail.spool"
+    with data.open("wb") as fh:
+        for _ in range(32):
+            fh.write(os.urandom(1 << 20))
+    zfs_fuse.run("export", "hvraidz")  # drop cached blocks, so the scrub reads the damaged disk
+    zfs_fuse.corrupt(raidz[1])
+    zfs_fuse.run("import", "-d", str(zfs_fuse.root), "hvraidz")
+    zfs_fuse.scrub_and_wait("hvraidz")
+    got = collect(collector, runner, Path("/"), hooks)
+    assert got[("hostvigil_zfs_vdev_errors", ("hvraidz", raidz[1], "checksum"))] > 0
+    assert got[("hostvigil_zfs_scan_running", ("hvraidz", "scrub"))] == 0
+    assert got[("hostvigil_zfs_scan_errors", ("hvraidz", "scrub"))] == 0  # raidz repaired it all
+    assert got[("hostvigil_zfs_scan_end_timestamp_seconds", ("hvraidz", "scrub"))] > time.time() - 86400 * 2
+
+
+def test_zpool_without_a_running_zfs_is_unavailable(tmp_path: Path) -> None:
+    """What zfs-fuse's zpool says with no daemon (OpenZFS's without its module reads alike)."""
+    stderr = tmp_path / "stderr.txt"
+    stderr.write_text("connect: No such file or directory\nPlease make sure that the zfs-fuse daemon is running.\n"
+                      "internal error: failed to initialize ZFS library\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "zpool").write_text(f"#!/bin/sh\ncat {stderr} >&2\nexit 1\n")
+    (bin_dir / "zpool").chmod(0o755)
+    with pytest.raises(Unavailable, match="ZFS is not running"):
+        collect(make(), CommandRunner(bin_dirs=[str(bin_dir)]), tmp_path)
