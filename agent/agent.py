@@ -27,12 +27,16 @@ log = logging.getLogger("hostvigil")
 SYSTEM_STATE_DIR = Path("/var/lib/hostvigil")
 
 
-def build_scheduler(config: Config, only: Sequence[str] = ()) -> Scheduler:
-    """A scheduler over the enabled collectors (or exactly `only`, enabled or not)."""
+def build_scheduler(config: Config, only: Sequence[str] = (), daemon: bool = True) -> Scheduler:
+    """A scheduler over the enabled collectors (or exactly `only`, enabled or not).
+
+    One-shot runs (`daemon=False`) leave out collectors that report on the daemon itself.
+    """
     jobs = []
     for name, cls in REGISTRY.items():
         settings = config.collectors[name]
-        if (name in only) if only else settings.enabled:
+        wanted = (name in only) if only else settings.enabled and (daemon or not cls.daemon_only)
+        if wanted:
             jobs.append(Job(cls(settings.options), settings.interval, settings.timeout))
     cache = MetricsCache([job.name for job in jobs])
     return Scheduler(jobs, cache, config.paths, CommandRunner())

@@ -112,7 +112,7 @@ def _check_config(config: Config) -> int:
 
 
 def _collect(config: Config, only: Sequence[str], output: Path | None) -> int:
-    scheduler = build_scheduler(config, only)
+    scheduler = build_scheduler(config, only, daemon=False)
     scheduler.run_round()
     body, _ = scheduler.cache.render()
     if output is None:
@@ -154,7 +154,7 @@ def _snapshot_here(config: Config, reason: str) -> int:
     except OSError as exc:
         log.error("cannot take a snapshot: %s", exc)
         return 1
-    scheduler = build_scheduler(config)
+    scheduler = build_scheduler(config, daemon=False)
     scheduler.run_round()
     collectors = {name: job.collector for name, job in scheduler.jobs.items()}
     forensics = Forensics(

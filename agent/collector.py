@@ -159,6 +159,8 @@ class Collector:
     interval: ClassVar[float] = 30.0
     timeout: ClassVar[float] = 10.0
     enabled_by_default: ClassVar[bool] = True
+    # Reports on the running daemon (crash reports, the snapshot recorder): left out of one-shot `collect`.
+    daemon_only: ClassVar[bool] = False
     options: ClassVar[Mapping[str, Option]] = {}
     metrics: ClassVar[tuple[MetricSpec, ...]] = ()
 

@@ -39,6 +39,7 @@ class CrashCollector(Collector):
     name = "crash"
     help = "Unclean previous boot, crash reports by cause, and the snapshot recorder's own health."
     namespaces = ("boot", "last_crash", "snapshots")
+    daemon_only = True
     interval = 30.0
     timeout = 10.0
     snapshot_samples = 0  # about the snapshots themselves: nothing a crash snapshot needs
