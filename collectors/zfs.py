@@ -21,6 +21,7 @@ from hostvigil.collector import Collector, CollectorError, Context, Kind, Metric
 from hostvigil.collectors import parse_zpool as parse
 from hostvigil.collectors.parse_proc import parse_mounts
 from hostvigil.collectors.parse_zpool import Pool, Vdev
+from hostvigil.collectors.parse_zpool_json import parse_list_json, parse_status_json
 from hostvigil.collectors.zfs_libzfs import pools_from_libzfs
 from hostvigil.runner import CommandResult
 
@@ -142,11 +143,11 @@ class ZfsCollector(Collector):
                 return None, "missing"
             if status.ok:
                 try:
-                    pools = parse.parse_status_json(status.stdout.decode(errors="replace"))
+                    pools = parse_status_json(status.stdout.decode(errors="replace"))
                 except ValueError as exc:
                     raise CollectorError(f"zpool status -j: {exc}") from None
                 listing = self._run(ctx, [zpool, "list", "-j", "--json-int"])
-                space = _parsed(listing, parse.parse_list_json)
+                space = _parsed(listing, parse_list_json)
                 return parse.with_space(pools, space), "json"
             if _hung(status):
                 return None, status.describe()

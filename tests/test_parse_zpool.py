@@ -17,12 +17,11 @@ from hostvigil.collectors.parse_zpool import (
     Scan,
     Vdev,
     parse_kstat_state,
-    parse_list_json,
     parse_list_text,
-    parse_status_json,
     parse_status_text,
     with_space,
 )
+from hostvigil.collectors.parse_zpool_json import parse_list_json, parse_status_json
 from tests.conftest import FIXTURES
 
 ZFS = FIXTURES / "zfs"
