@@ -22,6 +22,7 @@ from hostvigil.collectors import parse_zpool as parse
 from hostvigil.collectors.parse_proc import parse_mounts
 from hostvigil.collectors.parse_zpool import Pool, Vdev
 from hostvigil.collectors.parse_zpool_json import parse_list_json, parse_status_json
+from hostvigil.collectors.parse_zpool_status import parse_status_text
 from hostvigil.collectors.zfs_libzfs import pools_from_libzfs
 from hostvigil.runner import CommandResult
 
@@ -164,7 +165,7 @@ class ZfsCollector(Collector):
         if not status.ok:
             return None, status.describe()
         try:
-            pools = parse.parse_status_text(status.stdout.decode(errors="replace"))
+            pools = parse_status_text(status.stdout.decode(errors="replace"))
         except ValueError as exc:
             raise CollectorError(f"zpool status: {exc}") from None
         listing = self._run(ctx, [zpool, "list", "-Hp", "-o", ",".join(_LIST_COLUMNS)])

@@ -18,10 +18,10 @@ from hostvigil.collectors.parse_zpool import (
     Vdev,
     parse_kstat_state,
     parse_list_text,
-    parse_status_text,
     with_space,
 )
 from hostvigil.collectors.parse_zpool_json import parse_list_json, parse_status_json
+from hostvigil.collectors.parse_zpool_status import parse_status_text
 from tests.conftest import FIXTURES
 
 ZFS = FIXTURES / "zfs"
