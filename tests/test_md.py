@@ -16,6 +16,7 @@ from hostvigil.collectors.parse_mdstat import parse_mdstat
 from hostvigil.config import Paths
 from hostvigil.runner import CommandRunner
 from tests.conftest import FIXTURES, fixture_paths, run_collector, values
+from tests.test_parse_mdstat import FLAGGED_MEMBERS
 
 MDSTAT = FIXTURES / "mdstat"
 Values = dict[tuple[str, tuple[str, ...]], float]
@@ -223,18 +224,7 @@ def test_repair_told_apart_by_sysfs_with_mismatches_and_member_flags(tmp_path: P
 
 
 def test_mdstat_member_flags_write_mostly_journal_replacement(tmp_path: Path) -> None:
-    got = values(run_collector(MdCollector, root_with(
-        tmp_path,
-        "Personalities : [raid1] [raid6] [raid5] [raid4]\n"
-        "md1 : active raid1 sdc2[2](R) sdb2[1](W) sda2[0]\n"
-        "      1046528 blocks super 1.2 [2/2] [UU]\n"
-        "      [==>..................]  recovery = 12.5% (130816/1046528) finish=0.1min speed=130816K/sec\n"
-        "      \n"
-        "md5 : active raid5 sdg1[3] sdf1[1] sde1[0] nvme0n1p1[4](J) sdh1[5](W)(F)\n"
-        "      2093056 blocks super 1.2 level 5, 512k chunk, algorithm 2 [3/3] [UUU]\n"
-        "      \n"
-        "unused devices: <none>\n",
-    )))
+    got = values(run_collector(MdCollector, root_with(tmp_path, FLAGGED_MEMBERS)))
     assert disks(got, "md1") == {"active": 2, "failed": 0, "spare": 0, "journal": 0, "replacement": 1, "missing": 0}
     assert held(got, "md1") == {"active", "recovering"}
     assert member_states(got, "md1") == {"sdc2": {"replacement"}, "sdb2": {"writemostly"}, "sda2": set()}

@@ -261,18 +261,22 @@ def test_garbage_entry_is_an_error_and_the_good_array_survives() -> None:
     )
 
 
+# Written in the kernel's format (md.c status_raid(), md_seq_show()): no real sample has (W), (J) or (R).
+FLAGGED_MEMBERS = (
+    "Personalities : [raid1] [raid6] [raid5] [raid4]\n"
+    "md1 : active raid1 sdc2[2](R) sdb2[1](W) sda2[0]\n"
+    "      1046528 blocks super 1.2 [2/2] [UU]\n"
+    "      [==>..................]  recovery = 12.5% (130816/1046528) finish=0.1min speed=130816K/sec\n"
+    "      \n"
+    "md5 : active raid5 sdg1[3] sdf1[1] sde1[0] nvme0n1p1[4](J) sdh1[5](W)(F)\n"
+    "      2093056 blocks super 1.2 level 5, 512k chunk, algorithm 2 [3/3] [UUU]\n"
+    "      \n"
+    "unused devices: <none>\n"
+)
+
+
 def test_member_flags_write_mostly_journal_replacement() -> None:
-    stat = parse_mdstat(
-        "Personalities : [raid1] [raid6] [raid5] [raid4]\n"
-        "md1 : active raid1 sdc2[2](R) sdb2[1](W) sda2[0]\n"
-        "      1046528 blocks super 1.2 [2/2] [UU]\n"
-        "      [==>..................]  recovery = 12.5% (130816/1046528) finish=0.1min speed=130816K/sec\n"
-        "      \n"
-        "md5 : active raid5 sdg1[3] sdf1[1] sde1[0] nvme0n1p1[4](J) sdh1[5](W)(F)\n"
-        "      2093056 blocks super 1.2 level 5, 512k chunk, algorithm 2 [3/3] [UUU]\n"
-        "      \n"
-        "unused devices: <none>\n"
-    )
+    stat = parse_mdstat(FLAGGED_MEMBERS)
     found = arrays(stat)
     assert flags(found["md1"]) == {"sdc2": "R", "sdb2": "W", "sda2": ""}
     assert found["md1"].members[0] == MdMember("sdc2", 2, replacement=True)
