@@ -21,6 +21,7 @@ from hostvigil.notify import Notifier
 from hostvigil.runner import CommandRunner
 from hostvigil.scheduler import Job, Scheduler
 from hostvigil.server import MetricsServer
+from hostvigil.uevents import UeventListener
 
 log = logging.getLogger("hostvigil")
 
@@ -89,9 +90,16 @@ class Agent:
             signal.signal(sig, self._on_signal)
         if forensics is not None:
             forensics.start()
-        services = Services(self.config.paths, directory, forensics.boot_id if forensics else "", self.scheduler.hooks)
+        uevents = UeventListener(
+            {name: c.uevent_subsystems for name, c in collectors.items() if c.uevent_subsystems},
+            self.scheduler.trigger,
+        )
+        services = Services(
+            self.config.paths, directory, forensics.boot_id if forensics else "", self.scheduler.hooks, uevents.counts
+        )
         for collector in collectors.values():
             collector.start(services)
+        uevents.start()
         names = ", ".join(self.scheduler.jobs) or "none"
         log.info("serving http://%s:%d/metrics; state in %s; collectors: %s", host or "*", port, directory, names)
         threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
@@ -103,6 +111,7 @@ class Agent:
         self.stop_event.wait()
         self.notifier.stopping()
         self.scheduler.stop()
+        uevents.stop()
         for collector in collectors.values():
             collector.stop()
         if forensics is not None:

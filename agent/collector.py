@@ -75,8 +75,13 @@ class Hooks:
     and similar events in the boot's history, where the crash report finds them.
     """
 
-    def request_snapshot(self, trigger: str, reason: str) -> bool:
-        """Ask for a snapshot now; False if rate-limited (a flood yields one snapshot)."""
+    def request_snapshot(self, trigger: str, reason: str, *, urgent: bool = False) -> bool:
+        """Ask for a snapshot now; False if rate-limited (a flood yields one snapshot).
+
+        `urgent` is for the last warning before the host goes down (the UPS battery
+        is low): it is not held back by the snapshot just written for the event
+        that led there (the UPS going on battery).
+        """
         return False
 
     def record_event(self, kind: str, message: str) -> None:
@@ -94,6 +99,7 @@ class Services:
     state_dir: Path
     boot_id: str
     hooks: Hooks
+    uevents: Mapping[str, int] = field(default_factory=dict)  # kernel uevents seen so far, by subsystem
 
 
 @dataclass
@@ -169,6 +175,9 @@ class Collector:
     # How many of its latest samples a crash snapshot keeps (0: none). Declared as
     # data so the snapshot's size is known before anything is written.
     snapshot_samples: ClassVar[int] = 400
+    # Kernel uevent subsystems (power_supply, block, net) whose add, remove or change
+    # runs this collector at once instead of at its next interval.
+    uevent_subsystems: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, options: Mapping[str, Any]) -> None:
         self.config = dict(options)

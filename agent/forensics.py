@@ -90,10 +90,10 @@ class Forensics(Hooks):
 
     # -- hooks ----------------------------------------------------------------------
 
-    def request_snapshot(self, trigger: str, reason: str) -> bool:
+    def request_snapshot(self, trigger: str, reason: str, *, urgent: bool = False) -> bool:
         if not self.config.snapshots.enabled:
             return False
-        return self.snapshotter.request(trigger, reason)
+        return self.snapshotter.request(trigger, reason, urgent=urgent)
 
     def record_event(self, kind: str, message: str) -> None:
         self.history.record(kind, message)

@@ -28,6 +28,8 @@ log = logging.getLogger("hostvigil.snapshots")
 FORMAT = "hostvigil-snapshot/1"
 SUFFIX = ".json"
 TRIGGERS = ("periodic", "event", "shutdown", "manual")
+# An urgent snapshot request waits no longer than this after the last event snapshot.
+URGENT_GAP = 1.0
 
 
 class SnapshotError(ValueError):
@@ -135,6 +137,8 @@ class Snapshotter:
     Requests do not queue: one pending request is kept (the first reason wins),
     and requests within `min_gap` of the last event snapshot are counted as
     suppressed, so a flood of kernel errors yields one snapshot, not thousands.
+    An urgent request (the host is about to lose power) only waits URGENT_GAP,
+    and takes over a pending request's reason.
     """
 
     def __init__(
@@ -158,10 +162,11 @@ class Snapshotter:
         self._stopping = False
         self._write_lock = threading.Lock()
 
-    def request(self, trigger: str, reason: str) -> bool:
+    def request(self, trigger: str, reason: str, *, urgent: bool = False) -> bool:
         with self._wake:
             now = time.monotonic()
-            if self._pending is not None or now - self._last_event < self.min_gap:
+            gap = min(self.min_gap, URGENT_GAP) if urgent else self.min_gap
+            if (self._pending is not None and not urgent) or now - self._last_event < gap:
                 self.suppressed += 1
                 return False
             self._last_event = now

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import psutil
 
-from hostvigil.collector import Collector, Context, MetricSpec, Sample
+from hostvigil.collector import Collector, Context, MetricSpec, Sample, Services
 
 RSS = MetricSpec("hostvigil_agent_resident_memory_bytes", "gauge", "Resident memory of the hostvigil process.")
 CPU = MetricSpec("hostvigil_agent_cpu_seconds_total", "counter", "CPU time used by the hostvigil process.", ("mode",))
@@ -19,17 +19,27 @@ STUCK = MetricSpec(
     "Commands killed on timeout that have not exited (a process in D state); each is not started again until it exits.",
 )
 
+UEVENTS = MetricSpec(
+    "hostvigil_agent_uevents_total", "counter",
+    "Kernel uevents received, by subsystem; the collectors that watch a subsystem run at once on its events.",
+    ("subsystem",),
+)
+
 
 class AgentCollector(Collector):
     name = "agent"
     help = "The hostvigil process itself: memory, CPU, threads, file descriptors, stuck commands."
     interval = 15.0
     timeout = 5.0
-    metrics = (RSS, CPU, THREADS, FDS, STUCK)
+    metrics = (RSS, CPU, THREADS, FDS, STUCK, UEVENTS)
 
     def __init__(self, options: dict[str, object]) -> None:
         super().__init__(options)
         self._process = psutil.Process()
+        self._uevents: Mapping[str, int] = {}
+
+    def start(self, services: Services) -> None:
+        self._uevents = services.uevents
 
     def collect(self, ctx: Context) -> Iterator[Sample]:
         with self._process.oneshot():
@@ -40,3 +50,5 @@ class AgentCollector(Collector):
             yield THREADS(self._process.num_threads())
             yield FDS(self._process.num_fds())
         yield STUCK(len(ctx.runner.stuck()))
+        for subsystem, count in sorted(dict(self._uevents).items()):
+            yield UEVENTS(count, subsystem)

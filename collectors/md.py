@@ -114,6 +114,7 @@ class MdCollector(Collector):
     help = "md software RAID: array and member states, missing members, sync progress, mismatches."
     interval = 15.0
     timeout = 10.0
+    uevent_subsystems = ("block",)  # a member removed or an array changed: seen at once
     metrics = (
         STATE, DISKS, DISKS_REQUIRED, DEGRADED, SYNC_RATIO, SYNC_SPEED, SYNC_FINISH, MISMATCH, INFO, MEMBER_STATE,
         PARSE_ERRORS,

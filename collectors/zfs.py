@@ -82,6 +82,7 @@ class ZfsCollector(Collector):
     help = "ZFS pools through libzfs, zpool JSON or text, or the kstat state: pool and vdev state, errors, scans."
     interval = 60.0
     timeout = 30.0
+    uevent_subsystems = ("block",)  # a disk removed: the pool shows it at once
     options: ClassVar[Mapping[str, Option]] = {
         "command": Option("string", "zpool", "the zpool command"),
         "backend": Option("string", "auto", "auto, libzfs, json, text or kstat"),

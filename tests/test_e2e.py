@@ -95,6 +95,19 @@ def test_serves_limits_and_meta_metrics_that_promtool_accepts(
     assert lint.stdout + lint.stderr == b"", "promtool check metrics reported findings"
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="writing a device's uevent file needs root")
+def test_kernel_uevents_reach_the_agent(agent: tuple[subprocess.Popen[bytes], int, Path]) -> None:
+    """The agent listens on the kernel's uevent socket (md watches block devices, so the listener runs)."""
+    _, port, _ = agent
+    Path("/sys/class/net/lo/uevent").write_text("change")
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if re.search(rb'hostvigil_agent_uevents_total\{subsystem="net"\} [1-9]', get(port, "/metrics")[1]):
+            return
+        time.sleep(0.2)
+    pytest.fail("the uevent was not counted")
+
+
 def test_systemd_notifications_and_clean_stop(agent: tuple[subprocess.Popen[bytes], int, Path]) -> None:
     proc, _, _ = agent
     sock: socket.socket = proc.notify_socket  # type: ignore[attr-defined]

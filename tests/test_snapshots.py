@@ -16,7 +16,7 @@ import pytest
 
 from hostvigil.collectors.parse_proc import parse_stat
 from hostvigil.snapshot_contents import redact
-from hostvigil.snapshots import FORMAT, SnapshotError, SnapshotStore, Snapshotter, decode, encode
+from hostvigil.snapshots import FORMAT, URGENT_GAP, SnapshotError, SnapshotStore, Snapshotter, decode, encode
 
 
 def doc(trigger: str = "periodic", size: int = 100, when: float | None = None) -> dict[str, object]:
@@ -123,6 +123,35 @@ def test_a_flood_of_requests_yields_one_snapshot(tmp_path: Path) -> None:
     assert recorder.suppressed == 999
     assert recorder.written["event"] == 1
     assert recorder.written["periodic"] == 1  # the flight recorder's first one, at start
+
+
+def test_an_urgent_request_is_not_held_back_by_the_event_before_it(tmp_path: Path) -> None:
+    """The UPS goes on battery, then its battery runs low within seconds: both are kept."""
+    store = SnapshotStore(tmp_path)
+    reasons: list[str] = []
+
+    def build(trigger: str, reason: str) -> dict[str, object]:
+        if trigger == "event":
+            reasons.append(reason)
+        return doc(trigger)
+
+    recorder = Snapshotter(store, build, interval=3600, min_gap=10)
+    thread = threading.Thread(target=recorder.run, daemon=True)
+    thread.start()
+    try:
+        assert recorder.request("event", "UPS on battery")
+        assert not recorder.request("event", "kernel io_error")  # still within min_gap
+        time.sleep(URGENT_GAP + 0.1)
+        assert recorder.request("event", "imminent power loss", urgent=True)
+        assert not recorder.request("event", "imminent power loss again", urgent=True)  # within URGENT_GAP
+        deadline = time.monotonic() + 5
+        while recorder.written["event"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        recorder.stop()
+        thread.join(5)
+    assert recorder.written["event"] == 2
+    assert reasons == ["UPS on battery", "imminent power loss"]
 
 
 def test_redaction_of_secret_looking_arguments() -> None:
