@@ -41,7 +41,10 @@ LAST_MINUTES = 15 * 60  # snapshot events this close to the end count as evidenc
 HANG = {"hung_task", "soft_lockup", "hard_lockup", "rcu_stall"}
 HARDWARE = {"mce", "hardware_error", "thermal_critical"}
 OOPS = {"oops", "bug", "general_protection"}
-POWER_WORDS = ("on battery", "low battery", "power lost", "power loss", "fsd", "ac lost", "input lost")
+# Power events as the collectors record them (ups, power_supply, ipmi): a loss, and its end.
+POWER_LOST = ("on battery", "battery low", "imminent power loss", "forced shutdown", "ac lost", "input lost")
+POWER_BACK = ("back on line", "restored", "healthy again")
+_AC_SUBJECT = re.compile(r"AC (?:lost|restored): (\S+)")
 
 _REGISTERS = re.compile(r"^\s*(?:Code:|(?:[A-Z][A-Z0-9]{1,3}|ORIG_RAX): ?[0-9a-f]{4}|FS: |CS: )")
 UNKNOWN_TEXT = (
@@ -71,12 +74,14 @@ class Gatherer:
 
     def gather(self, boot: Boot) -> tuple[list[Evidence], dict[str, Any] | None]:
         snapshots = self._snapshots(boot)
+        events = self.history.events(boot)
+        times = [boot.started, *(doc["time"] for doc in snapshots[-1:]), *(e.get("time", 0) for e in events)]
         evidence = [
             *self._from_snapshots(snapshots),
             *self._pstore(boot),
             *self._kdump(boot),
             *self._journal(boot),
-            *self._power(boot),
+            *self._power(events, last_alive=max(times)),
             *self._this_boot(),
         ]
         return evidence, (snapshots[-1] if snapshots else None)
@@ -172,11 +177,25 @@ class Gatherer:
             return [Evidence("journal", where, f"unreadable output: {exc}")]
         return [_log_evidence("journal", where, "\n".join(entry.message for entry in entries))]
 
-    def _power(self, boot: Boot) -> list[Evidence]:
-        return [
+    def _power(self, events: list[dict[str, Any]], last_alive: float) -> list[Evidence]:
+        """The recorded events, and whether the power was still lost when the host was last seen alive."""
+        evidence = [
             Evidence("power", f"{event.get('kind')} event", str(event.get("message")), time=event.get("time"))
-            for event in self.history.events(boot)
+            for event in events
         ]
+        lost = power_lost_at_end(events)
+        if lost is not None:
+            first, latest = lost
+            minutes = max(0.0, last_alive - float(first.get("time", last_alive))) / 60
+            how = "on battery" if "on battery" in str(first.get("message")) else "without mains power"
+            summary = f"power lost after {minutes:.0f} minutes {how}: {first.get('message')}"
+            if latest is not first:
+                summary += f"; last: {latest.get('message')}"
+            evidence.append(Evidence(
+                "power", "power events up to the last sign of life", summary, classes=["power_loss"],
+                time=first.get("time"),
+            ))
+        return evidence
 
     def _this_boot(self) -> list[Evidence]:
         """Filesystems that needed journal recovery at this boot: a sign the last one did not end cleanly."""
@@ -198,10 +217,9 @@ def classify(evidence: list[Evidence]) -> tuple[str, str]:
     if panic is not None:
         hardware = "machine check" in " ".join([*panic.quote, panic.summary]).lower()
         return ("hardware" if hardware else "kernel_panic"), panic.summary
-    power = next((e for e in evidence if e.source == "power" and _is_power_loss(e.summary)), None)
     for cause, found in (
         ("hardware", first(HARDWARE) or first({"edac"})),
-        ("power_loss", power),
+        ("power_loss", first({"power_loss"})),
         ("hung_system", first(HANG)),
         ("oom", first({"oom_kill"})),
         ("kernel_oops", first(OOPS)),
@@ -273,8 +291,34 @@ def _with_culprit(message: str, event: dict[str, Any]) -> str:
     return f"{message} ({', '.join(parts)})" if parts else message
 
 
-def _is_power_loss(text: str) -> bool:
-    return any(word in text.lower() for word in POWER_WORDS)
+def power_lost_at_end(events: Sequence[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The first and the latest power event of a loss not over when the events end, None if the power was fine.
+
+    Each power source (a UPS, a mains supply, a PSU) is followed on its own: a
+    UPS that went on battery and came back an hour before the crash is no evidence.
+    """
+    open_losses: dict[str, list[dict[str, Any]]] = {}
+    for event in events:
+        if event.get("kind") != "power":
+            continue
+        message = str(event.get("message", ""))
+        text = message.lower()
+        subject = _power_subject(message)
+        if any(word in text for word in POWER_BACK):
+            open_losses.pop(subject, None)
+        elif any(word in text for word in POWER_LOST):
+            open_losses.setdefault(subject, []).append(event)
+    if not open_losses:
+        return None
+    first = min((chain[0] for chain in open_losses.values()), key=lambda e: float(e.get("time", 0)))
+    latest = max((chain[-1] for chain in open_losses.values()), key=lambda e: float(e.get("time", 0)))
+    return first, latest
+
+
+def _power_subject(message: str) -> str:
+    """What a power event is about: "UPS rack1", "PSU PS2", "supply AC"."""
+    match = _AC_SUBJECT.match(message)
+    return f"supply {match[1]}" if match else " ".join(message.split()[:2])
 
 
 def _kmsg_messages(path: Path, limit: int = 200_000) -> list[str]:

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from hostvigil.boots import BootHistory
-from hostvigil.crashreport import UNKNOWN_TEXT, Evidence, _log_evidence, classify
-from tests.conftest import FIXTURES
+from hostvigil.crashreport import UNKNOWN_TEXT, Evidence, Gatherer, _log_evidence, classify, power_lost_at_end
+from hostvigil.runner import CommandRunner
+from tests.conftest import FIXTURES, fixture_paths
 from tests.test_parse_kmsg import OOPS_5_7
 
 PANIC_LOG = (FIXTURES / "crash/pstore/7530486857247/dmesg.txt").read_text()
@@ -23,7 +24,8 @@ OOM_LOG = (FIXTURES / "kmsg/hotsos__scenario_kernlog_calltrace_oom_killer__kern.
         ([_log_evidence("journal", "journalctl", HUNG_LOG)], "hung_system"),
         ([_log_evidence("journal", "journalctl", OOM_LOG)], "oom"),
         ([_log_evidence("snapshot", "kernel event", OOPS_5_7)], "kernel_oops"),
-        ([Evidence("power", "power event", "UPS ups@localhost on battery")], "power_loss"),
+        ([Evidence("power", "power events", "power lost after 3 minutes on battery", ["power_loss"])], "power_loss"),
+        ([Evidence("power", "power event", "UPS rack1 back on line power after 60 s on battery")], "unknown"),
         ([Evidence("snapshot", "kernel event", "mce: [Hardware Error]: Machine check events logged", ["mce"])],
          "hardware"),
         ([Evidence("power", "watchdog event", "BMC watchdog: hard reset")], "watchdog_reset"),
@@ -46,6 +48,42 @@ def test_a_panic_outranks_what_came_before_it() -> None:
 def test_a_panic_from_a_machine_check_is_hardware() -> None:
     line = "Kernel panic - not syncing: Fatal machine check"
     assert classify([_log_evidence("kdump", "dmesg", line)])[0] == "hardware"
+
+
+def power(when: float, message: str) -> dict[str, object]:
+    return {"time": when, "kind": "power", "message": message}
+
+
+def test_power_lost_at_end_follows_each_source_on_its_own() -> None:
+    back = [power(100, "UPS rack1 on battery (charge 100 %)"), power(160, "UPS rack1 back on line power after 60 s")]
+    assert power_lost_at_end(back) is None
+    ac_back = [power(100, "AC lost: AC offline"), power(130, "AC restored: AC online")]
+    assert power_lost_at_end(ac_back) is None
+    still_lost = [
+        *back,
+        power(1000, "UPS rack2 on battery (charge 100 %, runtime 1200 s)"),
+        power(1600, "UPS rack2 battery low: imminent power loss (charge 9 %)"),
+        power(1700, "PSU PS1 input lost (AC lost)"),
+    ]
+    lost = power_lost_at_end(still_lost)
+    assert lost is not None
+    assert (lost[0]["message"], lost[1]["message"]) == (still_lost[2]["message"], still_lost[4]["message"])
+
+
+def test_the_report_says_how_long_the_host_ran_on_battery(tmp_path: Path) -> None:
+    history = BootHistory(tmp_path, "boot-a")
+    events = [
+        power(1000.0, "UPS rack1 on battery (charge 100 %, runtime 1500 s)"),
+        power(1720.0, "UPS rack1 battery low: imminent power loss (charge 10 %, runtime 120 s)"),
+    ]
+    gatherer = Gatherer(fixture_paths(tmp_path), CommandRunner(), None, history)
+    evidence = gatherer._power(events, last_alive=1780.0)
+    cause, decided_by = classify(evidence)
+    assert cause == "power_loss"
+    assert decided_by == (
+        "power lost after 13 minutes on battery: UPS rack1 on battery (charge 100 %, runtime 1500 s); "
+        "last: UPS rack1 battery low: imminent power loss (charge 10 %, runtime 120 s)"
+    )
 
 
 def test_unknown_says_so_plainly() -> None:
