@@ -43,8 +43,9 @@ HARDWARE = {"mce", "hardware_error", "thermal_critical"}
 OOPS = {"oops", "bug", "general_protection"}
 # Power events as the collectors record them (ups, power_supply, ipmi): a loss, and its end.
 POWER_LOST = ("on battery", "battery low", "imminent power loss", "forced shutdown", "ac lost", "input lost")
-POWER_BACK = ("back on line", "restored", "healthy again")
-_AC_SUBJECT = re.compile(r"AC (?:lost|restored): (\S+)")
+POWER_BACK = ("back on line", "restored", "healthy again", "still online")
+# The power_supply collector speaks for the host as a whole: its "AC restored" ends its "battery critical".
+_HOST_SUPPLIES = re.compile(r"(?:AC lost|AC restored|battery critical):")
 
 _REGISTERS = re.compile(r"^\s*(?:Code:|(?:[A-Z][A-Z0-9]{1,3}|ORIG_RAX): ?[0-9a-f]{4}|FS: |CS: )")
 UNKNOWN_TEXT = (
@@ -316,9 +317,8 @@ def power_lost_at_end(events: Sequence[dict[str, Any]]) -> tuple[dict[str, Any],
 
 
 def _power_subject(message: str) -> str:
-    """What a power event is about: "UPS rack1", "PSU PS2", "supply AC"."""
-    match = _AC_SUBJECT.match(message)
-    return f"supply {match[1]}" if match else " ".join(message.split()[:2])
+    """What a power event is about: "UPS rack1", "PSU PS2", or the host's own power supplies."""
+    return "host power supplies" if _HOST_SUPPLIES.match(message) else " ".join(message.split()[:2])
 
 
 def _kmsg_messages(path: Path, limit: int = 200_000) -> list[str]:

@@ -9,9 +9,12 @@ from __future__ import annotations
 from hostvigil.collector import Collector
 from hostvigil.collectors.agent import AgentCollector
 from hostvigil.collectors.crash import CrashCollector
+from hostvigil.collectors.edac import EdacCollector
+from hostvigil.collectors.hwmon import HwmonCollector
 from hostvigil.collectors.kernel import KernelCollector
 from hostvigil.collectors.limits import LimitsCollector
 from hostvigil.collectors.md import MdCollector
+from hostvigil.collectors.power_supply import PowerSupplyCollector
 from hostvigil.collectors.raid import RaidCollector
 from hostvigil.collectors.smart import SmartCollector
 from hostvigil.collectors.zfs import ZfsCollector
@@ -21,9 +24,12 @@ REGISTRY: dict[str, type[Collector]] = {
     for cls in (
         AgentCollector,
         CrashCollector,
+        EdacCollector,
+        HwmonCollector,
         KernelCollector,
         LimitsCollector,
         MdCollector,
+        PowerSupplyCollector,
         RaidCollector,
         SmartCollector,
         ZfsCollector,

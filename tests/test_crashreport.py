@@ -57,8 +57,13 @@ def power(when: float, message: str) -> dict[str, object]:
 def test_power_lost_at_end_follows_each_source_on_its_own() -> None:
     back = [power(100, "UPS rack1 on battery (charge 100 %)"), power(160, "UPS rack1 back on line power after 60 s")]
     assert power_lost_at_end(back) is None
-    ac_back = [power(100, "AC lost: AC offline"), power(130, "AC restored: AC online")]
+    ac_back = [
+        power(100, "AC lost: AC offline, BAT0 discharging at 81%; host on battery"),
+        power(110, "battery critical: BAT0 at 4%, host on battery"),
+        power(130, "AC restored: AC online; BAT0 Charging at 5%"),
+    ]
     assert power_lost_at_end(ac_back) is None
+    assert power_lost_at_end([power(100, "AC lost: AC offline; AC2 still online")]) is None  # one feed of two
     still_lost = [
         *back,
         power(1000, "UPS rack2 on battery (charge 100 %, runtime 1200 s)"),

@@ -1,0 +1,363 @@
+"""Hardware sensors (/sys/class/hwmon) and CPU thermal throttling (/sys/devices/system/cpu/cpu*/thermal_throttle).
+
+A fan that stops or a CPU that throttles makes a mail host slow long before it
+overheats and resets; the chips' own alarm bits and limits say so without
+thresholds guessed here. Chips are labelled like node_exporter's `chip` label
+(the bus and device the chip hangs off, e.g. platform_coretemp_0 or
+pci0000:00_0000:00:18_3), which survives the renumbering of hwmonN at boot.
+Broken chips return EIO or ENODATA for some sensors: such a sensor is left out of
+the run (noted once and counted in hostvigil_hwmon_read_errors), the rest of
+the chip and the other chips are served. Old kernels keep the sensor files in
+the chip's device/ directory; both places are read.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+from hostvigil.collector import Collector, CollectorError, Context, MetricSpec, Option, Sample, Unavailable
+
+
+def _gauge(name: str, text: str, *labels: str) -> MetricSpec:
+    return MetricSpec(f"hostvigil_hwmon_{name}", "gauge", text, labels)
+
+
+TEMPERATURE = _gauge("temperature_celsius", "Temperature a sensor reads (temp*_input).", "chip", "sensor")
+TEMPERATURE_MAX = _gauge(
+    "temperature_max_celsius", "The chip's high limit for a temperature sensor (temp*_max).", "chip", "sensor"
+)
+TEMPERATURE_CRIT = _gauge(
+    "temperature_crit_celsius",
+    "The chip's critical limit for a temperature sensor (temp*_crit): hardware shutdown or throttling is near.",
+    "chip", "sensor",
+)
+FAN = _gauge("fan_rpm", "Speed a fan sensor reads (fan*_input); 0 for a stopped or absent fan.", "chip", "sensor")
+FAN_MIN = _gauge("fan_min_rpm", "The chip's low limit for a fan (fan*_min); 0 when none is set.", "chip", "sensor")
+VOLTAGE = _gauge("voltage_volts", "Voltage a sensor reads (in*_input).", "chip", "sensor")
+CURRENT = _gauge("current_amperes", "Current a sensor reads (curr*_input).", "chip", "sensor")
+POWER = _gauge("power_watts", "Power a sensor reads (power*_input, else power*_average).", "chip", "sensor")
+ALARM = _gauge(
+    "alarm",
+    "The chip's alarm and fault flags, 1 raised, 0 clear, as the files exist: alarm (the sensor is out of its "
+    "limits), min_alarm, max_alarm, crit_alarm, lcrit_alarm, emergency_alarm, cap_alarm, fault (broken sensor, "
+    "e.g. a disconnected fan or diode). Sensor intrusionN is the chassis intrusion detector.",
+    "chip", "sensor", "alarm",
+)
+CHIP_INFO = _gauge(
+    "chip_info",
+    "Always 1: a chip's driver name (the name file, e.g. coretemp, k10temp, nct6779, nvme; empty if it has none) "
+    "and its current hwmonN directory, which can change at boot.",
+    "chip", "name", "hwmon",
+)
+SENSOR_INFO = _gauge(
+    "sensor_info", "Always 1: a sensor's label as the chip names it (*_label).", "chip", "sensor", "label"
+)
+READ_ERRORS = _gauge(
+    "read_errors",
+    "Sensors of the chip whose files could not be read (EIO, ENODATA: a broken chip or sensor) or parsed in the "
+    "latest run; their series are missing, the chip's other sensors are served.",
+    "chip",
+)
+CORE_THROTTLES = MetricSpec(
+    "hostvigil_cpu_core_throttles_total", "counter",
+    "Times a CPU core was thermally throttled since boot (thermal_throttle/core_throttle_count), once per core.",
+    ("core", "package"),
+)
+PACKAGE_THROTTLES = MetricSpec(
+    "hostvigil_cpu_package_throttles_total", "counter",
+    "Times a CPU package was thermally throttled since boot (thermal_throttle/package_throttle_count), once per "
+    "package.",
+    ("package",),
+)
+CORE_THROTTLE_SECONDS = MetricSpec(
+    "hostvigil_cpu_core_throttle_seconds_total", "counter",
+    "Time a CPU core spent thermally throttled since boot (thermal_throttle/core_throttle_total_time_ms).",
+    ("core", "package"),
+)
+PACKAGE_THROTTLE_SECONDS = MetricSpec(
+    "hostvigil_cpu_package_throttle_seconds_total", "counter",
+    "Time a CPU package spent thermally throttled since boot (thermal_throttle/package_throttle_total_time_ms).",
+    ("package",),
+)
+
+_SENSOR_FILE = re.compile(r"^(?P<type>temp|fan|in|curr|power|intrusion)(?P<index>\d+)_(?P<attr>[a-z_]+)$")
+_INVALID_CHIP_CHARS = re.compile(r"[^a-z0-9:_]")
+# type -> {attribute: (metric, divisor from the sysfs unit: m°C, RPM, mV, mA, µW)}
+_VALUES: Mapping[str, Mapping[str, tuple[MetricSpec, int]]] = {
+    "temp": {"input": (TEMPERATURE, 1000), "max": (TEMPERATURE_MAX, 1000), "crit": (TEMPERATURE_CRIT, 1000)},
+    "fan": {"input": (FAN, 1), "min": (FAN_MIN, 1)},
+    "in": {"input": (VOLTAGE, 1000)},
+    "curr": {"input": (CURRENT, 1000)},
+    "power": {"input": (POWER, 10**6), "average": (POWER, 10**6)},
+    "intrusion": {},
+}
+
+
+def clean_chip_name(name: str) -> str:
+    """node_exporter's cleanMetricName: lower case, [^a-z0-9:_] to "_", no leading or trailing "_"."""
+    return _INVALID_CHIP_CHARS.sub("_", name.lower()).strip("_")
+
+
+def chip_label(device: str | None, name: str | None, directory: str) -> str:
+    """The chip label of a hwmon directory, as node_exporter derives it.
+
+    `device` is the resolved path of its device link: "<bus type>_<device>" from its
+    last two parts (platform_coretemp_0); else the chip's name file; else hwmonN.
+    """
+    if device:
+        parent, dev_name = os.path.split(device.rstrip("/"))
+        dev_type = clean_chip_name(os.path.basename(parent))
+        dev_name = clean_chip_name(dev_name)
+        if dev_type and dev_name:
+            return f"{dev_type}_{dev_name}"
+        if dev_name:
+            return dev_name
+    if name and clean_chip_name(name):
+        return clean_chip_name(name)
+    return clean_chip_name(directory) or directory
+
+
+@dataclass(frozen=True)
+class Sensor:
+    """One sensor's values in base units, its alarm flags and label."""
+
+    name: str
+    type: str
+    values: Mapping[str, float] = field(default_factory=dict)
+    alarms: Mapping[str, float] = field(default_factory=dict)
+    label: str | None = None
+
+
+def parse_sensor(name: str, files: Mapping[str, str]) -> Sensor:
+    """A sensor from its files' text by attribute (input, max, alarm, label, ...); ValueError names a bad one."""
+    match = re.fullmatch(r"(?P<type>[a-z]+)\d+", name)
+    if match is None or match["type"] not in _VALUES:
+        raise ValueError(f"{name}: not a temp, fan, in, curr, power or intrusion sensor")
+    kind = match["type"]
+    values: dict[str, float] = {}
+    alarms: dict[str, float] = {}
+    for attr, text in files.items():
+        if attr in _VALUES[kind] or attr == "fault" or attr.endswith("alarm"):
+            try:
+                number = int(text.strip())
+            except ValueError:
+                raise ValueError(f"{name}_{attr}: {text.strip()[:40]!r} is not an integer") from None
+            if attr in _VALUES[kind]:
+                values[attr] = number / _VALUES[kind][attr][1]
+            else:
+                alarms[attr] = float(number != 0)
+    label = files.get("label", "").strip() or None
+    return Sensor(name, kind, values, alarms, label)
+
+
+@dataclass(frozen=True)
+class Chip:
+    """A hwmon directory: its label, driver name, and where each sensor's files are."""
+
+    label: str
+    name: str
+    hwmon: str
+    files: Mapping[str, Mapping[str, Path]]
+
+
+class HwmonCollector(Collector):
+    name = "hwmon"
+    help = "Temperatures, fans, voltages, currents, power and alarms of hwmon chips; CPU thermal throttling."
+    interval = 30.0
+    timeout = 15.0
+    namespaces = ("cpu",)
+    options: ClassVar[Mapping[str, Option]] = {
+        "exclude_chips": Option(
+            "strings", [], "chips to skip, by chip label or driver name, shell patterns allowed (e.g. \"nouveau\")"
+        ),
+        "thermal_throttle": Option("bool", True, "also export the CPUs' thermal throttling counters"),
+    }
+    metrics = (
+        TEMPERATURE, TEMPERATURE_MAX, TEMPERATURE_CRIT, FAN, FAN_MIN, VOLTAGE, CURRENT, POWER, ALARM, CHIP_INFO,
+        SENSOR_INFO, READ_ERRORS, CORE_THROTTLES, PACKAGE_THROTTLES, CORE_THROTTLE_SECONDS, PACKAGE_THROTTLE_SECONDS,
+    )
+
+    def collect(self, ctx: Context) -> Iterator[Sample]:
+        chips = self._chips(ctx)
+        throttle = list(self._throttle(ctx)) if self.config.get("thermal_throttle", True) else []
+        if not chips and not throttle:
+            raise Unavailable(
+                f"no hwmon chips under {ctx.sys('class/hwmon')} (a VM, or no sensor driver such as coretemp, k10temp "
+                "or nct6775 loaded) and no CPU thermal_throttle counters"
+            )
+        excluded = [str(p) for p in self.config.get("exclude_chips", [])]
+        for chip in chips:
+            if any(fnmatch.fnmatchcase(chip.label, p) or fnmatch.fnmatchcase(chip.name, p) for p in excluded):
+                continue
+            yield from self._chip(ctx, chip)
+        yield from throttle
+
+    def _chips(self, ctx: Context) -> list[Chip]:
+        base = ctx.sys("class/hwmon")
+        try:
+            entries = sorted(os.scandir(base), key=lambda e: _natural(e.name))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        except OSError as exc:
+            raise CollectorError(f"{base}: {exc.strerror}") from None
+        chips: list[Chip] = []
+        seen: set[str] = set()
+        for entry in entries:
+            directory = Path(entry.path)
+            if not directory.is_dir():
+                continue
+            device = directory / "device"
+            resolved = os.path.realpath(device) if device.is_dir() else None
+            name = self._name(ctx, directory)
+            label = chip_label(resolved, name, entry.name)
+            if label in seen:  # two chips without a device link and the same name (two nvme drives on old kernels)
+                label = f"{label}_{clean_chip_name(entry.name)}"
+            seen.add(label)
+            files: dict[str, dict[str, Path]] = {}
+            for folder in (device, directory) if resolved else (directory,):  # the chip's own files win
+                for sensor, attr, path in _sensor_files(folder):
+                    files.setdefault(sensor, {})[attr] = path
+            chips.append(Chip(label, name or "", entry.name, files))
+        return chips
+
+    def _name(self, ctx: Context, directory: Path) -> str | None:
+        for path in (directory / "name", directory / "device" / "name"):
+            try:
+                text = ctx.read(path, limit=256)
+            except CollectorError:
+                continue
+            if text and text.strip():
+                return text.strip()
+        return None
+
+    def _chip(self, ctx: Context, chip: Chip) -> Iterator[Sample]:
+        yield CHIP_INFO(1, chip.label, chip.name, chip.hwmon)
+        errors = 0
+        for name in sorted(chip.files, key=_natural):
+            try:
+                texts = {}
+                for attr, path in chip.files[name].items():
+                    text = ctx.read(path, limit=4096)
+                    if text is not None:
+                        texts[attr] = text
+                sensor = parse_sensor(name, texts)
+            except (CollectorError, ValueError) as exc:
+                errors += 1
+                ctx.note_once(f"{chip.label}:{name}", f"hwmon chip {chip.label} ({chip.name}) sensor {name}: {exc}")
+                continue
+            yield from _sensor_samples(chip.label, sensor)
+        yield READ_ERRORS(errors, chip.label)
+
+    def _throttle(self, ctx: Context) -> Iterator[Sample]:
+        """Throttle counters once per core and once per package, as node_exporter counts them.
+
+        Every logical CPU of a core repeats the core's count and every CPU of a package
+        the package's; the first CPU seen of each stands for it.
+        """
+        base = ctx.sys("devices/system/cpu")
+        try:
+            cpus = sorted((e.name for e in os.scandir(base) if re.fullmatch(r"cpu\d+", e.name)), key=_natural)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        except OSError as exc:
+            raise CollectorError(f"{base}: {exc.strerror}") from None
+        cores: dict[tuple[str, str], tuple[float | None, float | None]] = {}
+        packages: dict[str, tuple[float | None, float | None]] = {}
+        for cpu in cpus:
+            throttle = base / cpu / "thermal_throttle"
+            if not throttle.is_dir():
+                continue
+            package = _integer(ctx, base / cpu / "topology" / "physical_package_id")
+            core = _integer(ctx, base / cpu / "topology" / "core_id")
+            if package is None or core is None:
+                continue
+            if (core, package) not in cores and (counts := _throttle_counts(ctx, throttle, "core")):
+                cores[(core, package)] = counts
+            if package not in packages and (counts := _throttle_counts(ctx, throttle, "package")):
+                packages[package] = counts
+        yield from _throttle_samples(cores, packages)
+
+
+def _throttle_samples(
+    cores: Mapping[tuple[str, str], tuple[float | None, float | None]],
+    packages: Mapping[str, tuple[float | None, float | None]],
+) -> Iterator[Sample]:
+    for (core, package), (count, seconds) in cores.items():
+        if count is not None:
+            yield CORE_THROTTLES(count, core, package)
+        if seconds is not None:
+            yield CORE_THROTTLE_SECONDS(seconds, core, package)
+    for package, (count, seconds) in packages.items():
+        if count is not None:
+            yield PACKAGE_THROTTLES(count, package)
+        if seconds is not None:
+            yield PACKAGE_THROTTLE_SECONDS(seconds, package)
+
+
+def _throttle_counts(ctx: Context, throttle: Path, scope: str) -> tuple[float | None, float | None] | None:
+    """(throttle count, seconds throttled) of a core or package; None if the CPU reports neither."""
+    count = _integer(ctx, throttle / f"{scope}_throttle_count")
+    time_ms = _integer(ctx, throttle / f"{scope}_throttle_total_time_ms")
+    if count is None and time_ms is None:
+        return None
+    return (
+        None if count is None else float(count),
+        None if time_ms is None else int(time_ms) / 1000,
+    )
+
+
+def _sensor_files(folder: Path) -> Iterator[tuple[str, str, Path]]:
+    """(sensor, attribute, path) of the sensor files worth reading in a folder: temp1_input -> ("temp1", "input", ...).
+
+    Limits and settings other than those exported (beep, pulses, pwm, ...) are not read: on slow
+    I2C chips every read costs time.
+    """
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    for entry in entries:
+        match = _SENSOR_FILE.match(entry.name)
+        if match is None:
+            continue
+        attr = match["attr"]
+        if attr in _VALUES[match["type"]] or attr in ("label", "fault") or attr.endswith("alarm"):
+            yield f"{match['type']}{match['index']}", attr, Path(entry.path)
+
+
+def _sensor_samples(chip: str, sensor: Sensor) -> Iterator[Sample]:
+    done: set[MetricSpec] = set()
+    for attr, (spec, _) in _VALUES[sensor.type].items():
+        if attr in sensor.values and spec not in done:  # power: input wins over average
+            done.add(spec)
+            yield spec(sensor.values[attr], chip, sensor.name)
+    for alarm in sorted(sensor.alarms):
+        yield ALARM(sensor.alarms[alarm], chip, sensor.name, alarm)
+    if sensor.label is not None:
+        yield SENSOR_INFO(1, chip, sensor.name, sensor.label)
+
+
+def _integer(ctx: Context, path: Path) -> str | None:
+    """The decimal integer in a small sysfs file, as text (a label value); None if absent, unreadable or not one."""
+    try:
+        text = ctx.read(path, limit=64)
+    except CollectorError as exc:
+        ctx.note_once(f"throttle:{path}", str(exc))
+        return None
+    if text is None or not text.strip().isdigit():
+        return None
+    return str(int(text.strip()))
+
+
+def _natural(name: str) -> tuple[str, int]:
+    """Sort key: hwmon2 before hwmon10, temp2 before temp10."""
+    match = re.fullmatch(r"(\D*)(\d*)", name)
+    if match is None:
+        return name, -1
+    return match[1], int(match[2]) if match[2] else -1

@@ -1,0 +1,343 @@
+"""Power supplies the kernel knows (/sys/class/power_supply): mains adapters, batteries, UPSes.
+
+A host that loses AC runs on its battery or UPS for minutes, and what it did in
+those minutes is what a crash report needs. So a mains supply going offline, or a
+battery or UPS that powers the system starting to discharge with no mains online,
+is kept in the boot's history as "AC lost: ..." and asks for a crash snapshot; the
+kernel's power_supply uevents run this collector at once instead of at its next
+interval. Batteries of peripherals (scope Device: mice, keyboards) say nothing
+about the host's power and are left out unless asked for. Most servers and VMs
+have no entries here: that is a successful run with no series, not an error, so
+such hosts stay quiet.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from hostvigil.collector import Collector, CollectorError, Context, MetricSpec, Option, Sample
+
+
+def _gauge(name: str, text: str, *labels: str) -> MetricSpec:
+    return MetricSpec(f"hostvigil_power_supply_{name}", "gauge", text, labels)
+
+
+ONLINE = _gauge(
+    "online",
+    "1 if the supply is online (for Mains and USB: power is present; the kernel's 'online'), 0 if not. Only for "
+    "supplies that have an online attribute.",
+    "supply", "type",
+)
+PRESENT = _gauge("present", "1 if the battery is present, 0 if its slot is empty (the kernel's 'present').", "supply")
+STATUS = _gauge(
+    "status",
+    "1 for the battery's or UPS's charge status, 0 for the others: Charging, Discharging (running on it), Full, "
+    "Not charging (held, e.g. at a charge threshold), Unknown.",
+    "supply", "status",
+)
+CAPACITY = _gauge("capacity_ratio", "Charge left, 0 to 1 (the kernel's 'capacity' percentage / 100).", "supply")
+CAPACITY_LEVEL = _gauge(
+    "capacity_level",
+    "1 for the charge level the battery or UPS reports, 0 for the others: Unknown, Critical (shutdown is near), Low, "
+    "Normal, High, Full.",
+    "supply", "level",
+)
+HEALTHY = _gauge(
+    "healthy",
+    "1 if the supply's health is Good, 0 if the kernel reports a problem (Overheat, Dead, Over voltage, Unspecified "
+    "failure, Cold, Over current, Calibration required, ...; the 'health' file says which, and it is logged once); "
+    "absent when the health is Unknown or not reported.",
+    "supply",
+)
+VOLTAGE = _gauge("voltage_volts", "Voltage the supply reports now (voltage_now).", "supply")
+CURRENT = _gauge(
+    "current_amperes",
+    "Current the supply reports now (current_now); some drivers report discharge current as negative.",
+    "supply",
+)
+POWER = _gauge("power_watts", "Power the supply delivers or takes now (power_now).", "supply")
+ENERGY = _gauge("energy_joules", "Energy stored now (energy_now).", "supply")
+ENERGY_FULL = _gauge("energy_full_joules", "Energy stored when full, as the battery has aged (energy_full).", "supply")
+ENERGY_FULL_DESIGN = _gauge(
+    "energy_full_design_joules", "Energy the battery was designed to store when full (energy_full_design).", "supply"
+)
+CHARGE = _gauge("charge_coulombs", "Charge stored now (charge_now).", "supply")
+CHARGE_FULL = _gauge(
+    "charge_full_coulombs", "Charge stored when full, as the battery has aged (charge_full).", "supply"
+)
+CHARGE_FULL_DESIGN = _gauge(
+    "charge_full_design_coulombs", "Charge the battery was designed to hold when full (charge_full_design).", "supply"
+)
+TIME_TO_EMPTY = _gauge(
+    "time_to_empty_seconds", "The supply's own estimate of the time left on battery (time_to_empty_now).", "supply"
+)
+ON_BATTERY = _gauge(
+    "on_battery",
+    "1 if the host runs on battery or UPS: every mains supply is offline, or none is online while a battery or UPS "
+    "that powers the system discharges; else 0. Absent on hosts without mains, battery or UPS entries.",
+)
+INFO = _gauge(
+    "info",
+    "Always 1: a supply's type (Mains, Battery, UPS, USB, Wireless), scope (System, Device, or empty when not "
+    "reported), manufacturer, model and battery technology (empty when not reported).",
+    "supply", "type", "scope", "manufacturer", "model_name", "technology",
+)
+READ_ERRORS = _gauge(
+    "read_errors",
+    "Attribute files of the supply that could not be read or parsed in the latest run (the reason is logged once); "
+    "their series are missing, the others are served.",
+    "supply",
+)
+
+STATUSES = ("Charging", "Discharging", "Full", "Not charging", "Unknown")
+CAPACITY_LEVELS = ("Unknown", "Critical", "Low", "Normal", "High", "Full")
+# Batteries and UPSes: what carries the host when the mains are gone.
+BACKUP_TYPES = ("Battery", "UPS")
+
+_TEXT_ATTRIBUTES = (
+    "type", "status", "capacity_level", "health", "scope", "manufacturer", "model_name", "technology"
+)
+# attribute -> (multiplier, divisor) from the kernel's unit (µV, µA, µW, µWh, µAh, %, s) to the base unit.
+_NUMBER_ATTRIBUTES: Mapping[str, tuple[int, int]] = {
+    "online": (1, 1), "present": (1, 1), "capacity": (1, 100),
+    "voltage_now": (1, 10**6), "current_now": (1, 10**6), "power_now": (1, 10**6),
+    "energy_now": (3600, 10**6), "energy_full": (3600, 10**6), "energy_full_design": (3600, 10**6),
+    "charge_now": (3600, 10**6), "charge_full": (3600, 10**6), "charge_full_design": (3600, 10**6),
+    "time_to_empty_now": (1, 1),
+}
+_NUMBER_SPECS = {
+    "voltage_now": VOLTAGE, "current_now": CURRENT, "power_now": POWER,
+    "energy_now": ENERGY, "energy_full": ENERGY_FULL, "energy_full_design": ENERGY_FULL_DESIGN,
+    "charge_now": CHARGE, "charge_full": CHARGE_FULL, "charge_full_design": CHARGE_FULL_DESIGN,
+    "time_to_empty_now": TIME_TO_EMPTY, "capacity": CAPACITY,
+}
+
+
+@dataclass(frozen=True)
+class PowerSupply:
+    """One supply's attributes in base units; None where the kernel does not report it."""
+
+    name: str
+    type: str
+    text: Mapping[str, str]
+    numbers: Mapping[str, float]
+    errors: tuple[str, ...] = ()
+
+    @property
+    def online(self) -> bool | None:
+        value = self.numbers.get("online")
+        return None if value is None else value > 0  # USB-C reports 2 for a programmable source
+
+    @property
+    def status(self) -> str | None:
+        return self.text.get("status")
+
+    @property
+    def scope(self) -> str:
+        return self.text.get("scope", "")
+
+    @property
+    def is_backup(self) -> bool:
+        """A battery or UPS that powers the system (not a peripheral's own battery)."""
+        return self.type in BACKUP_TYPES and self.scope != "Device"
+
+    def charge_text(self) -> str:
+        capacity = self.numbers.get("capacity")
+        return "" if capacity is None else f" at {capacity * 100:g}%"
+
+
+def parse_power_supply(name: str, files: Mapping[str, str]) -> PowerSupply:
+    """A supply from its attribute files' text; an unparseable attribute is named in `errors`, not raised.
+
+    ValueError if the supply has no type, without which nothing it says can be placed.
+    """
+    text = {attr: value for attr in _TEXT_ATTRIBUTES if (value := files.get(attr, "").strip())}
+    if "type" not in text:
+        raise ValueError("no type attribute")
+    numbers: dict[str, float] = {}
+    errors = []
+    for attr, (multiplier, divisor) in _NUMBER_ATTRIBUTES.items():
+        raw = files.get(attr)
+        if raw is None or not raw.strip():
+            continue
+        try:
+            numbers[attr] = int(raw.strip()) * multiplier / divisor
+        except ValueError:
+            errors.append(f"{attr}: {raw.strip()[:40]!r} is not an integer")
+    return PowerSupply(name, text["type"], text, numbers, tuple(errors))
+
+
+@dataclass(frozen=True)
+class PowerState:
+    """What the supplies say about the host's power: mains online by name, whether it runs on battery."""
+
+    mains: Mapping[str, bool]
+    on_battery: bool
+    critical: frozenset[str]
+
+
+def power_state(supplies: list[PowerSupply]) -> PowerState | None:
+    """The host's power state, None if no mains, battery or UPS tells it."""
+    mains = {s.name: bool(s.online) for s in supplies if s.type == "Mains" and s.online is not None}
+    backups = [s for s in supplies if s.is_backup]
+    if not mains and not backups:
+        return None
+    mains_online = any(mains.values())
+    discharging = any(s.status == "Discharging" for s in backups)
+    on_battery = not mains_online and (bool(mains) or discharging)
+    critical = frozenset(s.name for s in backups if s.text.get("capacity_level") == "Critical")
+    return PowerState(mains, on_battery, critical)
+
+
+class PowerSupplyCollector(Collector):
+    name = "power_supply"
+    help = "Mains adapters, batteries and UPSes the kernel reports; AC lost and restored are recorded as events."
+    interval = 15.0
+    timeout = 5.0
+    uevent_subsystems = ("power_supply",)
+    options: ClassVar[Mapping[str, Option]] = {
+        "include_device_scope": Option(
+            "bool", False, "also report batteries of peripherals (scope Device: wireless mice, keyboards, headsets)"
+        ),
+    }
+    metrics = (
+        ONLINE, PRESENT, STATUS, CAPACITY, CAPACITY_LEVEL, HEALTHY, VOLTAGE, CURRENT, POWER, ENERGY, ENERGY_FULL,
+        ENERGY_FULL_DESIGN, CHARGE, CHARGE_FULL, CHARGE_FULL_DESIGN, TIME_TO_EMPTY, ON_BATTERY, INFO, READ_ERRORS,
+    )
+
+    def __init__(self, options: Mapping[str, Any]) -> None:
+        super().__init__(options)
+        self._state: PowerState | None = None
+        self._ran = False
+
+    def collect(self, ctx: Context) -> Iterator[Sample]:
+        supplies = []
+        for name in self._names(ctx):
+            supply, errors = self._read(ctx, name)
+            for error in errors:
+                ctx.note_once(f"{name}:{error}", f"power supply {name}: {error}")
+            if supply is None:
+                continue
+            if supply.scope == "Device" and not self.config.get("include_device_scope", False):
+                continue
+            supplies.append(supply)
+            yield from _samples(supply, len(errors))
+            health = supply.text.get("health")
+            if health not in (None, "Good", "Unknown"):
+                ctx.note_once(f"{name}:health:{health}", f"power supply {name}: health is {health}")
+        state = power_state(supplies)
+        if state is not None:
+            yield ON_BATTERY(state.on_battery)
+        self._watch(ctx, supplies, state)
+
+    def _names(self, ctx: Context) -> list[str]:
+        try:
+            return sorted(entry.name for entry in os.scandir(ctx.sys("class/power_supply")))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        except OSError as exc:
+            raise CollectorError(f"{ctx.sys('class/power_supply')}: {exc.strerror}") from None
+
+    def _read(self, ctx: Context, name: str) -> tuple[PowerSupply | None, list[str]]:
+        """The supply and what could not be read of it; (None, [...]) if it has no readable type."""
+        directory = ctx.sys(f"class/power_supply/{name}")
+        files: dict[str, str] = {}
+        errors: list[str] = []
+        for attr in (*_TEXT_ATTRIBUTES, *_NUMBER_ATTRIBUTES):
+            try:
+                text = ctx.read(directory / attr, limit=4096)
+            except CollectorError as exc:  # EIO, ENODATA: drivers that cannot ask the hardware right now
+                errors.append(str(exc))
+                continue
+            if text is not None:
+                files[attr] = text
+        try:
+            supply = parse_power_supply(name, files)
+        except ValueError as exc:
+            if not errors:
+                errors.append(f"{directory}: {exc}")
+            return None, errors
+        return supply, errors + [f"{directory}/{error}" for error in supply.errors]
+
+    def _watch(self, ctx: Context, supplies: list[PowerSupply], state: PowerState | None) -> None:
+        """Record AC lost and restored, and ask for a snapshot when AC is lost or a battery turns critical.
+
+        The first run only records an AC already lost: a restart of the agent is no power event.
+        """
+        previous, first = self._state, not self._ran
+        self._ran = True
+        if state is None:
+            return  # no entries (left, or never there): the last known state stays for when they return
+        self._state = state
+        by_name = {s.name: s for s in supplies}
+        if previous is None:
+            if state.on_battery:
+                offline = [m for m, on in state.mains.items() if not on]
+                when = "at agent start" if first else "when the supplies appeared"
+                ctx.hooks.record_event("power", f"AC lost: {_lost_text(state, by_name, offline)} ({when})")
+            return
+        went_off = [m for m, on in state.mains.items() if not on and previous.mains.get(m) is True]
+        came_on = [m for m, on in state.mains.items() if on and previous.mains.get(m) is False]
+        if went_off or (state.on_battery and not previous.on_battery):
+            message = f"AC lost: {_lost_text(state, by_name, went_off)}"
+            ctx.hooks.record_event("power", message)
+            ctx.hooks.request_snapshot("event", message)
+        if came_on or (previous.on_battery and not state.on_battery):
+            ctx.hooks.record_event("power", f"AC restored: {_restored_text(by_name, came_on)}")
+        for name in sorted(state.critical - previous.critical):
+            if state.on_battery:
+                message = f"battery critical: {name}{by_name[name].charge_text()}, host on battery"
+                ctx.hooks.record_event("power", message)
+                ctx.hooks.request_snapshot("event", message, urgent=True)
+
+
+def _lost_text(state: PowerState, by_name: Mapping[str, PowerSupply], offline: list[str]) -> str:
+    """E.g. "AC offline, BAT0 discharging at 81%; host on battery"."""
+    parts = [f"{m} offline" for m in sorted(offline)]
+    parts += [
+        f"{s.name} discharging{s.charge_text()}"
+        for s in by_name.values() if s.is_backup and s.status == "Discharging"
+    ]
+    still = sorted(m for m, on in state.mains.items() if on)
+    tail = f"{', '.join(still)} still online" if still else "host on battery" if state.on_battery else ""
+    return "; ".join(part for part in (", ".join(parts), tail) if part) or "mains offline"
+
+
+def _restored_text(by_name: Mapping[str, PowerSupply], came_on: list[str]) -> str:
+    """E.g. "AC online; BAT0 Charging at 82%"."""
+    parts = [f"{m} online" for m in sorted(came_on)]
+    backups = [f"{s.name} {s.status or 'status unknown'}{s.charge_text()}" for s in by_name.values() if s.is_backup]
+    return "; ".join(part for part in (", ".join(parts), ", ".join(backups)) if part) or "mains online"
+
+
+def _samples(supply: PowerSupply, errors: int) -> Iterator[Sample]:
+    name = supply.name
+    if supply.online is not None:
+        yield ONLINE(supply.online, name, supply.type)
+    if "present" in supply.numbers:
+        yield PRESENT(supply.numbers["present"] > 0, name)
+    status = supply.status
+    if status is not None:
+        held = status if status in STATUSES else "Unknown"
+        for state in STATUSES:
+            yield STATUS(state == held, name, state)
+    level = supply.text.get("capacity_level")
+    if level is not None:
+        held = level if level in CAPACITY_LEVELS else "Unknown"
+        for state in CAPACITY_LEVELS:
+            yield CAPACITY_LEVEL(state == held, name, state)
+    health = supply.text.get("health")
+    if health not in (None, "Unknown"):
+        yield HEALTHY(health == "Good", name)
+    for attr, spec in _NUMBER_SPECS.items():
+        if attr in supply.numbers:
+            yield spec(supply.numbers[attr], name)
+    text = supply.text
+    yield INFO(
+        1, name, supply.type, supply.scope, text.get("manufacturer", ""), text.get("model_name", ""),
+        text.get("technology", ""),
+    )
+    yield READ_ERRORS(errors, name)
