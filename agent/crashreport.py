@@ -13,13 +13,14 @@ import errno
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from hostvigil.boots import Boot, BootHistory
+from hostvigil.collector import CollectorError
 from hostvigil.collectors.parse_crash import (
     merge_pstore_parts,
     parse_journal_json,
@@ -28,6 +29,7 @@ from hostvigil.collectors.parse_crash import (
     parse_pstore_name,
     strip_ramoops_header,
 )
+from hostvigil.collectors.parse_ipmi import SelEntry
 from hostvigil.collectors.parse_kmsg import events_from_text, parse_record
 from hostvigil.config import Paths
 from hostvigil.runner import CommandRunner
@@ -47,6 +49,15 @@ POWER_BACK = ("back on line", "restored", "healthy again", "still online")
 # The power_supply collector speaks for the host as a whole: its "AC restored" ends its "battery critical".
 _HOST_SUPPLIES = re.compile(r"(?:AC lost|AC restored|battery critical):")
 
+# What a BMC's event log entry says about the end of a boot, by its kind (collectors/parse_ipmi.py).
+SEL_CLASSES = {
+    "os_stop": "panic",  # the kernel's IPMI panic event: "OS Critical Stop", written as it panics
+    "critical_interrupt": "hardware_error",  # NMI, PCI SERR/PERR, fatal bus errors
+    "memory": "hardware_error",  # uncorrectable ECC (only those are evidence)
+    "watchdog": "watchdog_reset",
+}
+SEL_POWER_LOSS = ("ac lost", "power off", "power down")  # a power unit's, not one PSU's of a redundant pair
+
 _REGISTERS = re.compile(r"^\s*(?:Code:|(?:[A-Z][A-Z0-9]{1,3}|ORIG_RAX): ?[0-9a-f]{4}|FS: |CS: )")
 UNKNOWN_TEXT = (
     "No evidence of a kernel panic, oops, hang, out-of-memory kill, hardware error or power event was found. "
@@ -56,7 +67,7 @@ UNKNOWN_TEXT = (
 
 @dataclass
 class Evidence:
-    source: str  # snapshot, pstore, kdump, journal, this boot, power
+    source: str  # snapshot, pstore, kdump, journal, this boot, power, ipmi sel
     where: str
     summary: str
     classes: list[str] = field(default_factory=list)
@@ -72,6 +83,8 @@ class Gatherer:
     runner: CommandRunner
     store: SnapshotStore | None
     history: BootHistory
+    # The BMC's event log entries since a time (the ipmi collector's reader), None without the ipmi collector.
+    sel: Callable[[float], Sequence[SelEntry]] | None = None
 
     def gather(self, boot: Boot) -> tuple[list[Evidence], dict[str, Any] | None]:
         snapshots = self._snapshots(boot)
@@ -83,6 +96,7 @@ class Gatherer:
             *self._kdump(boot),
             *self._journal(boot),
             *self._power(events, last_alive=max(times)),
+            *self._sel(boot),
             *self._this_boot(),
         ]
         return evidence, (snapshots[-1] if snapshots else None)
@@ -198,6 +212,30 @@ class Gatherer:
             ))
         return evidence
 
+    def _sel(self, boot: Boot) -> list[Evidence]:
+        """What the BMC logged between the previous boot's start and this one's: the SEL survives the reboot."""
+        if self.sel is None:
+            return []
+        where = "BMC system event log"
+        try:
+            entries = self.sel(boot.started)
+        except CollectorError as exc:
+            return [Evidence("ipmi sel", where, f"not read: {exc}")]
+        this_boot = _boot_time(self.paths.proc)
+        evidence = []
+        for entry in entries:
+            if entry.timestamp is None or (this_boot is not None and entry.timestamp >= this_boot):
+                continue
+            kind = entry.kind or ""
+            cls = SEL_CLASSES.get(kind)
+            if kind == "power_unit" and any(word in entry.event.lower() for word in SEL_POWER_LOSS):
+                cls = "power_loss"
+            summary = f"{entry.sensor}: {entry.event}" + (f" ({entry.type})" if entry.type else "")
+            evidence.append(Evidence(
+                "ipmi sel", f"{where}, entry {entry.id}", summary, classes=[cls] if cls else [], time=entry.timestamp,
+            ))
+        return evidence
+
     def _this_boot(self) -> list[Evidence]:
         """Filesystems that needed journal recovery at this boot: a sign the last one did not end cleanly."""
         lines = _kmsg_messages(self.paths.dev / "kmsg")
@@ -224,7 +262,7 @@ def classify(evidence: list[Evidence]) -> tuple[str, str]:
         ("hung_system", first(HANG)),
         ("oom", first({"oom_kill"})),
         ("kernel_oops", first(OOPS)),
-        ("watchdog_reset", next((e for e in evidence if e.source == "power" and "watchdog" in e.where), None)),
+        ("watchdog_reset", first({"watchdog_reset"})),
     ):
         if found is not None:
             return cause, found.summary
@@ -319,6 +357,15 @@ def power_lost_at_end(events: Sequence[dict[str, Any]]) -> tuple[dict[str, Any],
 def _power_subject(message: str) -> str:
     """What a power event is about: "UPS rack1", "PSU PS2", or the host's own power supplies."""
     return "host power supplies" if _HOST_SUPPLIES.match(message) else " ".join(message.split()[:2])
+
+
+def _boot_time(proc: Path) -> float | None:
+    """When this boot's kernel started (btime in /proc/stat), None if unreadable."""
+    try:
+        text = (proc / "stat").read_text()
+        return next((float(line.split()[1]) for line in text.splitlines() if line.startswith("btime ")), None)
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _kmsg_messages(path: Path, limit: int = 200_000) -> list[str]:

@@ -8,10 +8,11 @@ snapshot, then the clean marker).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ from hostvigil import crashreport
 from hostvigil.boots import BootHistory
 from hostvigil.cache import CollectorState
 from hostvigil.collector import Collector, Hooks
+from hostvigil.collectors.ipmi import read_sel_evidence
+from hostvigil.collectors.parse_ipmi import SelEntry
 from hostvigil.config import Config
 from hostvigil.durable import write_atomically
 from hostvigil.runner import CommandRunner
@@ -26,6 +29,8 @@ from hostvigil.snapshot_contents import SnapshotBuilder
 from hostvigil.snapshots import SnapshotStore, Snapshotter
 
 log = logging.getLogger("hostvigil.forensics")
+
+SEL_TIMEOUT = 90.0  # a slow BMC reading its whole event log; the report waits for it in the background
 
 
 class ReportStore:
@@ -81,6 +86,7 @@ class Forensics(Hooks):
         self.reports = ReportStore(state_dir)
         self.previous_unclean: bool | None = None  # None: no previous boot recorded
         self._collect_now = collect_now
+        self._sel = _sel_reader(config, state_dir, collectors.get("ipmi"))
         snapshots = config.snapshots
         self.store = SnapshotStore(
             state_dir / "snapshots", snapshots.keep, snapshots.max_bytes, snapshots.max_total_bytes
@@ -118,7 +124,7 @@ class Forensics(Hooks):
         previous = self.history.previous()
         if previous is None or previous.clean or self.reports.exists(previous.boot_id):
             return None
-        gatherer = crashreport.Gatherer(self.config.paths, CommandRunner(), self.store, self.history)
+        gatherer = crashreport.Gatherer(self.config.paths, CommandRunner(), self.store, self.history, self._sel)
         report = crashreport.build(previous, self.boot_id, gatherer)
         try:
             path = self.reports.write(report)
@@ -141,3 +147,15 @@ class Forensics(Hooks):
             self.history.mark_clean()
         except OSError as exc:
             log.error("clean-stop marker not written: %s", exc.strerror)
+
+
+def _sel_reader(
+    config: Config, state_dir: Path, ipmi: Collector | None
+) -> Callable[[float], Sequence[SelEntry]] | None:
+    """The BMC's event log for the crash report, read as the ipmi collector reads it; None if that is off."""
+    if ipmi is None:
+        return None
+    return functools.partial(
+        read_sel_evidence, CommandRunner(), timeout=SEL_TIMEOUT, tool=ipmi.config["tool"],
+        sdr_cache=state_dir / "ipmi-sdr-cache", sel_clock=ipmi.config["sel_clock"], dev=config.paths.dev,
+    )

@@ -11,6 +11,7 @@ from hostvigil.collectors.agent import AgentCollector
 from hostvigil.collectors.crash import CrashCollector
 from hostvigil.collectors.edac import EdacCollector
 from hostvigil.collectors.hwmon import HwmonCollector
+from hostvigil.collectors.ipmi import IpmiCollector
 from hostvigil.collectors.kernel import KernelCollector
 from hostvigil.collectors.limits import LimitsCollector
 from hostvigil.collectors.md import MdCollector
@@ -26,6 +27,7 @@ REGISTRY: dict[str, type[Collector]] = {
         CrashCollector,
         EdacCollector,
         HwmonCollector,
+        IpmiCollector,
         KernelCollector,
         LimitsCollector,
         MdCollector,

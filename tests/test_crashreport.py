@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from hostvigil.boots import BootHistory
+from hostvigil.boots import Boot, BootHistory
+from hostvigil.collector import CollectorError
+from hostvigil.collectors.parse_ipmi import SelEntry, parse_ipmitool_sel, sel_timestamp
 from hostvigil.crashreport import UNKNOWN_TEXT, Evidence, Gatherer, _log_evidence, classify, power_lost_at_end
 from hostvigil.runner import CommandRunner
 from tests.conftest import FIXTURES, fixture_paths
@@ -28,7 +31,7 @@ OOM_LOG = (FIXTURES / "kmsg/hotsos__scenario_kernlog_calltrace_oom_killer__kern.
         ([Evidence("power", "power event", "UPS rack1 back on line power after 60 s on battery")], "unknown"),
         ([Evidence("snapshot", "kernel event", "mce: [Hardware Error]: Machine check events logged", ["mce"])],
          "hardware"),
-        ([Evidence("power", "watchdog event", "BMC watchdog: hard reset")], "watchdog_reset"),
+        ([Evidence("ipmi sel", "BMC system event log", "Watchdog: Hard reset", ["watchdog_reset"])], "watchdog_reset"),
         ([Evidence("journal", "journalctl", "2 lines, no kernel crash pattern")], "unknown"),
         ([], "unknown"),
     ],
@@ -89,6 +92,58 @@ def test_the_report_says_how_long_the_host_ran_on_battery(tmp_path: Path) -> Non
         "power lost after 13 minutes on battery: UPS rack1 on battery (charge 100 %, runtime 1500 s); "
         "last: UPS rack1 battery low: imminent power loss (charge 10 %, runtime 120 s)"
     )
+
+
+def sel_entries(since: float) -> list[SelEntry]:
+    """The real SEL of a supply losing AC (qumulo capture), as read_sel_evidence returns it."""
+    text = (FIXTURES / "ipmi/qumulo_snmp-agent-app__test_qumulo_client.py__SEL_AC_GOOD.txt").read_text()
+    entries = [replace(e, timestamp=sel_timestamp(e)) for e in parse_ipmitool_sel(text).entries]
+    return [e for e in entries if e.evidence and e.timestamp is not None and e.timestamp >= since]
+
+
+def test_the_bmc_event_log_is_evidence_but_one_supply_losing_ac_is_not_a_power_loss(tmp_path: Path) -> None:
+    (tmp_path / "proc").mkdir()
+    (tmp_path / "proc/stat").write_text("cpu  1 2 3\nbtime 1600000000\n")  # this boot: 2020, after the entries
+    history = BootHistory(tmp_path, "boot-a")
+    gatherer = Gatherer(fixture_paths(tmp_path), CommandRunner(), None, history, sel=sel_entries)
+    evidence = gatherer._sel(Boot("boot-a", tmp_path, started=1519862400.0, clean=False))  # 2018-03-01 00:00 UTC
+    assert [(e.source, e.summary, e.time) for e in evidence] == [
+        ("ipmi sel", "PS1 Status: Power Supply AC lost (Power Supply)", 1519932261.0),
+    ]
+    assert classify(evidence)[0] == "unknown"
+
+
+def test_sel_entries_of_this_boot_and_unreadable_logs(tmp_path: Path) -> None:
+    (tmp_path / "proc").mkdir()
+    (tmp_path / "proc/stat").write_text("btime 1519932000\n")  # this boot began before the AC entry
+    history = BootHistory(tmp_path, "boot-a")
+    boot = Boot("boot-a", tmp_path, started=1519862400.0, clean=False)
+    assert Gatherer(fixture_paths(tmp_path), CommandRunner(), None, history, sel=sel_entries)._sel(boot) == []
+
+    def hung(since: float) -> list[SelEntry]:
+        raise CollectorError("ipmitool sel elist: no answer in 90 s")
+
+    (unread,) = Gatherer(fixture_paths(tmp_path), CommandRunner(), None, history, sel=hung)._sel(boot)
+    assert unread.summary == "not read: ipmitool sel elist: no answer in 90 s"
+
+
+@pytest.mark.parametrize(
+    ("sensor_type", "event", "cause"),
+    [
+        ("OS Critical Stop", "Run-time critical stop", "kernel_panic"),
+        ("Watchdog 2", "Hard reset", "watchdog_reset"),
+        ("Power Unit", "AC lost", "power_loss"),
+        ("Critical Interrupt", "PCI SERR", "hardware"),
+    ],
+)
+def test_what_a_bmc_entry_says_about_the_end_of_a_boot(
+    tmp_path: Path, sensor_type: str, event: str, cause: str
+) -> None:
+    entry = SelEntry("1", None, "", f"{sensor_type} #0x01", sensor_type, event, True, timestamp=1000.0)
+    assert entry.evidence
+    history = BootHistory(tmp_path, "a")
+    gatherer = Gatherer(fixture_paths(tmp_path), CommandRunner(), None, history, sel=lambda _: [entry])
+    assert classify(gatherer._sel(Boot("a", tmp_path, started=0.0, clean=False)))[0] == cause
 
 
 def test_unknown_says_so_plainly() -> None:
