@@ -18,6 +18,7 @@ from hostvigil.collectors.md import MdCollector
 from hostvigil.collectors.power_supply import PowerSupplyCollector
 from hostvigil.collectors.raid import RaidCollector
 from hostvigil.collectors.smart import SmartCollector
+from hostvigil.collectors.ups import UpsCollector
 from hostvigil.collectors.zfs import ZfsCollector
 
 REGISTRY: dict[str, type[Collector]] = {
@@ -34,6 +35,7 @@ REGISTRY: dict[str, type[Collector]] = {
         PowerSupplyCollector,
         RaidCollector,
         SmartCollector,
+        UpsCollector,
         ZfsCollector,
     )
 }

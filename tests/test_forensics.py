@@ -22,6 +22,7 @@ from hostvigil.collectors.kmsg import _summary
 from hostvigil.collectors.parse_kmsg import events_from_text
 from hostvigil.snapshots import FORMAT, SnapshotStore
 from tests.conftest import FIXTURES, free_port, require_tool
+from tests.nut import NutServer
 from tests.test_parse_kmsg import OOPS_5_7
 
 PSTORE = FIXTURES / "crash/pstore/7530486857247"
@@ -196,6 +197,29 @@ def test_no_evidence_says_so_plainly(host: Host) -> None:
     assert report["cause"] == "unknown"
     assert "likely lost power" in report["decided_by"]
     assert "most likely lost power" in host.cli("report").stdout
+
+
+def test_a_host_that_dies_on_battery_is_reported_as_power_loss(host: Host, upsd: NutServer) -> None:
+    """The real upsd says the UPS went on battery; the agent snapshots it and keeps the event; the host dies;
+    after the reboot the report says power loss and how long the host ran on battery."""
+    with host.config.open("a") as config:
+        config.write(f"[collectors.ups]\nserver = '127.0.0.1:{upsd.port}'\n")
+    host.boot(BOOT_A)
+    host.start()
+    wait_for(lambda: 'hostvigil_ups_status{flag="OL",ups="dummy"} 1.0' in host.get("/metrics")[1])
+    upsd.set_vars(ups_status="OB DISCHRG")
+    wait_for(lambda: 'hostvigil_ups_status{flag="OB",ups="dummy"} 1.0' in host.get("/metrics")[1])
+    store = SnapshotStore(host.root / "state/snapshots")
+    wait_for(lambda: any(store.read(p)["reason"].startswith("UPS dummy on battery (") for p in store.paths()))
+    host.stop(signal.SIGKILL)
+
+    host.boot(BOOT_B)
+    host.start()
+    wait_for(host.reports)
+    report = json.loads(host.reports()[0].read_text())
+    assert report["cause"] == "power_loss"
+    assert report["decided_by"].startswith("power lost after 0 minutes on battery: UPS dummy on battery (charge ")
+    assert "Cause: power loss" in host.cli("report").stdout
 
 
 def test_manual_snapshot_through_the_running_agent(host: Host) -> None:
