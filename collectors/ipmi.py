@@ -272,16 +272,22 @@ class IpmiCollector(Collector):
 
     def _watch(self, ctx: Context, supplies: list[_Supply], redundancy: dict[str, bool]) -> None:
         """A power event and a snapshot when a supply stops being healthy or redundancy is lost (not at the
-        first run: what was already wrong then is in the metrics, not news)."""
+        first run: what was already wrong then is in the metrics, not news); the recovery is recorded too, so
+        the crash report does not take a supply that came back for a power loss."""
         health = {supply.label: supply.status.healthy for supply in supplies}
         if self._health is not None:
             for supply in supplies:
-                if not supply.status.healthy and self._health.get(supply.label):
+                was = self._health.get(supply.label)
+                if not supply.status.healthy and was:
                     self._event(ctx, f"PSU {supply.label} {', '.join(supply.status.problems())}")
+                elif supply.status.healthy and was is False:
+                    ctx.hooks.record_event("power", f"PSU {supply.label} healthy again")
         if self._redundancy is not None:
             for sensor, lost in redundancy.items():
                 if lost and self._redundancy.get(sensor) is False:
                     self._event(ctx, f"PSU redundancy lost ({sensor})")
+                elif not lost and self._redundancy.get(sensor):
+                    ctx.hooks.record_event("power", f"PSU redundancy restored ({sensor})")
         self._health = health
         self._redundancy = redundancy
 

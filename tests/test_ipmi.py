@@ -16,6 +16,7 @@ import pytest
 from hostvigil.collector import CollectorError, Context, Hooks, Sample, Unavailable, check_samples
 from hostvigil.collectors import ipmi
 from hostvigil.collectors.ipmi import IpmiCollector, read_sel_evidence
+from hostvigil.crashreport import power_lost_at_end
 from hostvigil.runner import CommandRunner
 from tests import test_conformance
 from tests.conftest import FIXTURES, fixture_paths, require_tool, values
@@ -209,6 +210,11 @@ def test_supply_losing_its_input_is_a_power_event(tmp_path: Path) -> None:
     assert got[("hostvigil_psu_condition", ("Status", "present"))] == 0
     assert got[("hostvigil_psu_installed", ())] == 0
     assert len(fake.hooks.events) == 1  # still unhealthy: nothing new to tell
+    fake.answer({"ipmi-sensors": {"file": str(IPMI / NUT.format("nominal"))}, "ipmi-sel": {"text": ""}})
+    fake.run(collector)
+    assert fake.hooks.events[1:] == [("power", "PSU Status healthy again")]
+    assert len(fake.hooks.snapshots) == 1  # a recovery is recorded, not snapshotted
+    assert power_lost_at_end([{"kind": k, "message": m} for k, m in fake.hooks.events]) is None
 
 
 def test_redundancy_lost_is_a_power_event(tmp_path: Path) -> None:
@@ -227,6 +233,10 @@ def test_redundancy_lost_is_a_power_event(tmp_path: Path) -> None:
     fake.answer({"ipmi-sensors": {"file": str(lost)}, "ipmi-sel": {"text": ""}})
     assert fake.run(collector)[("hostvigil_psu_redundancy_lost", (sensor,))] == 1
     assert fake.hooks.events == [("power", f"PSU redundancy lost ({sensor})")]
+    fake.answer({"ipmi-sensors": {"file": str(HP_THRESHOLDS)}, "ipmi-sel": {"text": ""}})
+    fake.run(collector)
+    assert fake.hooks.events[1:] == [("power", f"PSU redundancy restored ({sensor})")]
+    assert power_lost_at_end([{"kind": k, "message": m} for k, m in fake.hooks.events]) is None
 
 
 def test_sel_is_read_less_often_and_kept(tmp_path: Path) -> None:
