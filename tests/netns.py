@@ -47,15 +47,17 @@ class NetnsPair:
         assert f" dev {self.left_if if namespace == self.left else self.right_if} " in route, route
 
     def drop_percent(self, percent: int, protocol: str = "icmp") -> None:
-        """Drop about `percent` % of the packets of `protocol` arriving at the peer (netem is not available)."""
+        """Drop about `percent` % of the probes (ICMP echo or TCP SYN) arriving at the peer, replacing any
+        earlier rule; 0 stops dropping. netem is not available here, nftables' numgen is."""
         match = "icmp type echo-request" if protocol == "icmp" else "tcp flags syn"
+        chance = "" if percent >= 100 else f"numgen random mod 100 < {percent} "
         rules = (
             "add table inet loss\n"
             "flush table inet loss\n"
             "add chain inet loss input { type filter hook input priority 0; }\n"
-            f'add rule inet loss input iifname "{self.right_if}" {match} '
-            f"numgen random mod 100 < {percent} counter drop\n"
         )
+        if percent > 0:
+            rules += f'add rule inet loss input iifname "{self.right_if}" {match} {chance}counter drop\n'
         subprocess.run(["ip", "netns", "exec", self.right, "nft", "-f", "-"], input=rules, text=True,
                        capture_output=True, timeout=30, check=True)
 
