@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hostvigil.collector import Collector, Context, Sample, check_samples
+from hostvigil.collector import Collector, Context, Hooks, Sample, check_samples
 from hostvigil.config import Paths
 from hostvigil.runner import CommandRunner
 
@@ -64,3 +64,36 @@ def values(samples: list[Sample]) -> dict[tuple[str, tuple[str, ...]], float]:
     """Samples as {(metric name, label values): value} for exact assertions."""
     return {(s.metric.name, s.label_values): s.value for s in samples}
 
+
+class RecordingHooks(Hooks):
+    """Keeps what a collector asks of the agent: snapshot requests (trigger, reason, urgent) and events (kind,
+    message)."""
+
+    def __init__(self) -> None:
+        self.snapshots: list[tuple[str, str, bool]] = []
+        self.events: list[tuple[str, str]] = []
+
+    def request_snapshot(self, trigger: str, reason: str, *, urgent: bool = False) -> bool:
+        self.snapshots.append((trigger, reason, urgent))
+        return True
+
+    def record_event(self, kind: str, message: str) -> None:
+        self.events.append((kind, message))
+
+    def take(self) -> tuple[list[tuple[str, str]], list[tuple[str, str, bool]]]:
+        """Events and snapshot requests since the last take."""
+        events, snapshots = self.events, self.snapshots
+        self.events, self.snapshots = [], []
+        return events, snapshots
+
+
+def run_with(
+    collector: Collector, paths: Paths, hooks: Hooks | None = None, noted: set[str] | None = None
+) -> list[Sample]:
+    """One checked run of a collector instance as the scheduler makes it: its hooks, and the same `noted`
+    across runs of one collector."""
+    ctx = Context(
+        paths, CommandRunner(), time.monotonic() + collector.timeout, logging.getLogger("test"),
+        set() if noted is None else noted, hooks or Hooks(),
+    )
+    return check_samples(collector, collector.collect(ctx))

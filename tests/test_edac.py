@@ -12,8 +12,8 @@ import pytest
 from hostvigil.cache import MetricsCache
 from hostvigil.collector import Hooks, Unavailable
 from hostvigil.collectors.edac import EdacCollector, parse_controller
-from tests.conftest import fixture_paths, run_collector, values
-from tests.test_power_supply import RecordingHooks, copy_tree, run_with
+from tests.conftest import RecordingHooks, fixture_paths, run_collector, run_with, values
+from tests.test_power_supply import copy_tree
 
 MC0 = "sys/devices/system/edac/mc/mc0"
 

@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
-from hostvigil.collector import CollectorError, Context, Hooks, Sample, Unavailable, check_samples
+from hostvigil.collector import CollectorError, Context, Sample, Unavailable, check_samples
 from hostvigil.collectors import ipmi
 from hostvigil.collectors.ipmi import IpmiCollector, read_sel_evidence
 from hostvigil.crashreport import power_lost_at_end
 from hostvigil.runner import CommandRunner
 from tests import test_conformance
-from tests.conftest import FIXTURES, fixture_paths, require_tool, values
+from tests.conftest import FIXTURES, RecordingHooks, fixture_paths, require_tool, values
 
 IPMI = FIXTURES / "ipmi"
 DELL = IPMI / "rubyipmi__spec_fixtures_freeipmi_dell_sensors.txt"
@@ -48,19 +48,6 @@ with open(conf["log"], "a") as log:
     log.write(json.dumps(["end", time.monotonic(), name, sys.argv[1:]]) + "\\n")
 sys.exit(entry.get("status", 0))
 """
-
-
-class RecordingHooks(Hooks):
-    def __init__(self) -> None:
-        self.events: list[tuple[str, str]] = []
-        self.snapshots: list[tuple[str, str]] = []
-
-    def record_event(self, kind: str, message: str) -> None:
-        self.events.append((kind, message))
-
-    def request_snapshot(self, trigger: str, reason: str, *, urgent: bool = False) -> bool:
-        self.snapshots.append((trigger, reason))
-        return True
 
 
 class Fake:
@@ -204,7 +191,7 @@ def test_supply_losing_its_input_is_a_power_event(tmp_path: Path) -> None:
     assert got[("hostvigil_psu_healthy", ("Status",))] == 0
     assert got[("hostvigil_psu_condition", ("Status", "input_lost"))] == 1
     assert fake.hooks.events == [("power", "PSU Status input lost (AC lost)")]
-    assert fake.hooks.snapshots == [("event", "PSU Status input lost (AC lost)")]
+    assert fake.hooks.snapshots == [("event", "PSU Status input lost (AC lost)", False)]
     fake.answer({"ipmi-sensors": {"file": str(IPMI / NUT.format("psu_removed"))}, "ipmi-sel": {"text": ""}})
     got = fake.run(collector)
     assert got[("hostvigil_psu_condition", ("Status", "present"))] == 0

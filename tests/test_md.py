@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import logging
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from hostvigil.cache import MetricsCache
-from hostvigil.collector import CollectorError, Context, Hooks, Sample, check_samples
+from hostvigil.collector import CollectorError
 from hostvigil.collectors.md import MEMBER_STATES, STATES, MdCollector, active_members, base_device
 from hostvigil.collectors.parse_mdstat import parse_mdstat
 from hostvigil.config import Paths
-from hostvigil.runner import CommandRunner
-from tests.conftest import FIXTURES, fixture_paths, run_collector, values
+from tests.conftest import FIXTURES, RecordingHooks, fixture_paths, run_collector, run_with, values
 from tests.test_parse_mdstat import FLAGGED_MEMBERS
 
 MDSTAT = FIXTURES / "mdstat"
@@ -275,21 +273,6 @@ def test_file_that_is_not_mdstat_fails_the_run_naming_it(tmp_path: Path) -> None
         run_collector(MdCollector, root_with(tmp_path, "\x00\x17 not mdstat\n"))
 
 
-class RecordingHooks(Hooks):
-    def __init__(self) -> None:
-        self.requests: list[tuple[str, str]] = []
-
-    def request_snapshot(self, trigger: str, reason: str) -> bool:
-        self.requests.append((trigger, reason))
-        return True
-
-
-def run_with(collector: MdCollector, paths: Paths, hooks: Hooks) -> list[Sample]:
-    deadline = time.monotonic() + MdCollector.timeout
-    ctx = Context(paths, CommandRunner(), deadline, logging.getLogger("test"), hooks=hooks)
-    return check_samples(collector, collector.collect(ctx))
-
-
 def test_array_that_becomes_degraded_asks_for_one_snapshot(tmp_path: Path) -> None:
     healthy = root_with(tmp_path, "pymdstat__tests__mdstat.09", "healthy")  # md1: raid1 [2/2]
     degraded = root_with(tmp_path, "pymdstat__tests__mdstat.07", "degraded")  # md1: raid1 [6/4], one (F)
@@ -297,10 +280,10 @@ def test_array_that_becomes_degraded_asks_for_one_snapshot(tmp_path: Path) -> No
     collector = MdCollector({})
     run_with(collector, healthy, hooks)
     run_with(collector, healthy, hooks)
-    assert hooks.requests == []
+    assert hooks.snapshots == []
     run_with(collector, degraded, hooks)
     run_with(collector, degraded, hooks)  # unchanged: no second request
-    assert hooks.requests == [("event", "md array md1 degraded: 2 missing, 1 failed (was 0 missing, 0 failed)")]
+    assert hooks.snapshots == [("event", "md array md1 degraded: 2 missing, 1 failed (was 0 missing, 0 failed)", False)]
 
 
 def test_degraded_at_the_first_run_asks_for_nothing(tmp_path: Path) -> None:
@@ -309,7 +292,7 @@ def test_degraded_at_the_first_run_asks_for_nothing(tmp_path: Path) -> None:
     collector = MdCollector({})
     run_with(collector, degraded, hooks)
     run_with(collector, degraded, hooks)
-    assert hooks.requests == []
+    assert hooks.snapshots == []
 
 
 def test_active_members_by_whole_disk() -> None:

@@ -5,46 +5,20 @@ from __future__ import annotations
 import logging
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from hostvigil.cache import MetricsCache
-from hostvigil.collector import Collector, Context, Hooks, Sample, check_samples
+from hostvigil.collector import Hooks
 from hostvigil.collectors.power_supply import CAPACITY_LEVELS, STATUSES, PowerSupplyCollector
 from hostvigil.config import Paths
-from hostvigil.runner import CommandRunner
-from tests.conftest import TREES, fixture_paths, run_collector, values
+from tests.conftest import TREES, RecordingHooks, fixture_paths, run_collector, run_with, values
 
 Values = dict[tuple[str, tuple[str, ...]], float]
 # The laptop of node_exporter's sys.ttar: AC offline, BAT0 discharging at 81%.
 BAT0 = "sys/class/power_supply/BAT0"
 AC = "sys/class/power_supply/AC"
-
-
-class RecordingHooks(Hooks):
-    """Keeps what a collector asks of the agent."""
-
-    def __init__(self) -> None:
-        self.snapshots: list[tuple[str, str, bool]] = []
-        self.events: list[tuple[str, str]] = []
-
-    def request_snapshot(self, trigger: str, reason: str, *, urgent: bool = False) -> bool:
-        self.snapshots.append((trigger, reason, urgent))
-        return True
-
-    def record_event(self, kind: str, message: str) -> None:
-        self.events.append((kind, message))
-
-
-def run_with(collector: Collector, paths: Paths, hooks: Hooks, noted: set[str] | None = None) -> list[Sample]:
-    """One run as the scheduler makes it; pass the same `noted` to runs of one collector, as the scheduler does."""
-    ctx = Context(
-        paths, CommandRunner(), time.monotonic() + collector.timeout, logging.getLogger("test"),
-        set() if noted is None else noted, hooks,
-    )
-    return check_samples(collector, collector.collect(ctx))
 
 
 def copy_tree(name: str, tmp_path: Path, as_name: str | None = None) -> Path:

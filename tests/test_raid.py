@@ -18,7 +18,7 @@ from hostvigil.collector import CollectorError, Context, Hooks, Sample, Unavaila
 from hostvigil.collectors.parse_storcli import parse_controllers, parse_drives
 from hostvigil.collectors.raid import RaidCollector, RaidState, failing_online_drives, snapshot_reasons
 from hostvigil.runner import CommandRunner
-from tests.conftest import fixture_paths, values
+from tests.conftest import RecordingHooks, fixture_paths, values
 from tests.test_parse_storcli import (
     CONTROLLERS,
     DRIVES,
@@ -30,15 +30,6 @@ from tests.test_parse_storcli import (
 
 SHOW_ALL = "/call show all J"
 DRIVES_ALL = "/call/eall/sall show all J"
-
-
-class RecordingHooks(Hooks):
-    def __init__(self) -> None:
-        self.snapshots: list[tuple[str, str]] = []
-
-    def request_snapshot(self, trigger: str, reason: str) -> bool:
-        self.snapshots.append((trigger, reason))
-        return True
 
 
 def fake_tool(bin_dir: Path, outputs: dict[str, Path | str], name: str = "storcli64") -> None:
@@ -167,7 +158,7 @@ def test_drive_going_offline_asks_for_one_snapshot(tmp_path: Path) -> None:
     fake_tool(bin_dir, {SHOW_ALL: INTEL_SHOW, DRIVES_ALL: OFFLINE_DRIVE})
     second = run(collector, bin_dir, hooks, noted)
     assert second[("hostvigil_raid_physical_drive_state", ("0", "/c0/e35/s12", "Offln"))] == 1
-    assert hooks.snapshots == [("event", "RAID drive /c0/e35/s12 went from UGood to Offln")]
+    assert hooks.snapshots == [("event", "RAID drive /c0/e35/s12 went from UGood to Offln", False)]
 
     run(collector, bin_dir, hooks, noted)
     assert len(hooks.snapshots) == 1, "a state that persists is not a new change"

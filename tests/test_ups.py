@@ -26,32 +26,11 @@ from hostvigil.collectors.nut_client import MAX_LINE_BYTES, NutError
 from hostvigil.collectors.parse_nut import split_words
 from hostvigil.collectors.ups import FLAGS, UpsCollector, parse_address
 from hostvigil.runner import CommandRunner
-from tests.conftest import FIXTURES, fixture_paths, free_port, values
+from tests.conftest import FIXTURES, RecordingHooks, fixture_paths, free_port, values
 from tests.nut import NutServer
 
 CAPTURES = FIXTURES / "nut" / "upsd-2.8.0"
 Values = dict[tuple[str, tuple[str, ...]], float]
-
-
-class RecordingHooks(Hooks):
-    """Keeps what the collector asks of the agent."""
-
-    def __init__(self) -> None:
-        self.snapshots: list[tuple[str, str, bool]] = []
-        self.events: list[tuple[str, str]] = []
-
-    def request_snapshot(self, trigger: str, reason: str, *, urgent: bool = False) -> bool:
-        self.snapshots.append((trigger, reason, urgent))
-        return True
-
-    def record_event(self, kind: str, message: str) -> None:
-        self.events.append((kind, message))
-
-    def take(self) -> tuple[list[tuple[str, str]], list[tuple[str, str, bool]]]:
-        """Events and snapshot requests since the last take."""
-        events, snapshots = self.events, self.snapshots
-        self.events, self.snapshots = [], []
-        return events, snapshots
 
 
 def collector(**options: object) -> UpsCollector:

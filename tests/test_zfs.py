@@ -15,7 +15,7 @@ import pytest
 from hostvigil.collector import Context, Hooks, Unavailable, check_samples
 from hostvigil.collectors.zfs import ZfsCollector
 from hostvigil.runner import CommandRunner
-from tests.conftest import FIXTURES, TREES, fixture_paths, values
+from tests.conftest import FIXTURES, TREES, RecordingHooks, fixture_paths, values
 from tests.zfsfuse import ZfsFuse
 
 ZFS = FIXTURES / "zfs"
@@ -56,15 +56,6 @@ class FakeZpool:
 
     def calls(self) -> list[str]:
         return self.log.read_text().splitlines() if self.log.exists() else []
-
-
-class RecordingHooks(Hooks):
-    def __init__(self) -> None:
-        self.snapshots: list[str] = []
-
-    def request_snapshot(self, trigger: str, reason: str) -> bool:
-        self.snapshots.append(reason)
-        return True
 
 
 def make(**options: object) -> ZfsCollector:
@@ -133,8 +124,8 @@ def test_a_vdev_leaving_online_asks_for_one_snapshot(tmp_path: Path) -> None:
     collect(collector, fake.runner, tmp_path, hooks)
     assert states(got, "hostvigil_zfs_vdev_state")[("tank", "/tmp/zt/v1.img")] == "OFFLINE"
     assert len(hooks.snapshots) == 1
-    assert "ZFS pool tank went from ONLINE to DEGRADED" in hooks.snapshots[0]
-    assert "/tmp/zt/v1.img" in hooks.snapshots[0]
+    assert "ZFS pool tank went from ONLINE to DEGRADED" in hooks.snapshots[0][1]
+    assert "/tmp/zt/v1.img" in hooks.snapshots[0][1]
 
 
 @pytest.mark.integration
