@@ -16,6 +16,7 @@ from hostvigil.collectors.kernel import KernelCollector
 from hostvigil.collectors.limits import LimitsCollector
 from hostvigil.collectors.md import MdCollector
 from hostvigil.collectors.power_supply import PowerSupplyCollector
+from hostvigil.collectors.probe import ProbeCollector
 from hostvigil.collectors.raid import RaidCollector
 from hostvigil.collectors.smart import SmartCollector
 from hostvigil.collectors.ups import UpsCollector
@@ -33,6 +34,7 @@ REGISTRY: dict[str, type[Collector]] = {
         LimitsCollector,
         MdCollector,
         PowerSupplyCollector,
+        ProbeCollector,
         RaidCollector,
         SmartCollector,
         UpsCollector,
