@@ -15,6 +15,7 @@ from hostvigil.collectors.ipmi import IpmiCollector
 from hostvigil.collectors.kernel import KernelCollector
 from hostvigil.collectors.limits import LimitsCollector
 from hostvigil.collectors.md import MdCollector
+from hostvigil.collectors.network import NetworkCollector
 from hostvigil.collectors.power_supply import PowerSupplyCollector
 from hostvigil.collectors.probe import ProbeCollector
 from hostvigil.collectors.raid import RaidCollector
@@ -33,6 +34,7 @@ REGISTRY: dict[str, type[Collector]] = {
         KernelCollector,
         LimitsCollector,
         MdCollector,
+        NetworkCollector,
         PowerSupplyCollector,
         ProbeCollector,
         RaidCollector,
