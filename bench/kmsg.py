@@ -241,7 +241,10 @@ def _agent(tmp: Path, name: str, snapshots: str) -> Exporter:
     """An agent with its own state directory; `snapshots` is the body of its [snapshots] table."""
     (port,) = _free_ports(1)
     config = tmp / f"{name}.toml"
-    config.write_text(f'[agent]\nstate_dir = "{tmp / name}"\n\n[snapshots]\n{snapshots}')
+    # The default gateway is not probed: a benchmark sends nothing off this machine.
+    config.write_text(
+        f'[agent]\nstate_dir = "{tmp / name}"\n\n[collectors.probe]\ngateway = false\n\n[snapshots]\n{snapshots}'
+    )
     argv = [sys.executable, "-m", "hostvigil", "run", "--listen", f"127.0.0.1:{port}", "--config", str(config)]
     return Exporter(f"hostvigil ({name})", argv, port, "/-/ready", tmp / f"{name}.stderr")
 

@@ -236,7 +236,8 @@ def run(tmp: Path, scrapes: int) -> dict[str, Result]:
 def _hostvigil(tmp: Path, port: int) -> Exporter:
     state = tmp / "state"
     config = tmp / "hostvigil.toml"
-    config.write_text(f'[agent]\nstate_dir = "{state}"\n')
+    # The default gateway is not probed: a benchmark sends nothing off this machine.
+    config.write_text(f'[agent]\nstate_dir = "{state}"\n\n[collectors.probe]\ngateway = false\n')
     argv = [sys.executable, "-m", "hostvigil", "run", "--listen", f"127.0.0.1:{port}", "--config", str(config)]
     return Exporter("hostvigil", argv, port, "/-/ready", tmp / "hostvigil.stderr")
 
