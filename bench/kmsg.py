@@ -65,6 +65,7 @@ from scrape import (  # bench/scrape.py, beside this script: the agent process a
     START_TIMEOUT,
     BenchError,
     Exporter,
+    _cpu_seconds,
     _free_ports,
     _percentile,
     _positive_int,
@@ -622,11 +623,6 @@ def _report_flood(tmp: Path, rate: int, seconds: float) -> None:
     print(f'snapshots: hostvigil_snapshots_written_total{{trigger="event"}} {snapshots:.0f}, '
           f"hostvigil_snapshots_suppressed_total {suppressed:,.0f}{stale}; {r.event_files} event snapshot "
           f"file(s) in the state directory, from {r.critical:,} distinct critical lines written")
-
-
-def _cpu_seconds(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return times.user + times.system
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
-from scrape import MB, BenchError, _free_ports, _positive_int, _raise_interrupt
+from scrape import MB, BenchError, _cpu_seconds, _free_ports, _positive_int, _raise_interrupt
 
 from hostvigil.collector import Context, Hooks, Services, check_samples
 from hostvigil.collectors.probe import ProbeCollector
@@ -328,11 +328,6 @@ def _scrape(near: str, port: int) -> str:
 
 def _sum(text: str, name: str) -> float:
     return sum(float(value) for value in re.findall(rf"^{re.escape(name)}{{[^}}]*}} (\S+)$", text, re.MULTILINE))
-
-
-def _cpu_seconds(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return times.user + times.system
 
 
 def _report(results: list[Measured], targets: int, seconds: int, interval: float) -> None:
