@@ -24,6 +24,7 @@ from hostvigil.runner import CommandRunner
 log = logging.getLogger("hostvigil.scheduler")
 
 _MAX_SLEEP = 1.0  # the loop wakes at least this often, so the heartbeat stays fresh
+_THREAD_RETRY = 5.0  # seconds before a run that could not get a thread is tried again
 
 
 @dataclass
@@ -132,7 +133,14 @@ class Scheduler:
         job.thread = threading.Thread(
             target=self._run, args=(job, job.run_id, ctx), name=f"collector-{job.name}", daemon=True
         )
-        job.thread.start()
+        try:
+            job.thread.start()
+        except RuntimeError as exc:  # "can't start new thread": the task limit (TasksMax) or memory is reached
+            job.thread, job.started, job.ran = None, None, True
+            job.next_due = now + min(job.interval, _THREAD_RETRY)
+            state = self.cache.publish_failure(job.name, f"run not started: {exc}", 0.0)
+            self._log_failure(state, unavailable=False)
+            self.on_change(state)
 
     def _run(self, job: Job, run_id: int, ctx: Context) -> None:
         start = time.monotonic()

@@ -163,6 +163,30 @@ def test_failure_drops_series_and_recovery_restores_them(mode: str, error: str) 
     assert b"hostvigil_flaky_value 42.0" in sched.cache.render()[0]
 
 
+def test_no_thread_for_a_run_fails_that_run_not_the_scheduler(monkeypatch: pytest.MonkeyPatch) -> None:
+    """At the unit's TasksMax, Thread.start raises; the scheduler reports the collector failing and goes on."""
+    start = threading.Thread.start
+
+    def refuse_collectors(thread: threading.Thread) -> None:
+        if thread.name == "collector-flaky":
+            raise RuntimeError("can't start new thread")
+        start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", refuse_collectors)
+    Flaky.behaviour[:] = ["ok"]
+    sched = scheduler(Job(Flaky({}), interval=60, timeout=5))
+    sched.tick()
+    state = sched.cache.states()["flaky"]
+    assert state.success is False
+    assert state.last_error == "run not started: can't start new thread"
+    assert sched.jobs["flaky"].started is None
+    assert sched.first_round_done()
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    _run_again(sched)
+    assert sched.cache.states()["flaky"].success is True
+
+
 def test_trigger_runs_a_collector_before_its_interval() -> None:
     Ticking.runs = 0
     sched = scheduler(Job(Ticking({}), interval=3600, timeout=5))
