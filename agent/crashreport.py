@@ -29,7 +29,7 @@ from hostvigil.collectors.parse_crash import (
     parse_pstore_name,
     strip_ramoops_header,
 )
-from hostvigil.collectors.parse_ipmi import SelEntry
+from hostvigil.collectors.parse_ipmi_sel import SelEntry
 from hostvigil.collectors.parse_kmsg import events_from_text, parse_record
 from hostvigil.config import Paths
 from hostvigil.runner import CommandRunner

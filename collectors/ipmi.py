@@ -10,63 +10,52 @@ BMC's state of each sensor.
 
 The System Event Log outlives a reboot, which makes it evidence: it is read less
 often than the sensors (`sel_interval`), kept between reads, and
-`read_sel_evidence()` lets the crash report ask it what happened to power
-before an unclean reboot.
-
-A BMC answers one request at a time and a slow one makes every tool wait, so no
-two IPMI commands of this process ever run at once: a module-wide lock, taken
-with the run's deadline, so a BMC that hangs costs runs, never piled-up threads.
-FreeIPMI keeps its SDR cache in a directory we name (the state directory in the
-daemon; $HOME may be read-only under systemd); --sdr-cache-recreate rebuilds it
-only when the BMC says it is out of date, so the cost is paid once.
+`ipmi_tools.read_sel_evidence()` lets the crash report ask it what happened to
+power before an unclean reboot. The commands themselves, one at a time per
+process, are run by ipmi_tools.py.
 """
 
 from __future__ import annotations
 
-import errno
-import os
 import re
-import tempfile
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from hostvigil.collector import Collector, CollectorError, Context, MetricSpec, Option, Sample, Services, Unavailable
+from hostvigil.collectors.ipmi_tools import (
+    IPMITOOL_SENSORS,
+    clock_option,
+    freeipmi_sensors_argv,
+    missing,
+    program,
+    read_sel,
+    run_locked,
+    sdr_cache_dir,
+    sensors_from,
+    tool_order,
+)
 from hostvigil.collectors.parse_ipmi import (
-    SEL_KINDS,
     PsuStatus,
-    SelEntry,
-    SelLog,
     Sensor,
     SensorList,
-    parse_freeipmi_sel,
-    parse_freeipmi_sensors,
-    parse_ipmitool_sdr,
-    parse_ipmitool_sel,
     psu_status,
     psu_status_from_bits,
     redundancy_state,
-    sel_timestamp,
 )
-from hostvigil.runner import CommandResult, CommandRunner
+from hostvigil.collectors.parse_ipmi_sel import SEL_KINDS, SelLog
+from hostvigil.runner import CommandResult
 
 # A command is killed at its deadline and reaped for up to a second; the samples must reach the scheduler
 # before the run's own deadline.
 _MARGIN = 2.0
-_LOCK = threading.Lock()  # one IPMI command at a time in this process: sensors, SEL, crash-report SEL reads
-# The SDR cache directory of a process without a state directory (one-shot runs), removed at exit.
-_ONE_SHOT_CACHE: list[tempfile.TemporaryDirectory[str]] = []
-TOOLS = ("freeipmi", "ipmitool")
 CONDITIONS = ("present", "failure", "predictive_failure", "input_lost", "input_out_of_range", "config_error")
-DEVICES = ("ipmi0", "ipmi/0", "ipmidev/0")
 _PSU_NAME = re.compile(r"(?:^|[\W_])(?:ps|psu|pws|pwr|power\s?supply|power\s?supplies)(?:$|[\W_\d])", re.IGNORECASE)
 _INPUT = re.compile(r"(?:^|[\W_])(?:input|pin)(?:$|[\W_])", re.IGNORECASE)
 _NOT_A_SUPPLY = re.compile(r"mismatch|redundan", re.IGNORECASE)
-_NO_BMC = ("could not find inband device", "could not open device at /dev/ipmi")
 _UNITS = {
     "c": "temperature", "degrees c": "temperature", "f": "temperature_f", "degrees f": "temperature_f",
     "rpm": "fan", "v": "voltage", "volts": "voltage", "a": "current", "amps": "current", "w": "power",
@@ -143,26 +132,6 @@ METRICS = (
 )
 
 
-def freeipmi_sensors_argv(cache_dir: Path) -> list[str]:
-    """ipmi-sensors with its header (so the columns are checked), the BMC's state of each sensor and event text."""
-    return [
-        "ipmi-sensors", "--comma-separated-output", "--output-sensor-state", "--entity-sensor-names",
-        "--interpret-oem-data", "--quiet-cache", "--sdr-cache-recreate", f"--sdr-cache-directory={cache_dir}",
-    ]
-
-
-def freeipmi_sel_argv(cache_dir: Path) -> list[str]:
-    """ipmi-sel with header, event state and (--verbose) the event direction: a deassertion is a recovery."""
-    return [
-        "ipmi-sel", "--comma-separated-output", "--output-event-state", "--verbose", "--interpret-oem-data",
-        "--entity-sensor-names", "--quiet-cache", "--sdr-cache-recreate", f"--sdr-cache-directory={cache_dir}",
-    ]
-
-
-IPMITOOL_SENSORS = ["ipmitool", "sdr", "elist"]
-IPMITOOL_SEL = ["ipmitool", "sel", "elist"]
-
-
 @dataclass(frozen=True)
 class _Supply:
     label: str
@@ -198,11 +167,11 @@ class IpmiCollector(Collector):
         self._cache_dir = services.state_dir / "ipmi-sdr-cache"
 
     def collect(self, ctx: Context) -> Iterator[Sample]:
-        tools = _tools(self.config["tool"])
-        clock = _clock(self.config["sel_clock"])
+        tools = tool_order(self.config["tool"])
+        clock = clock_option(self.config["sel_clock"])
         cache_dir = sdr_cache_dir(self._cache_dir)
         tool, result = self._run_first(ctx, tools, cache_dir)
-        sensors = _sensors(tool, result, ctx.paths.dev)
+        sensors = sensors_from(tool, result, ctx.paths.dev)
         if sensors.errors:
             for error in sensors.errors:
                 ctx.note_once(f"parse:{error}", f"{' '.join(result.argv[:1])}: {error}")
@@ -219,13 +188,13 @@ class IpmiCollector(Collector):
         for tool in ordered:
             argv = freeipmi_sensors_argv(cache_dir) if tool == "freeipmi" else IPMITOOL_SENSORS
             result = run_locked(ctx.runner, argv, self._budget(ctx))
-            if _missing(result):
+            if missing(result):
                 continue
             self._tool = tool
             return tool, result
         raise Unavailable(
             "no IPMI tool: install freeipmi-tools (ipmi-sensors, ipmi-sel) or ipmitool"
-            if len(tools) > 1 else f"{_program(tools[0])} is not installed (the ipmi collector's 'tool' option)"
+            if len(tools) > 1 else f"{program(tools[0])} is not installed (the ipmi collector's 'tool' option)"
         )
 
     def _budget(self, ctx: Context) -> float:
@@ -330,85 +299,6 @@ class IpmiCollector(Collector):
         yield SEL_READ(self._sel_read_at)
 
 
-def run_locked(runner: CommandRunner, argv: Sequence[str], budget: float) -> CommandResult:
-    """Run an IPMI command while no other runs in this process, all within `budget` seconds (lock wait included)."""
-    deadline = time.monotonic() + budget
-    if budget <= 0:
-        raise CollectorError(f"{argv[0]}: no time left before the deadline, not run")
-    if not _LOCK.acquire(timeout=budget):
-        raise CollectorError(
-            f"{argv[0]}: another IPMI command held the BMC for {budget:.0f}s (a slow or hung BMC); not run"
-        )
-    try:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise CollectorError(f"{argv[0]}: no time left after waiting for the BMC, not run")
-        return runner.run(argv, remaining)
-    finally:
-        _LOCK.release()
-
-
-def sdr_cache_dir(configured: Path | None) -> Path:
-    """The directory for FreeIPMI's SDR cache: the state directory's, else one temporary one per process."""
-    if configured is None:
-        if not _ONE_SHOT_CACHE:
-            _ONE_SHOT_CACHE.append(tempfile.TemporaryDirectory(prefix="hostvigil-ipmi-sdr-"))
-        return Path(_ONE_SHOT_CACHE[0].name)
-    try:
-        configured.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CollectorError(f"SDR cache directory {configured}: {exc.strerror}") from None
-    return configured
-
-
-def read_sel(
-    runner: CommandRunner, tool: str, cache_dir: Path, budget: float, *, clock: str = "utc", dev: Path = Path("/dev")
-) -> SelLog:
-    """The System Event Log through `tool` ("freeipmi" or "ipmitool"), each entry with its unix timestamp."""
-    argv = freeipmi_sel_argv(cache_dir) if tool == "freeipmi" else IPMITOOL_SEL
-    result = run_locked(runner, argv, budget)
-    if _missing(result):
-        raise Unavailable(f"{_program(tool)} is not installed")
-    text = _output(result, dev)
-    try:
-        sel = parse_freeipmi_sel(text) if tool == "freeipmi" else parse_ipmitool_sel(text)
-    except ValueError as exc:
-        raise CollectorError(f"{' '.join(argv[:1])}: {exc}") from None
-    entries = tuple(replace(entry, timestamp=sel_timestamp(entry, clock)) for entry in sel.entries)
-    return SelLog(entries, sel.errors)
-
-
-def read_sel_evidence(
-    runner: CommandRunner,
-    since: float,
-    timeout: float,
-    *,
-    tool: str = "auto",
-    sdr_cache: Path | None = None,
-    sel_clock: str = "utc",
-    dev: Path = Path("/dev"),
-) -> list[SelEntry]:
-    """SEL assertions of power supplies, power units, critical interrupts, watchdog resets, OS stops and
-    uncorrectable memory errors timestamped at or after `since` (unix seconds, the previous boot's start),
-    oldest first. The SEL survives a reboot, so this is what the BMC saw before an unclean one.
-
-    Takes the same lock as the collector and finishes within `timeout` seconds. Returns [] when no IPMI tool
-    is installed or the host has no BMC; raises CollectorError (naming the command) when the BMC does not
-    answer in time, the lock is not free in time, or the output is garbage.
-    """
-    deadline = time.monotonic() + timeout
-    cache_dir = sdr_cache_dir(sdr_cache)
-    for candidate in _tools(tool):
-        try:
-            budget = deadline - time.monotonic()
-            sel = read_sel(runner, candidate, cache_dir, budget, clock=_clock(sel_clock), dev=dev)
-        except Unavailable:
-            continue
-        found = [e for e in sel.entries if e.evidence and e.timestamp is not None and e.timestamp >= since]
-        return sorted(found, key=lambda entry: entry.timestamp or 0.0)
-    return []
-
-
 def unique_labels(sensors: Sequence[Sensor]) -> list[str]:
     """Sensor names, with " #<id>" (or " #<n>" in output order) added to names that occur more than once."""
     counts = Counter(sensor.name for sensor in sensors)
@@ -462,62 +352,3 @@ def _redundancy_lost(sensor: Sensor, kind: str) -> bool | None:
     if state is None or not (kind == "power_supply" or _PSU_NAME.search(sensor.name)):
         return None
     return state in ("lost", "non_redundant")
-
-
-def _tools(option: object) -> tuple[str, ...]:
-    value = str(option).strip().lower()
-    if value == "auto":
-        return TOOLS
-    if value in TOOLS:
-        return (value,)
-    raise CollectorError(f'tool = {option!r}: expected "auto", "freeipmi" or "ipmitool"')
-
-
-def _clock(option: object) -> str:
-    value = str(option).strip().lower()
-    if value not in ("utc", "local"):
-        raise CollectorError(f'sel_clock = {option!r}: expected "utc" or "local"')
-    return value
-
-
-def _program(tool: str) -> str:
-    return "FreeIPMI (ipmi-sensors, ipmi-sel; Debian package freeipmi-tools)" if tool == "freeipmi" else "ipmitool"
-
-
-def _missing(result: CommandResult) -> bool:
-    return result.status is None and result.error == os.strerror(errno.ENOENT)
-
-
-def _output(result: CommandResult, dev: Path) -> str:
-    """A command's stdout; Unavailable when there is no BMC or no privilege, CollectorError when it failed."""
-    command = result.argv[0]
-    if result.timed_out or result.error:
-        raise CollectorError(result.describe())
-    stderr = result.stderr.decode(errors="replace")
-    said = " ".join(stderr.split())[:200]
-    if any(marker in stderr.lower() for marker in _NO_BMC):
-        if not any((dev / device).exists() for device in DEVICES):
-            raise Unavailable(
-                f"no BMC: {dev / 'ipmi0'} missing (no IPMI hardware, or the ipmi_si and ipmi_devintf kernel "
-                f"modules are not loaded); {command}: {said}"
-            )
-        raise Unavailable(f"no BMC answers on {dev / 'ipmi0'}; {command}: {said}")
-    if "permission denied" in stderr.lower() and os.geteuid() != 0:
-        raise Unavailable(f"{command} needs root to open the BMC ({dev / 'ipmi0'}): {said}")
-    if result.truncated:
-        raise CollectorError(f"{command}: output cut off at the runner's limit")
-    text = result.stdout.decode(errors="replace")
-    if result.status != 0 and not text.strip():
-        raise CollectorError(result.describe())
-    return text
-
-
-def _sensors(tool: str, result: CommandResult, dev: Path) -> SensorList:
-    text = _output(result, dev)
-    try:
-        sensors = parse_freeipmi_sensors(text) if tool == "freeipmi" else parse_ipmitool_sdr(text)
-    except ValueError as exc:
-        raise CollectorError(f"{result.argv[0]}: {exc}") from None
-    if not sensors.sensors:
-        raise CollectorError(f"{result.argv[0]}: no sensors in the output (exit status {result.status})")
-    return sensors

@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 
 from hostvigil.collector import CollectorError, Context, Sample, Unavailable, check_samples
-from hostvigil.collectors import ipmi
-from hostvigil.collectors.ipmi import IpmiCollector, read_sel_evidence
+from hostvigil.collectors import ipmi_tools
+from hostvigil.collectors.ipmi import IpmiCollector
+from hostvigil.collectors.ipmi_tools import read_sel_evidence
 from hostvigil.crashreport import power_lost_at_end
 from hostvigil.runner import CommandRunner
 from tests import test_conformance
@@ -257,21 +258,21 @@ def test_hung_bmc_costs_the_run_not_a_thread(tmp_path: Path) -> None:
     with pytest.raises(CollectorError, match=r"ipmi-sensors.*no answer within"):
         fake.samples(make(command_timeout=1.0, tool="freeipmi"))
     assert time.monotonic() - start < 5
-    assert ipmi._LOCK.acquire(blocking=False)  # released after the kill
-    ipmi._LOCK.release()
+    assert ipmi_tools.LOCK.acquire(blocking=False)  # released after the kill
+    ipmi_tools.LOCK.release()
 
 
 def test_busy_bmc_lock_fails_the_run(tmp_path: Path) -> None:
     """Another IPMI command holds the BMC past the deadline: the run fails clearly, without running anything."""
     fake = Fake(tmp_path, {"ipmi-sensors": {"file": str(csv_copy(tmp_path, DELL))}})
-    assert ipmi._LOCK.acquire(timeout=5)
+    assert ipmi_tools.LOCK.acquire(timeout=5)
     try:
         start = time.monotonic()
         with pytest.raises(CollectorError, match="another IPMI command held the BMC"):
             fake.samples(make(command_timeout=1.0, tool="freeipmi"))
         assert time.monotonic() - start < 3
     finally:
-        ipmi._LOCK.release()
+        ipmi_tools.LOCK.release()
     assert fake.calls() == []
 
 

@@ -12,16 +12,14 @@ import pytest
 from hostvigil.collectors.parse_ipmi import (
     PsuStatus,
     Sensor,
-    parse_freeipmi_sel,
     parse_freeipmi_sensors,
     parse_ipmitool_sdr,
-    parse_ipmitool_sel,
     parse_ipmitool_sensor,
     psu_status,
     psu_status_from_bits,
     redundancy_state,
-    sel_timestamp,
 )
+from hostvigil.collectors.parse_ipmi_sel import parse_freeipmi_sel, parse_ipmitool_sel, sel_timestamp
 from tests.conftest import FIXTURES
 
 IPMI = FIXTURES / "ipmi"
