@@ -23,6 +23,7 @@ from hostvigil.collector import Collector, Hooks
 from hostvigil.collectors.ipmi_tools import read_sel_evidence
 from hostvigil.collectors.parse_ipmi_sel import SelEntry
 from hostvigil.config import Config
+from hostvigil.crash_evidence import Gatherer
 from hostvigil.durable import write_atomically
 from hostvigil.runner import CommandRunner
 from hostvigil.snapshot_contents import SnapshotBuilder
@@ -124,7 +125,7 @@ class Forensics(Hooks):
         previous = self.history.previous()
         if previous is None or previous.clean or self.reports.exists(previous.boot_id):
             return None
-        gatherer = crashreport.Gatherer(self.config.paths, CommandRunner(), self.store, self.history, self._sel)
+        gatherer = Gatherer(self.config.paths, CommandRunner(), self.store, self.history, self._sel)
         report = crashreport.build(previous, self.boot_id, gatherer)
         try:
             path = self.reports.write(report)

@@ -10,7 +10,8 @@ import pytest
 from hostvigil.boots import Boot, BootHistory
 from hostvigil.collector import CollectorError
 from hostvigil.collectors.parse_ipmi_sel import SelEntry, parse_ipmitool_sel, sel_timestamp
-from hostvigil.crashreport import UNKNOWN_TEXT, Evidence, Gatherer, _log_evidence, classify, power_lost_at_end
+from hostvigil.crash_evidence import Evidence, Gatherer, _log_evidence, power_lost_at_end
+from hostvigil.crashreport import UNKNOWN_TEXT, classify
 from hostvigil.runner import CommandRunner
 from tests.conftest import FIXTURES, fixture_paths
 from tests.test_parse_kmsg import OOPS_5_7
