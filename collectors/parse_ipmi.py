@@ -14,7 +14,7 @@ strings of both tools (IPMI 2.0 table 42-3, sensor type 08h and generic type 0Bh
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 STATES = {"nominal": "nominal", "warning": "warning", "critical": "critical"}
@@ -201,13 +201,10 @@ def _header(fields: list[str]) -> tuple[str, ...] | None:
     return names if names[:1] == ("id",) and "name" in names else None
 
 
-def parse_freeipmi_sensors(text: str) -> SensorList:
-    """ipmi-sensors output, comma-separated or the default table, with or without a header, --output-sensor-state
-    and --output-sensor-thresholds; also the older ipmimonitoring comma-separated output with its header."""
-    sensors: list[Sensor] = []
-    errors: list[str] = []
+def freeipmi_records(text: str) -> Iterator[tuple[int, str, str, list[str], tuple[str, ...] | None]]:
+    """FreeIPMI's record lines as (line number, line, separator, fields, columns of the last header line seen);
+    blank lines, header lines and tool chatter (cache notes, BMC errors: no record id first) are left out."""
     layout: tuple[str, ...] | None = None
-    records = 0
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
@@ -216,9 +213,19 @@ def parse_freeipmi_sensors(text: str) -> SensorList:
         header = _header(fields)
         if header is not None:
             layout = header
+        elif fields[0].isdigit():
+            yield number, line, sep, fields, layout
+
+
+def parse_freeipmi_sensors(text: str) -> SensorList:
+    """ipmi-sensors output, comma-separated or the default table, with or without a header, --output-sensor-state
+    and --output-sensor-thresholds; also the older ipmimonitoring comma-separated output with its header."""
+    sensors: list[Sensor] = []
+    errors: list[str] = []
+    records = 0
+    for number, line, sep, fields, layout in freeipmi_records(text):
+        if len(fields) < 2:
             continue
-        if not fields[0].isdigit() or len(fields) < 2:
-            continue  # tool chatter (cache notes, BMC errors), not a record
         records += 1
         columns = layout or _SENSOR_LAYOUTS.get(_column_count(line, sep))
         if columns is None:

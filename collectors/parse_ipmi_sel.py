@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
-from hostvigil.collectors.parse_ipmi import STATES, _event_split, _header, _sep, _split
+from hostvigil.collectors.parse_ipmi import STATES, _event_split, _split, freeipmi_records
 
 
 @dataclass(frozen=True)
@@ -136,18 +136,7 @@ def parse_freeipmi_sel(text: str) -> SelLog:
     have no date."""
     entries: list[SelEntry] = []
     errors: list[str] = []
-    layout: tuple[str, ...] | None = None
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        sep = _sep(line)
-        fields = _split(line, sep)
-        header = _header(fields)
-        if header is not None:
-            layout = header
-            continue
-        if not fields[0].isdigit():
-            continue
+    for number, line, sep, fields, layout in freeipmi_records(text):
         columns = layout or _sel_layout(fields)
         if len(fields) < len(columns):
             errors.append(f"line {number}: {len(fields)} columns, expected {len(columns)}: {line.strip()[:120]!r}")
