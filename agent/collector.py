@@ -46,6 +46,26 @@ class MetricSpec:
 
 
 @dataclass(frozen=True)
+class Metrics:
+    """Declares a collector's metric families under its name: hostvigil_<namespace>_<name>.
+
+    `labels` lead every family's own label names (SMART's "device", say).
+    """
+
+    namespace: str
+    labels: tuple[str, ...] = ()
+
+    def metric(self, name: str, kind: Kind, text: str, *labels: str) -> MetricSpec:
+        return MetricSpec(f"hostvigil_{self.namespace}_{name}", kind, text, (*self.labels, *labels))
+
+    def gauge(self, name: str, text: str, *labels: str) -> MetricSpec:
+        return self.metric(name, "gauge", text, *labels)
+
+    def counter(self, name: str, text: str, *labels: str) -> MetricSpec:
+        return self.metric(name, "counter", text, *labels)
+
+
+@dataclass(frozen=True)
 class Sample:
     """A value of a declared metric, with label values in the spec's label order."""
 

@@ -19,46 +19,43 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from hostvigil.collector import Collector, CollectorError, Context, MetricSpec, Sample, Unavailable
+from hostvigil.collector import Collector, CollectorError, Context, Metrics, Sample, Unavailable
 
-
-def _counter(name: str, text: str, *labels: str) -> MetricSpec:
-    return MetricSpec(f"hostvigil_edac_{name}_total", "counter", text, labels)
-
-
-def _gauge(name: str, text: str, *labels: str) -> MetricSpec:
-    return MetricSpec(f"hostvigil_edac_{name}", "gauge", text, labels)
+_edac = Metrics("edac")
+_counter, _gauge = _edac.counter, _edac.gauge
 
 
 CORRECTABLE = _counter(
-    "correctable_errors",
+    "correctable_errors_total",
     "Correctable memory errors a memory controller reported since the driver loaded or its counters were reset "
     "(ce_count); a steady rise points at a failing DIMM.",
     "controller",
 )
 UNCORRECTABLE = _counter(
-    "uncorrectable_errors",
+    "uncorrectable_errors_total",
     "Uncorrectable memory errors a memory controller reported (ue_count): data was lost or corrupted.",
     "controller",
 )
 CORRECTABLE_NOINFO = _counter(
-    "correctable_noinfo_errors",
+    "correctable_noinfo_errors_total",
     "Correctable errors the controller could not place on a DIMM or row (ce_noinfo_count); part of the total.",
     "controller",
 )
 UNCORRECTABLE_NOINFO = _counter(
-    "uncorrectable_noinfo_errors",
+    "uncorrectable_noinfo_errors_total",
     "Uncorrectable errors the controller could not place on a DIMM or row (ue_noinfo_count); part of the total.",
     "controller",
 )
 CSROW_CORRECTABLE = _counter(
-    "csrow_correctable_errors", "Correctable errors on a chip-select row (csrowN/ce_count).", "controller", "csrow"
+    "csrow_correctable_errors_total", "Correctable errors on a chip-select row (csrowN/ce_count).",
+    "controller", "csrow",
 )
 CSROW_UNCORRECTABLE = _counter(
-    "csrow_uncorrectable_errors", "Uncorrectable errors on a chip-select row (csrowN/ue_count).", "controller", "csrow"
+    "csrow_uncorrectable_errors_total", "Uncorrectable errors on a chip-select row (csrowN/ue_count).",
+    "controller", "csrow",
 )
 CHANNEL_CORRECTABLE = _counter(
-    "csrow_channel_correctable_errors",
+    "csrow_channel_correctable_errors_total",
     "Correctable errors on one channel of a chip-select row (csrowN/chM_ce_count), i.e. one DIMM.",
     "controller", "csrow", "channel",
 )
@@ -68,11 +65,11 @@ CHANNEL_INFO = _gauge(
     "controller", "csrow", "channel", "label",
 )
 DIMM_CORRECTABLE = _counter(
-    "dimm_correctable_errors", "Correctable errors on a DIMM or rank (dimmN or rankN/dimm_ce_count).",
+    "dimm_correctable_errors_total", "Correctable errors on a DIMM or rank (dimmN or rankN/dimm_ce_count).",
     "controller", "dimm",
 )
 DIMM_UNCORRECTABLE = _counter(
-    "dimm_uncorrectable_errors", "Uncorrectable errors on a DIMM or rank (dimm_ue_count).", "controller", "dimm"
+    "dimm_uncorrectable_errors_total", "Uncorrectable errors on a DIMM or rank (dimm_ue_count).", "controller", "dimm"
 )
 DIMM_SIZE = _gauge("dimm_size_bytes", "Size of a DIMM or rank (size, reported in MiB).", "controller", "dimm")
 DIMM_INFO = _gauge(

@@ -21,11 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from hostvigil.collector import Collector, CollectorError, Context, MetricSpec, Option, Sample, Unavailable
+from hostvigil.collector import Collector, CollectorError, Context, Metrics, MetricSpec, Option, Sample, Unavailable
 
-
-def _gauge(name: str, text: str, *labels: str) -> MetricSpec:
-    return MetricSpec(f"hostvigil_hwmon_{name}", "gauge", text, labels)
+_gauge = Metrics("hwmon").gauge
 
 
 TEMPERATURE = _gauge("temperature_celsius", "Temperature a sensor reads (temp*_input).", "chip", "sensor")

@@ -25,7 +25,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from hostvigil.collector import Collector, CollectorError, Context, MetricSpec, Option, Sample, Services, Unavailable
+from hostvigil.collector import (
+    Collector,
+    CollectorError,
+    Context,
+    Metrics,
+    MetricSpec,
+    Option,
+    Sample,
+    Services,
+    Unavailable,
+)
 from hostvigil.collectors.ipmi_tools import (
     IPMITOOL_SENSORS,
     clock_option,
@@ -63,49 +73,48 @@ _UNITS = {
 }
 
 
-def _gauge(name: str, text: str, *labels: str) -> MetricSpec:
-    return MetricSpec(name, "gauge", text, labels)
+_psu, _ipmi = Metrics("psu").gauge, Metrics("ipmi").gauge
 
 
-PSU_CONDITION = _gauge(
-    "hostvigil_psu_condition",
+PSU_CONDITION = _psu(
+    "condition",
     "1 for each condition the BMC asserts for a power supply, 0 for the others: present, failure, "
     "predictive_failure, input_lost (AC/DC input lost, also set with input_out_of_range by 'input lost or "
     "out-of-range'), input_out_of_range, config_error. A supply counts once the BMC has reported a power supply "
     "state for its sensor; labelled by that sensor's name.",
     "psu", "condition",
 )
-PSU_HEALTHY = _gauge(
-    "hostvigil_psu_healthy", "1 when a power supply is present and none of its bad conditions holds, else 0.", "psu"
+PSU_HEALTHY = _psu(
+    "healthy", "1 when a power supply is present and none of its bad conditions holds, else 0.", "psu"
 )
-PSU_INSTALLED = _gauge("hostvigil_psu_installed", "Power supplies the BMC reports present.")
-PSU_HEALTHY_SUPPLIES = _gauge("hostvigil_psu_healthy_supplies", "Power supplies that are present and healthy.")
-PSU_REDUNDANCY_LOST = _gauge(
-    "hostvigil_psu_redundancy_lost",
+PSU_INSTALLED = _psu("installed", "Power supplies the BMC reports present.")
+PSU_HEALTHY_SUPPLIES = _psu("healthy_supplies", "Power supplies that are present and healthy.")
+PSU_REDUNDANCY_LOST = _psu(
+    "redundancy_lost",
     "1 when the BMC's power supply redundancy sensor asserts Redundancy Lost or a Non-redundant state "
     "(one more failure takes the host down), 0 when it is Fully Redundant or Redundancy Degraded.",
     "sensor",
 )
-PSU_INPUT_WATTS = _gauge(
-    "hostvigil_psu_input_watts", "Input power of a power supply, from a BMC sensor named as a supply input.", "psu"
+PSU_INPUT_WATTS = _psu(
+    "input_watts", "Input power of a power supply, from a BMC sensor named as a supply input.", "psu"
 )
-SENSOR_STATE = _gauge(
-    "hostvigil_ipmi_sensor_state",
+SENSOR_STATE = _ipmi(
+    "sensor_state",
     "The BMC's state of a sensor: 0 nominal, 1 warning, 2 critical (FreeIPMI's sensor state; ipmitool's "
     "status, where nc is warning and cr/nr critical). Absent for sensors that cannot be read. type is the "
     "sensor type in lower case (temperature, fan, power_supply, ...), from the units where ipmitool omits it.",
     "sensor", "type",
 )
-TEMPERATURE = _gauge("hostvigil_ipmi_temperature_celsius", "Temperature a BMC sensor reads.", "sensor")
-FAN_SPEED = _gauge("hostvigil_ipmi_fan_speed_rpm", "Fan speed a BMC sensor reads, in revolutions per minute.", "sensor")
-VOLTAGE = _gauge("hostvigil_ipmi_voltage_volts", "Voltage a BMC sensor reads.", "sensor")
-CURRENT = _gauge("hostvigil_ipmi_current_amperes", "Current a BMC sensor reads.", "sensor")
-POWER = _gauge("hostvigil_ipmi_power_watts", "Power a BMC sensor reads (supplies, whole chassis).", "sensor")
-PARSE_ERRORS = _gauge(
-    "hostvigil_ipmi_sensor_parse_errors",
+TEMPERATURE = _ipmi("temperature_celsius", "Temperature a BMC sensor reads.", "sensor")
+FAN_SPEED = _ipmi("fan_speed_rpm", "Fan speed a BMC sensor reads, in revolutions per minute.", "sensor")
+VOLTAGE = _ipmi("voltage_volts", "Voltage a BMC sensor reads.", "sensor")
+CURRENT = _ipmi("current_amperes", "Current a BMC sensor reads.", "sensor")
+POWER = _ipmi("power_watts", "Power a BMC sensor reads (supplies, whole chassis).", "sensor")
+PARSE_ERRORS = _ipmi(
+    "sensor_parse_errors",
     "Sensor lines of the latest run that could not be parsed (the lines are logged once); 0 is normal.",
 )
-INFO = _gauge("hostvigil_ipmi_info", "Always 1: the tool the BMC is read with, freeipmi or ipmitool.", "tool")
+INFO = _ipmi("info", "Always 1: the tool the BMC is read with, freeipmi or ipmitool.", "tool")
 SEL_EVENTS = MetricSpec(
     "hostvigil_ipmi_sel_events_total", "counter",
     "Assertions in the BMC's System Event Log by kind: power_supply, power_unit (AC lost, power down, power "
@@ -113,15 +122,15 @@ SEL_EVENTS = MetricSpec(
     "(OS critical stop, e.g. a kernel panic). Drops when the SEL is cleared, which Prometheus treats as a reset.",
     ("kind",),
 )
-SEL_LAST_EVENT = _gauge(
-    "hostvigil_ipmi_sel_last_event_timestamp_seconds",
+SEL_LAST_EVENT = _ipmi(
+    "sel_last_event_timestamp_seconds",
     "Time of the latest SEL assertion of a kind (see hostvigil_ipmi_sel_events_total), in unix seconds by the "
     "BMC's clock; absent while the SEL has none with a time.",
     "kind",
 )
-SEL_ENTRIES = _gauge("hostvigil_ipmi_sel_entries", "Records in the BMC's System Event Log, of every kind.")
-SEL_READ = _gauge(
-    "hostvigil_ipmi_sel_read_timestamp_seconds",
+SEL_ENTRIES = _ipmi("sel_entries", "Records in the BMC's System Event Log, of every kind.")
+SEL_READ = _ipmi(
+    "sel_read_timestamp_seconds",
     "When the SEL was last read successfully (unix seconds); the SEL series are that read's values.",
 )
 

@@ -14,15 +14,13 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from hostvigil.collector import Collector, Context, Hooks, Kind, MetricSpec, Option, Sample, Services
+from hostvigil.collector import Collector, Context, Hooks, Metrics, Option, Sample, Services
 from hostvigil.collectors import parse_proc
 from hostvigil.collectors.kmsg import KmsgFollower
 from hostvigil.collectors.parse_crash import TAINT_FLAGS, journal_storage
 from hostvigil.collectors.parse_kmsg import KernelEvent, is_critical
 
-
-def _metric(name: str, kind: Kind, text: str, *labels: str) -> MetricSpec:
-    return MetricSpec(f"hostvigil_kernel_{name}", kind, text, labels)
+_metric = Metrics("kernel").metric
 
 
 EVENTS = _metric(

@@ -12,12 +12,10 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import ClassVar
 
-from hostvigil.collector import Collector, Context, MetricSpec, Option, Sample
+from hostvigil.collector import Collector, Context, Metrics, MetricSpec, Option, Sample
 from hostvigil.collectors import parse_proc as parse
 
-
-def _gauge(name: str, text: str, *labels: str) -> MetricSpec:
-    return MetricSpec(f"hostvigil_limits_{name}", "gauge", text, labels)
+_gauge = Metrics("limits").gauge
 
 
 FILE_HANDLES = _gauge("file_handles", "File handles allocated by the kernel (/proc/sys/fs/file-nr).")

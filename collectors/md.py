@@ -15,12 +15,10 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from hostvigil.collector import Collector, CollectorError, Context, MetricSpec, Sample
+from hostvigil.collector import Collector, CollectorError, Context, Metrics, Sample
 from hostvigil.collectors.parse_mdstat import MdArray, MdStat, MdSysfs, parse_md_sysfs, parse_mdstat
 
-
-def _gauge(name: str, text: str, *labels: str) -> MetricSpec:
-    return MetricSpec(f"hostvigil_md_{name}", "gauge", text, labels)
+_gauge = Metrics("md").gauge
 
 
 STATE = _gauge(

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from hostvigil.collector import Kind, MetricSpec, Sample
+from hostvigil.collector import Metrics, Sample
 from hostvigil.collectors.parse_net import Bond
 
-
-def _metric(name: str, kind: Kind, text: str, *labels: str) -> MetricSpec:
-    return MetricSpec(f"hostvigil_network_{name}", kind, text, labels)
+_metric = Metrics("network").metric
 
 
 UP = _metric("up", "gauge", "1 if the interface's operational state is up (RFC 2863), else 0.", "interface")

@@ -18,11 +18,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from hostvigil.collector import Collector, CollectorError, Context, MetricSpec, Option, Sample
+from hostvigil.collector import Collector, CollectorError, Context, Metrics, Option, Sample
 
-
-def _gauge(name: str, text: str, *labels: str) -> MetricSpec:
-    return MetricSpec(f"hostvigil_power_supply_{name}", "gauge", text, labels)
+_gauge = Metrics("power_supply").gauge
 
 
 ONLINE = _gauge(

@@ -17,7 +17,16 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
-from hostvigil.collector import Collector, CollectorError, Context, Kind, MetricSpec, Option, Sample, Unavailable
+from hostvigil.collector import (
+    Collector,
+    CollectorError,
+    Context,
+    Metrics,
+    MetricSpec,
+    Option,
+    Sample,
+    Unavailable,
+)
 from hostvigil.collectors.disk_health import FAILING_IN_USE
 from hostvigil.collectors.parse_storcli import (
     CommandFailure,
@@ -31,8 +40,7 @@ from hostvigil.runner import CommandResult
 T = TypeVar("T")
 
 
-def _metric(name: str, kind: Kind, text: str, *labels: str) -> MetricSpec:
-    return MetricSpec(f"hostvigil_raid_{name}", kind, text, labels)
+_metric = Metrics("raid").metric
 
 
 # storcli's abbreviations, as in its own legend.

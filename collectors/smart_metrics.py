@@ -7,13 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from hostvigil.collector import Kind, MetricSpec, Sample
+from hostvigil.collector import Metrics, MetricSpec, Sample
 from hostvigil.collectors import parse_smartctl as parse
 from hostvigil.collectors.parse_smartctl import SmartReport
 
-
-def _metric(name: str, kind: Kind, text: str, *labels: str) -> MetricSpec:
-    return MetricSpec(f"hostvigil_smart_{name}", kind, text, ("device", *labels))
+_metric = Metrics("smart", labels=("device",)).metric
 
 
 READABLE = _metric(

@@ -28,14 +28,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from hostvigil.collector import Collector, CollectorError, Context, MetricSpec, Option, Sample, Unavailable
+from hostvigil.collector import Collector, CollectorError, Context, Metrics, MetricSpec, Option, Sample, Unavailable
 from hostvigil.collectors import nut_client
 from hostvigil.collectors.nut_client import REASONS, TLS_MODES, NutError, Reason
 from hostvigil.collectors.parse_nut import UpsVariables, measurements, number
 
-
-def _gauge(name: str, text: str, *labels: str) -> MetricSpec:
-    return MetricSpec(f"hostvigil_ups_{name}", "gauge", text, labels)
+_gauge = Metrics("ups").gauge
 
 
 FLAGS = ("OL", "OB", "LB", "HB", "RB", "CHRG", "DISCHRG", "BYPASS", "CAL", "OFF", "OVER", "TRIM", "BOOST", "FSD",

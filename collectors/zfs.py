@@ -17,7 +17,15 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
-from hostvigil.collector import Collector, CollectorError, Context, Kind, MetricSpec, Option, Sample, Unavailable
+from hostvigil.collector import (
+    Collector,
+    CollectorError,
+    Context,
+    Metrics,
+    Option,
+    Sample,
+    Unavailable,
+)
 from hostvigil.collectors import parse_zpool as parse
 from hostvigil.collectors.parse_proc import parse_mounts
 from hostvigil.collectors.parse_zpool import Pool, Vdev
@@ -33,8 +41,7 @@ VDEV_STATES = ("ONLINE", "DEGRADED", "FAULTED", "OFFLINE", "UNAVAIL", "REMOVED",
 BACKENDS = ("libzfs", "json", "text", "kstat")
 
 
-def _metric(name: str, kind: Kind, text: str, *labels: str) -> MetricSpec:
-    return MetricSpec(f"hostvigil_zfs_{name}", kind, text, labels)
+_metric = Metrics("zfs").metric
 
 
 POOL_STATE = _metric(
