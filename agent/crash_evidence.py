@@ -30,6 +30,7 @@ from hostvigil.collectors.parse_crash import (
 )
 from hostvigil.collectors.parse_ipmi_sel import SelEntry
 from hostvigil.collectors.parse_kmsg import events_from_text, parse_record
+from hostvigil.collectors.parse_proc import parse_btime
 from hostvigil.config import Paths
 from hostvigil.runner import CommandRunner
 from hostvigil.snapshots import SnapshotError, SnapshotStore
@@ -291,9 +292,8 @@ def _power_subject(message: str) -> str:
 def _boot_time(proc: Path) -> float | None:
     """When this boot's kernel started (btime in /proc/stat), None if unreadable."""
     try:
-        text = (proc / "stat").read_text()
-        return next((float(line.split()[1]) for line in text.splitlines() if line.startswith("btime ")), None)
-    except (OSError, ValueError, IndexError):
+        return parse_btime((proc / "stat").read_text())
+    except (OSError, ValueError):
         return None
 
 

@@ -176,7 +176,7 @@ def _boot(ctx: Context) -> Iterator[Sample]:
     hung = ctx.parse(ctx.proc("sys/kernel/hung_task_detect_count"), parse_proc.parse_int)
     if hung is not None:
         yield COUNTED(hung, "hung_task_detect")
-    btime = ctx.parse(ctx.proc("stat"), _btime)
+    btime = ctx.parse(ctx.proc("stat"), parse_proc.parse_btime)
     if btime is not None:
         yield BOOT_TIME(btime)
     boot_id = (ctx.read(ctx.proc("sys/kernel/random/boot_id")) or "").strip()
@@ -210,10 +210,3 @@ def _journal_storage(ctx: Context) -> str:
     dropins = sorted(ctx.rootfs("/etc/systemd/journald.conf.d").glob("*.conf"))
     texts = [text for path in (conf, *dropins) if (text := ctx.read(path)) is not None]
     return journal_storage(texts, Path(ctx.rootfs("/var/log/journal")).is_dir())
-
-
-def _btime(text: str) -> int:
-    for line in text.splitlines():
-        if line.startswith("btime "):
-            return parse_proc.parse_int(line[6:])
-    raise ValueError("no btime line")

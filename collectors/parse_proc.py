@@ -56,6 +56,14 @@ def parse_int(text: str) -> int:
         raise ValueError(f"expected one integer, got {text.strip()[:40]!r}") from None
 
 
+def parse_btime(text: str) -> int:
+    """When the running kernel booted (Unix time), from /proc/stat's btime line."""
+    for line in text.splitlines():
+        if line.startswith("btime "):
+            return parse_int(line[6:])
+    raise ValueError("no btime line")
+
+
 def parse_file_nr(text: str) -> FileHandles:
     """/proc/sys/fs/file-nr: allocated, free (always 0 since 2.6), max (fs/file_table.c)."""
     fields = text.split()
