@@ -52,11 +52,13 @@ def fixture_paths(tree: str | Path) -> Paths:
     return Paths(proc=root / "proc", sys=root / "sys", dev=root / "dev", rootfs=root)
 
 
-def run_collector(cls: type[Collector], paths: Paths, **options: object) -> list[Sample]:
+def run_collector(
+    cls: type[Collector], paths: Paths, runner: CommandRunner | None = None, **options: object
+) -> list[Sample]:
     """One checked run of a collector, with its defaults overridden by `options`."""
     settings = {name: option.default for name, option in cls.options.items()} | options
     collector = cls(settings)
-    ctx = Context(paths, CommandRunner(), time.monotonic() + cls.timeout, logging.getLogger("test"))
+    ctx = Context(paths, runner or CommandRunner(), time.monotonic() + cls.timeout, logging.getLogger("test"))
     return check_samples(collector, collector.collect(ctx))
 
 
