@@ -8,7 +8,7 @@ LISTEN ?= 127.0.0.1:10091
 # The editable install is a tree of symlinks (so that mypy sees the hostvigil
 # package): edits show at once, but a module added or removed needs a
 # re-install, which a change of the folders' mtimes triggers.
-SOURCES := pyproject.toml agent collectors
+SOURCES := pyproject.toml $(shell find agent collectors -type d -not -name __pycache__)
 
 .PHONY: run test lint typecheck pytest bench clean
 

@@ -20,7 +20,9 @@ from typing import Any
 
 from hostvigil.boots import Boot, BootHistory
 from hostvigil.collector import CollectorError
-from hostvigil.collectors.parse_crash import (
+from hostvigil.collectors.ipmi.parse_sel import SelEntry
+from hostvigil.collectors.kernel.parse import events_from_text, parse_record
+from hostvigil.collectors.kernel.parse_crash import (
     merge_pstore_parts,
     parse_journal_json,
     parse_kdump_dir,
@@ -28,8 +30,6 @@ from hostvigil.collectors.parse_crash import (
     parse_pstore_name,
     strip_ramoops_header,
 )
-from hostvigil.collectors.parse_ipmi_sel import SelEntry
-from hostvigil.collectors.parse_kmsg import events_from_text, parse_record
 from hostvigil.collectors.parse_proc import parse_btime
 from hostvigil.config import Paths
 from hostvigil.runner import CommandRunner
@@ -44,7 +44,7 @@ POWER_BACK = ("back on line", "restored", "healthy again", "still online")
 # The power_supply collector speaks for the host as a whole: its "AC restored" ends its "battery critical".
 _HOST_SUPPLIES = re.compile(r"(?:AC lost|AC restored|battery critical):")
 
-# What a BMC's event log entry says about the end of a boot, by its kind (collectors/parse_ipmi.py).
+# What a BMC's event log entry says about the end of a boot, by its kind (collectors/ipmi/parse_sel.py).
 SEL_CLASSES = {
     "os_stop": "panic",  # the kernel's IPMI panic event: "OS Critical Stop", written as it panics
     "critical_interrupt": "hardware_error",  # NMI, PCI SERR/PERR, fatal bus errors

@@ -20,8 +20,8 @@ from hostvigil import crashreport
 from hostvigil.boots import BootHistory
 from hostvigil.cache import CollectorState
 from hostvigil.collector import Collector, Hooks
-from hostvigil.collectors.ipmi_tools import read_sel_evidence
-from hostvigil.collectors.parse_ipmi_sel import SelEntry
+from hostvigil.collectors.ipmi.parse_sel import SelEntry
+from hostvigil.collectors.ipmi.tools import read_sel_evidence
 from hostvigil.config import Config
 from hostvigil.crash_evidence import Gatherer
 from hostvigil.durable import write_atomically

@@ -72,8 +72,8 @@ from scrape import (  # bench/scrape.py, beside this script: the agent process a
     _raise_interrupt,
 )
 
-from hostvigil.collectors.kmsg import FLUSH_AFTER, KmsgFollower
-from hostvigil.collectors.parse_kmsg import EventAssembler, classify, normalize, parse_record
+from hostvigil.collectors.kernel.follower import FLUSH_AFTER, KmsgFollower
+from hostvigil.collectors.kernel.parse import EventAssembler, classify, normalize, parse_record
 from hostvigil.config import SnapshotConfig
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "kmsg"
@@ -364,7 +364,7 @@ def _report_latency(tmp: Path, events: int) -> None:
     print(f"{'event -> snapshot':<24}{_percentile(ms, 50):>8.1f} {_percentile(ms, 99):>8.1f} "
           f"{max(ms):>8.1f} {min(ms):>8.1f} {missed:>7d}")
     print(f"{FLUSH_AFTER * 1000:.0f} ms of each is deliberate: a soft lockup is a multi-line report, complete "
-          f"after {FLUSH_AFTER * 1000:.0f} ms of quiet (collectors/kmsg.py FLUSH_AFTER); "
+          f"after {FLUSH_AFTER * 1000:.0f} ms of quiet (collectors/kernel/follower.py FLUSH_AFTER); "
           f"without it, p50 would be {_percentile(ms, 50) - FLUSH_AFTER * 1000:.1f} ms")
     print(f"missed: no snapshot quoting the event within {EVENT_TIMEOUT:g} s. Other writers logged {others:,} "
           f"kernel record(s) meanwhile (from sequence numbers); each resets the quiet that ends a report")

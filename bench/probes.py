@@ -51,7 +51,7 @@ import psutil
 from scrape import MB, BenchError, _cpu_seconds, _free_ports, _positive_int, _raise_interrupt
 
 from hostvigil.collector import Context, Hooks, Services, check_samples
-from hostvigil.collectors.probe import ProbeCollector
+from hostvigil.collectors.probe.collect import ProbeCollector
 from hostvigil.config import Paths
 from hostvigil.runner import CommandRunner
 

@@ -1,1 +1,1 @@
-"""Collectors, one module per subsystem (the list is in registry.py), and their pure parsers (parse_*.py)."""
+"""Collectors, one package per subsystem (collect.py, metrics.py, parse*.py); see README.md beside this file."""

@@ -11,7 +11,7 @@ collector for controller drives), so one alert covers both.
 from __future__ import annotations
 
 from hostvigil.collector import MetricSpec
-from hostvigil.collectors.parse_smartctl import SmartReport
+from hostvigil.collectors.smart.parse import SmartReport
 
 # ATA attributes whose raw counts growing means the disk is losing sectors.
 _GROWING_ATTRIBUTES = (

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from hostvigil.cache import MetricsCache
 from hostvigil.collector import CollectorError, Context, Hooks, Services, check_samples
-from hostvigil.collectors.probe import ProbeCollector
+from hostvigil.collectors.probe.collect import ProbeCollector
 from hostvigil.config import Paths
 from hostvigil.runner import CommandRunner
 

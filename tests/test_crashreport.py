@@ -9,7 +9,7 @@ import pytest
 
 from hostvigil.boots import Boot, BootHistory
 from hostvigil.collector import CollectorError
-from hostvigil.collectors.parse_ipmi_sel import SelEntry, parse_ipmitool_sel, sel_timestamp
+from hostvigil.collectors.ipmi.parse_sel import SelEntry, parse_ipmitool_sel, sel_timestamp
 from hostvigil.crash_evidence import Evidence, Gatherer, _log_evidence, power_lost_at_end
 from hostvigil.crashreport import UNKNOWN_TEXT, classify
 from hostvigil.runner import CommandRunner

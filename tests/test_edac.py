@@ -11,7 +11,7 @@ import pytest
 
 from hostvigil.cache import MetricsCache
 from hostvigil.collector import Hooks, Unavailable
-from hostvigil.collectors.edac import EdacCollector, parse_controller
+from hostvigil.collectors.edac.collect import EdacCollector, parse_controller
 from tests.conftest import RecordingHooks, fixture_paths, run_collector, run_with, values
 from tests.test_power_supply import copy_tree
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from hostvigil.collectors.kmsg import _summary
-from hostvigil.collectors.parse_kmsg import events_from_text
+from hostvigil.collectors.kernel.follower import _summary
+from hostvigil.collectors.kernel.parse import events_from_text
 from hostvigil.snapshots import FORMAT, SnapshotStore
 from tests.conftest import FIXTURES, free_port, require_tool
 from tests.nut import NutServer

@@ -10,7 +10,7 @@ import pytest
 
 from hostvigil.cache import MetricsCache
 from hostvigil.collector import Hooks, Unavailable
-from hostvigil.collectors.hwmon import HwmonCollector, chip_label, clean_chip_name
+from hostvigil.collectors.hwmon.collect import HwmonCollector, chip_label, clean_chip_name
 from tests.conftest import fixture_paths, run_collector, values
 from tests.test_power_supply import copy_tree, run_with
 

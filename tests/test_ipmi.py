@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from hostvigil.collector import CollectorError, Context, Sample, Unavailable, check_samples
-from hostvigil.collectors import ipmi_tools
-from hostvigil.collectors.ipmi import IpmiCollector
-from hostvigil.collectors.ipmi_tools import read_sel_evidence
+from hostvigil.collectors.ipmi import tools as ipmi_tools
+from hostvigil.collectors.ipmi.collect import IpmiCollector
+from hostvigil.collectors.ipmi.tools import read_sel_evidence
 from hostvigil.crash_evidence import power_lost_at_end
 from hostvigil.runner import CommandRunner
 from tests import test_conformance

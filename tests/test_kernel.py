@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from hostvigil.collectors.kernel import KernelCollector
+from hostvigil.collectors.kernel.collect import KernelCollector
 from tests.conftest import FIXTURES, fixture_paths, run_collector, values
 
 

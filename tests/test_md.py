@@ -10,8 +10,8 @@ import pytest
 
 from hostvigil.cache import MetricsCache
 from hostvigil.collector import CollectorError
-from hostvigil.collectors.md import MEMBER_STATES, STATES, MdCollector, active_members, base_device
-from hostvigil.collectors.parse_mdstat import parse_mdstat
+from hostvigil.collectors.md.collect import MEMBER_STATES, STATES, MdCollector, active_members, base_device
+from hostvigil.collectors.md.parse import parse_mdstat
 from hostvigil.config import Paths
 from tests.conftest import FIXTURES, RecordingHooks, fixture_paths, run_collector, run_with, values
 from tests.test_parse_mdstat import FLAGGED_MEMBERS

@@ -23,9 +23,9 @@ import pytest
 
 from hostvigil.cache import CollectorState, MetricsCache
 from hostvigil.collector import Context, Hooks, Services, check_samples
-from hostvigil.collectors import link_events
-from hostvigil.collectors.link_events import MAX_EVENTS, LinkWatcher
-from hostvigil.collectors.network import DEFAULT_EXCLUDE, NetworkCollector, interface_filter
+from hostvigil.collectors.network import link_watch as link_events
+from hostvigil.collectors.network.collect import DEFAULT_EXCLUDE, NetworkCollector, interface_filter
+from hostvigil.collectors.network.link_watch import MAX_EVENTS, LinkWatcher
 from hostvigil.config import Paths
 from hostvigil.runner import CommandRunner
 from hostvigil.scheduler import Job, Scheduler

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hostvigil.collectors import parse_crash as parse
+from hostvigil.collectors.kernel import parse_crash as parse
 from hostvigil.collectors.parse_proc import parse_int
 from tests.conftest import FIXTURES, require_tool
 

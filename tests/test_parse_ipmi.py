@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hostvigil.collectors.parse_ipmi import (
+from hostvigil.collectors.ipmi.parse import (
     PsuStatus,
     Sensor,
     parse_freeipmi_sensors,
@@ -19,7 +19,7 @@ from hostvigil.collectors.parse_ipmi import (
     psu_status_from_bits,
     redundancy_state,
 )
-from hostvigil.collectors.parse_ipmi_sel import parse_freeipmi_sel, parse_ipmitool_sel, sel_timestamp
+from hostvigil.collectors.ipmi.parse_sel import parse_freeipmi_sel, parse_ipmitool_sel, sel_timestamp
 from tests.conftest import FIXTURES
 
 IPMI = FIXTURES / "ipmi"

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from hostvigil.collectors import parse_kmsg as kmsg
-from hostvigil.collectors.parse_kmsg_patterns import PATTERNS
+from hostvigil.collectors.kernel import parse as kmsg
+from hostvigil.collectors.kernel.patterns import PATTERNS
 from tests.conftest import FIXTURES
 
 KMSG = FIXTURES / "kmsg"

@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from hostvigil.collectors.parse_mdstat import (
+from hostvigil.collectors.md.parse import (
     Bitmap,
     MdArray,
     MdMember,

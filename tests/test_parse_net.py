@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hostvigil.collectors.parse_net import (
+from hostvigil.collectors.network.parse import (
     Aggregator,
     BondSlave,
     parse_bonding,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from hostvigil.collectors.parse_nut import (
+from hostvigil.collectors.ups.parse import (
     ErrorReply,
     UpsEntry,
     is_measurement,

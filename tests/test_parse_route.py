@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hostvigil.collectors.parse_route import Route, default_routes, parse_ipv6_route, parse_route
+from hostvigil.collectors.network.parse_route import Route, default_routes, parse_ipv6_route, parse_route
 from tests.conftest import FIXTURES
 
 NET = FIXTURES / "net"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hostvigil.collectors.parse_smartctl import (
+from hostvigil.collectors.smart.parse import (
     AtaAttribute,
     ScanDevice,
     SelfTest,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hostvigil.collectors.parse_storcli import (
+from hostvigil.collectors.raid.parse import (
     Battery,
     CommandFailure,
     Controller,

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from hostvigil.collectors.parse_zpool import (
+from hostvigil.collectors.zfs.parse import (
     Pool,
     PoolSpace,
     Scan,
@@ -20,8 +20,8 @@ from hostvigil.collectors.parse_zpool import (
     parse_list_text,
     with_space,
 )
-from hostvigil.collectors.parse_zpool_json import parse_list_json, parse_status_json
-from hostvigil.collectors.parse_zpool_status import parse_status_text
+from hostvigil.collectors.zfs.parse_json import parse_list_json, parse_status_json
+from hostvigil.collectors.zfs.parse_status import parse_status_text
 from tests.conftest import FIXTURES
 
 ZFS = FIXTURES / "zfs"

@@ -11,7 +11,7 @@ import pytest
 
 from hostvigil.cache import MetricsCache
 from hostvigil.collector import Hooks
-from hostvigil.collectors.power_supply import CAPACITY_LEVELS, STATUSES, PowerSupplyCollector
+from hostvigil.collectors.power_supply.collect import CAPACITY_LEVELS, STATUSES, PowerSupplyCollector
 from hostvigil.config import Paths
 from tests.conftest import TREES, RecordingHooks, fixture_paths, run_collector, run_with, values
 

@@ -19,8 +19,9 @@ from typing import Any
 
 import pytest
 
-from hostvigil.collectors.parse_route import Route, parse_ipv6_route, parse_route
-from hostvigil.collectors.probe_history import (
+from hostvigil.collectors.network.parse_route import Route, parse_ipv6_route, parse_route
+from hostvigil.collectors.probe.engine import ProbeEngine, Target
+from hostvigil.collectors.probe.history import (
     LOST,
     MAX_SLOTS,
     SKIPPED,
@@ -30,8 +31,7 @@ from hostvigil.collectors.probe_history import (
     window_slots,
     window_stats,
 )
-from hostvigil.collectors.probe_targets import TargetWatcher, default_gateway, gateway_address
-from hostvigil.collectors.prober import ProbeEngine, Target
+from hostvigil.collectors.probe.targets import TargetWatcher, default_gateway, gateway_address
 from tests.conftest import FIXTURES
 from tests.netns import NetnsPair
 from tests.probe_harness import confined_resolver, listener, metric, run_harness

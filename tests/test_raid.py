@@ -15,8 +15,8 @@ from prometheus_client.registry import Collector as RegistryCollector
 
 from hostvigil.cache import families
 from hostvigil.collector import CollectorError, Context, Hooks, Sample, Unavailable, check_samples
-from hostvigil.collectors.parse_storcli import parse_controllers, parse_drives
-from hostvigil.collectors.raid import RaidCollector, RaidState, failing_online_drives, snapshot_reasons
+from hostvigil.collectors.raid.collect import RaidCollector, RaidState, failing_online_drives, snapshot_reasons
+from hostvigil.collectors.raid.parse import parse_controllers, parse_drives
 from hostvigil.runner import CommandRunner
 from tests.conftest import RecordingHooks, fixture_paths, values
 from tests.test_parse_storcli import (

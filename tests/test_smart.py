@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 from hostvigil.collector import CollectorError, Context, Sample, Unavailable, check_samples
-from hostvigil.collectors import smart
 from hostvigil.collectors.disk_health import failing
-from hostvigil.collectors.parse_smartctl import parse_report
-from hostvigil.collectors.smart import SmartCollector
+from hostvigil.collectors.smart import collect as smart
+from hostvigil.collectors.smart.collect import SmartCollector
+from hostvigil.collectors.smart.parse import parse_report
 from hostvigil.runner import CommandRunner
 from tests.conftest import FIXTURES, fixture_paths, require_tool, values
 from tests.test_parse_smartctl import STANDBY_JSON

@@ -21,10 +21,9 @@ import pytest
 
 from hostvigil.cache import MetricsCache
 from hostvigil.collector import CollectorError, Context, Hooks, Sample, Unavailable, check_samples
-from hostvigil.collectors import nut_client
-from hostvigil.collectors.nut_client import MAX_LINE_BYTES, NutError
-from hostvigil.collectors.parse_nut import split_words
-from hostvigil.collectors.ups import FLAGS, UpsCollector, parse_address
+from hostvigil.collectors.ups.collect import FLAGS, UpsCollector, nut_client, parse_address
+from hostvigil.collectors.ups.nut_client import MAX_LINE_BYTES, NutError
+from hostvigil.collectors.ups.parse import split_words
 from hostvigil.runner import CommandRunner
 from tests.conftest import FIXTURES, RecordingHooks, fixture_paths, free_port, values
 from tests.nut import NutServer

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from hostvigil.collector import Context, Hooks, Unavailable, check_samples
-from hostvigil.collectors.zfs import ZfsCollector
+from hostvigil.collectors.zfs.collect import ZfsCollector
 from hostvigil.runner import CommandRunner
 from tests.conftest import FIXTURES, TREES, RecordingHooks, fixture_paths, values
 from tests.zfsfuse import ZfsFuse

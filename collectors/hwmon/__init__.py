@@ -1,0 +1,1 @@
+"""Hardware monitoring (hwmon): temperatures, fans, voltages, currents, power, alarms; CPU thermal throttling."""

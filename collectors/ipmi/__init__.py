@@ -1,0 +1,1 @@
+"""The BMC over IPMI (FreeIPMI or ipmitool): power supplies and redundancy, sensors, the System Event Log."""

@@ -1,0 +1,363 @@
+"""Server power supplies and BMC sensors over IPMI, through FreeIPMI (ipmi-sensors, ipmi-sel) or ipmitool.
+
+One of our outages began with a dodgy power supply: the BMC knew before anyone
+else did. So each power supply's discrete state (present, failed, predicting
+failure, input lost or out of range, configuration error) and the BMC's own
+redundancy sensor are exported, and a supply that stops being healthy, or
+redundancy that is lost, is recorded as a power event and asks for a crash
+snapshot. Temperatures, fans, voltages, currents and power come along, with the
+BMC's state of each sensor.
+
+The System Event Log outlives a reboot, which makes it evidence: it is read less
+often than the sensors (`sel_interval`), kept between reads, and
+`tools.read_sel_evidence()` lets the crash report ask it what happened to
+power before an unclean reboot. The commands themselves, one at a time per
+process, are run by tools.py.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from hostvigil.collector import (
+    Collector,
+    CollectorError,
+    Context,
+    Metrics,
+    MetricSpec,
+    Option,
+    Sample,
+    Services,
+    Unavailable,
+)
+from hostvigil.collectors.ipmi.parse import (
+    PsuStatus,
+    Sensor,
+    SensorList,
+    psu_status,
+    psu_status_from_bits,
+    redundancy_state,
+)
+from hostvigil.collectors.ipmi.parse_sel import SEL_KINDS, SelLog
+from hostvigil.collectors.ipmi.tools import (
+    IPMITOOL_SENSORS,
+    clock_option,
+    freeipmi_sensors_argv,
+    missing,
+    program,
+    read_sel,
+    run_locked,
+    sdr_cache_dir,
+    sensors_from,
+    tool_order,
+)
+from hostvigil.runner import CommandResult
+
+# A command is killed at its deadline and reaped for up to a second; the samples must reach the scheduler
+# before the run's own deadline.
+_MARGIN = 2.0
+CONDITIONS = ("present", "failure", "predictive_failure", "input_lost", "input_out_of_range", "config_error")
+_PSU_NAME = re.compile(r"(?:^|[\W_])(?:ps|psu|pws|pwr|power\s?supply|power\s?supplies)(?:$|[\W_\d])", re.IGNORECASE)
+_INPUT = re.compile(r"(?:^|[\W_])(?:input|pin)(?:$|[\W_])", re.IGNORECASE)
+_NOT_A_SUPPLY = re.compile(r"mismatch|redundan", re.IGNORECASE)
+_UNITS = {
+    "c": "temperature", "degrees c": "temperature", "f": "temperature_f", "degrees f": "temperature_f",
+    "rpm": "fan", "v": "voltage", "volts": "voltage", "a": "current", "amps": "current", "w": "power",
+    "watts": "power",
+}
+
+
+_psu, _ipmi = Metrics("psu").gauge, Metrics("ipmi").gauge
+
+
+PSU_CONDITION = _psu(
+    "condition",
+    "1 for each condition the BMC asserts for a power supply, 0 for the others: present, failure, "
+    "predictive_failure, input_lost (AC/DC input lost, also set with input_out_of_range by 'input lost or "
+    "out-of-range'), input_out_of_range, config_error. A supply counts once the BMC has reported a power supply "
+    "state for its sensor; labelled by that sensor's name.",
+    "psu", "condition",
+)
+PSU_HEALTHY = _psu(
+    "healthy", "1 when a power supply is present and none of its bad conditions holds, else 0.", "psu"
+)
+PSU_INSTALLED = _psu("installed", "Power supplies the BMC reports present.")
+PSU_HEALTHY_SUPPLIES = _psu("healthy_supplies", "Power supplies that are present and healthy.")
+PSU_REDUNDANCY_LOST = _psu(
+    "redundancy_lost",
+    "1 when the BMC's power supply redundancy sensor asserts Redundancy Lost or a Non-redundant state "
+    "(one more failure takes the host down), 0 when it is Fully Redundant or Redundancy Degraded.",
+    "sensor",
+)
+PSU_INPUT_WATTS = _psu(
+    "input_watts", "Input power of a power supply, from a BMC sensor named as a supply input.", "psu"
+)
+SENSOR_STATE = _ipmi(
+    "sensor_state",
+    "The BMC's state of a sensor: 0 nominal, 1 warning, 2 critical (FreeIPMI's sensor state; ipmitool's "
+    "status, where nc is warning and cr/nr critical). Absent for sensors that cannot be read. type is the "
+    "sensor type in lower case (temperature, fan, power_supply, ...), from the units where ipmitool omits it.",
+    "sensor", "type",
+)
+TEMPERATURE = _ipmi("temperature_celsius", "Temperature a BMC sensor reads.", "sensor")
+FAN_SPEED = _ipmi("fan_speed_rpm", "Fan speed a BMC sensor reads, in revolutions per minute.", "sensor")
+VOLTAGE = _ipmi("voltage_volts", "Voltage a BMC sensor reads.", "sensor")
+CURRENT = _ipmi("current_amperes", "Current a BMC sensor reads.", "sensor")
+POWER = _ipmi("power_watts", "Power a BMC sensor reads (supplies, whole chassis).", "sensor")
+PARSE_ERRORS = _ipmi(
+    "sensor_parse_errors",
+    "Sensor lines of the latest run that could not be parsed (the lines are logged once); 0 is normal.",
+)
+INFO = _ipmi("info", "Always 1: the tool the BMC is read with, freeipmi or ipmitool.", "tool")
+SEL_EVENTS = MetricSpec(
+    "hostvigil_ipmi_sel_events_total", "counter",
+    "Assertions in the BMC's System Event Log by kind: power_supply, power_unit (AC lost, power down, power "
+    "cycle), critical_interrupt (NMI, PCI/bus errors), memory (ECC), watchdog (BMC watchdog resets), os_stop "
+    "(OS critical stop, e.g. a kernel panic). Drops when the SEL is cleared, which Prometheus treats as a reset.",
+    ("kind",),
+)
+SEL_LAST_EVENT = _ipmi(
+    "sel_last_event_timestamp_seconds",
+    "Time of the latest SEL assertion of a kind (see hostvigil_ipmi_sel_events_total), in unix seconds by the "
+    "BMC's clock; absent while the SEL has none with a time.",
+    "kind",
+)
+SEL_ENTRIES = _ipmi("sel_entries", "Records in the BMC's System Event Log, of every kind.")
+SEL_READ = _ipmi(
+    "sel_read_timestamp_seconds",
+    "When the SEL was last read successfully (unix seconds); the SEL series are that read's values.",
+)
+
+METRICS = (
+    PSU_CONDITION, PSU_HEALTHY, PSU_INSTALLED, PSU_HEALTHY_SUPPLIES, PSU_REDUNDANCY_LOST, PSU_INPUT_WATTS,
+    SENSOR_STATE, TEMPERATURE, FAN_SPEED, VOLTAGE, CURRENT, POWER, PARSE_ERRORS, INFO,
+    SEL_EVENTS, SEL_LAST_EVENT, SEL_ENTRIES, SEL_READ,
+)
+
+
+@dataclass(frozen=True)
+class _Supply:
+    label: str
+    status: PsuStatus
+
+
+class IpmiCollector(Collector):
+    name = "ipmi"
+    help = "Power supplies, redundancy, BMC sensors and the System Event Log over IPMI (FreeIPMI or ipmitool)."
+    interval = 60.0
+    timeout = 50.0
+    namespaces = ("psu",)
+    options: ClassVar[Mapping[str, Option]] = {
+        "tool": Option("string", "auto", 'auto (FreeIPMI if installed, else ipmitool), "freeipmi" or "ipmitool"'),
+        "command_timeout": Option("duration", 30.0, "how long one IPMI command may take (the first SDR read is slow)"),
+        "sel_interval": Option("duration", 300.0, "how often the System Event Log is read"),
+        "sel_clock": Option("string", "utc", 'how the BMC keeps SEL time: "utc" (most BMCs) or "local"'),
+    }
+    metrics = METRICS
+
+    def __init__(self, options: Mapping[str, Any]) -> None:
+        super().__init__(options)
+        self._cache_dir: Path | None = None
+        self._tool: str | None = None  # the tool that answered last
+        self._health: dict[str, bool] | None = None  # supply -> healthy at the last run; None before the first
+        self._redundancy: dict[str, bool] | None = None  # redundancy sensor -> lost at the last run
+        self._supplies: set[str] = set()  # sensors once seen with a power supply state
+        self._sel: SelLog | None = None  # the latest SEL read, with timestamps
+        self._sel_read_at: float | None = None  # time.time() of that read
+        self._sel_due = 0.0  # time.monotonic() from which the SEL is read again
+
+    def start(self, services: Services) -> None:
+        self._cache_dir = services.state_dir / "ipmi-sdr-cache"
+
+    def collect(self, ctx: Context) -> Iterator[Sample]:
+        tools = tool_order(self.config["tool"])
+        clock = clock_option(self.config["sel_clock"])
+        cache_dir = sdr_cache_dir(self._cache_dir)
+        tool, result = self._run_first(ctx, tools, cache_dir)
+        sensors = sensors_from(tool, result, ctx.paths.dev)
+        if sensors.errors:
+            for error in sensors.errors:
+                ctx.note_once(f"parse:{error}", f"{' '.join(result.argv[:1])}: {error}")
+        yield INFO(1, tool)
+        yield PARSE_ERRORS(len(sensors.errors))
+        yield from self._sensor_samples(ctx, sensors)
+        if time.monotonic() >= self._sel_due:
+            self._read_sel(ctx, tool, cache_dir, clock)
+        yield from self._sel_samples()
+
+    def _run_first(self, ctx: Context, tools: Sequence[str], cache_dir: Path) -> tuple[str, CommandResult]:
+        """The sensor listing of the first tool that is installed (the one that answered last tried first)."""
+        ordered = [tool for tool in tools if tool == self._tool] + [tool for tool in tools if tool != self._tool]
+        for tool in ordered:
+            argv = freeipmi_sensors_argv(cache_dir) if tool == "freeipmi" else IPMITOOL_SENSORS
+            result = run_locked(ctx.runner, argv, self._budget(ctx))
+            if missing(result):
+                continue
+            self._tool = tool
+            return tool, result
+        raise Unavailable(
+            "no IPMI tool: install freeipmi-tools (ipmi-sensors, ipmi-sel) or ipmitool"
+            if len(tools) > 1 else f"{program(tools[0])} is not installed (the ipmi collector's 'tool' option)"
+        )
+
+    def _budget(self, ctx: Context) -> float:
+        return min(float(self.config["command_timeout"]), ctx.remaining() - _MARGIN)
+
+    def _sensor_samples(self, ctx: Context, sensor_list: SensorList) -> Iterator[Sample]:
+        sensors = sensor_list.sensors
+        labels = unique_labels(sensors)
+        supplies: list[_Supply] = []
+        redundancy: dict[str, bool] = {}
+        for sensor, label in zip(sensors, labels, strict=True):
+            kind = sensor_type(sensor)
+            if sensor.state is not None:
+                yield SENSOR_STATE(("nominal", "warning", "critical").index(sensor.state), label, kind)
+            yield from _reading(sensor, label)
+            status = self._supply_status(sensor, label, kind)
+            if status is not None:
+                supplies.append(_Supply(label, status))
+            lost = _redundancy_lost(sensor, kind)
+            if lost is not None:
+                redundancy[label] = lost
+                yield PSU_REDUNDANCY_LOST(lost, label)
+        for supply in supplies:
+            for condition, value in supply.status.conditions().items():
+                yield PSU_CONDITION(value, supply.label, condition)
+            yield PSU_HEALTHY(supply.status.healthy, supply.label)
+        yield PSU_INSTALLED(sum(supply.status.present for supply in supplies))
+        yield PSU_HEALTHY_SUPPLIES(sum(supply.status.healthy for supply in supplies))
+        self._watch(ctx, supplies, redundancy)
+
+    def _supply_status(self, sensor: Sensor, label: str, kind: str) -> PsuStatus | None:
+        """The state of a power supply sensor; None for other sensors. A sensor once seen with a supply state
+        that now reports none (not readable, nothing asserted) is a supply that is not present."""
+        if kind != "power_supply" or _NOT_A_SUPPLY.search(sensor.name) or redundancy_state(sensor.events):
+            return None
+        status = psu_status(sensor.events)
+        if status is None and sensor.state_bits is not None:
+            status = psu_status_from_bits(sensor.state_bits)
+        if status is None and label in self._supplies and sensor.reading is None:
+            status = PsuStatus()
+        if status is not None:
+            self._supplies.add(label)
+        return status
+
+    def _watch(self, ctx: Context, supplies: list[_Supply], redundancy: dict[str, bool]) -> None:
+        """A power event and a snapshot when a supply stops being healthy or redundancy is lost (not at the
+        first run: what was already wrong then is in the metrics, not news); the recovery is recorded too, so
+        the crash report does not take a supply that came back for a power loss."""
+        health = {supply.label: supply.status.healthy for supply in supplies}
+        if self._health is not None:
+            for supply in supplies:
+                was = self._health.get(supply.label)
+                if not supply.status.healthy and was:
+                    self._event(ctx, f"PSU {supply.label} {', '.join(supply.status.problems())}")
+                elif supply.status.healthy and was is False:
+                    ctx.hooks.record_event("power", f"PSU {supply.label} healthy again")
+        if self._redundancy is not None:
+            for sensor, lost in redundancy.items():
+                if lost and self._redundancy.get(sensor) is False:
+                    self._event(ctx, f"PSU redundancy lost ({sensor})")
+                elif not lost and self._redundancy.get(sensor):
+                    ctx.hooks.record_event("power", f"PSU redundancy restored ({sensor})")
+        self._health = health
+        self._redundancy = redundancy
+
+    @staticmethod
+    def _event(ctx: Context, message: str) -> None:
+        ctx.log.warning("%s", message)
+        ctx.hooks.record_event("power", message)
+        ctx.hooks.request_snapshot("event", message)
+
+    def _read_sel(self, ctx: Context, tool: str, cache_dir: Path, clock: str) -> None:
+        """Refresh the kept SEL; on failure the previous read is kept (its time is exported) and the reason noted."""
+        try:
+            sel = read_sel(ctx.runner, tool, cache_dir, self._budget(ctx), clock=clock, dev=ctx.paths.dev)
+        except CollectorError as exc:
+            ctx.note_once(f"sel:{exc}", f"System Event Log not read, keeping the previous read: {exc}")
+            return
+        for error in sel.errors:
+            ctx.note_once(f"sel-parse:{error}", f"System Event Log: {error}")
+        self._sel = sel
+        self._sel_read_at = time.time()
+        self._sel_due = time.monotonic() + float(self.config["sel_interval"])
+
+    def _sel_samples(self) -> Iterator[Sample]:
+        if self._sel is None or self._sel_read_at is None:
+            return
+        counts: Counter[str] = Counter()
+        latest: dict[str, float] = {}
+        for entry in self._sel.entries:
+            kind = entry.kind
+            if kind is None or entry.asserted is False:
+                continue
+            counts[kind] += 1
+            if entry.timestamp is not None:
+                latest[kind] = max(latest.get(kind, entry.timestamp), entry.timestamp)
+        for kind in SEL_KINDS:
+            yield SEL_EVENTS(counts[kind], kind)
+            if kind in latest:
+                yield SEL_LAST_EVENT(latest[kind], kind)
+        yield SEL_ENTRIES(len(self._sel.entries))
+        yield SEL_READ(self._sel_read_at)
+
+
+def unique_labels(sensors: Sequence[Sensor]) -> list[str]:
+    """Sensor names, with " #<id>" (or " #<n>" in output order) added to names that occur more than once."""
+    counts = Counter(sensor.name for sensor in sensors)
+    seen: Counter[str] = Counter()
+    labels = []
+    for sensor in sensors:
+        if counts[sensor.name] == 1:
+            labels.append(sensor.name)
+            continue
+        seen[sensor.name] += 1
+        labels.append(f"{sensor.name} #{sensor.id or seen[sensor.name]}")
+    return labels
+
+
+def sensor_type(sensor: Sensor) -> str:
+    """The sensor type in lower case with underscores; ipmitool does not print it, so it comes from the
+    units, entity 10 (a power supply) or a power-supply name with a discrete state."""
+    if sensor.type:
+        return re.sub(r"[^a-z0-9]+", "_", sensor.type.lower()).strip("_")
+    if sensor.entity and sensor.entity.split(".")[0] == "10" and (sensor.events or sensor.units is None):
+        return "power_supply"
+    if sensor.state_bits is not None and _PSU_NAME.search(sensor.name):
+        return "power_supply"
+    unit = _UNITS.get((sensor.units or "").lower())
+    return {"temperature_f": "temperature"}.get(unit or "", unit or "unknown")
+
+
+def _reading(sensor: Sensor, label: str) -> Iterator[Sample]:
+    if sensor.reading is None:
+        return
+    unit = _UNITS.get((sensor.units or "").lower())
+    if unit == "temperature":
+        yield TEMPERATURE(sensor.reading, label)
+    elif unit == "temperature_f":
+        yield TEMPERATURE((sensor.reading - 32) * 5 / 9, label)
+    elif unit == "fan":
+        yield FAN_SPEED(sensor.reading, label)
+    elif unit == "voltage":
+        yield VOLTAGE(sensor.reading, label)
+    elif unit == "current":
+        yield CURRENT(sensor.reading, label)
+    elif unit == "power":
+        yield POWER(sensor.reading, label)
+        if _PSU_NAME.search(sensor.name) and _INPUT.search(sensor.name):
+            yield PSU_INPUT_WATTS(sensor.reading, label)
+
+
+def _redundancy_lost(sensor: Sensor, kind: str) -> bool | None:
+    """Whether a power supply redundancy sensor says redundancy is gone; None for other sensors (fans too)."""
+    state = redundancy_state(sensor.events)
+    if state is None or not (kind == "power_supply" or _PSU_NAME.search(sensor.name)):
+        return None
+    return state in ("lost", "non_redundant")

@@ -1,0 +1,212 @@
+"""Kernel events from /dev/kmsg, kernel state, and crash readiness: would the next crash leave evidence?
+
+Events are counted by class as they arrive (a critical one asks for a crash
+snapshot at once). Crash readiness is what decides whether a crash can be
+explained afterwards: kdump loaded, a pstore backend, a journal that keeps
+the previous boot, and panic settings that reboot instead of hanging forever.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+from hostvigil.collector import Collector, Context, Hooks, Metrics, Option, Sample, Services
+from hostvigil.collectors import parse_proc
+from hostvigil.collectors.kernel.follower import KmsgFollower
+from hostvigil.collectors.kernel.parse import KernelEvent, is_critical
+from hostvigil.collectors.kernel.parse_crash import TAINT_FLAGS, journal_storage
+
+_metric = Metrics("kernel").metric
+
+
+EVENTS = _metric(
+    "events_total", "counter",
+    "Kernel log events by class since the agent started (a multi-line oops counts once).", "class",
+)
+EVENT_LAST = _metric("event_last_timestamp_seconds", "gauge", "When the latest event of a class was logged.", "class")
+LINES = _metric("lines_total", "counter", "Kernel log records read from /dev/kmsg.")
+DROPPED = _metric(
+    "lines_dropped_total", "counter",
+    "Kernel log records never read: overwritten in the ring buffer during a flood (seen as sequence gaps).",
+)
+GAPS = _metric("log_gaps_total", "counter", "Jumps in the kernel log's sequence numbers (ring-buffer overruns).")
+SUPPRESSED = _metric(
+    "lines_suppressed_total", "counter", "Messages the kernel itself rate-limited ('callbacks suppressed')."
+)
+FINGERPRINTS = _metric("event_fingerprints", "gauge", "Distinct events (by stack or message fingerprint) seen.")
+FOLLOWING = _metric("log_following", "gauge", "1 while /dev/kmsg is being followed (needs root or CAP_SYSLOG).")
+TAINTED = _metric("tainted_mask", "gauge", "/proc/sys/kernel/tainted: 0 for an untainted kernel.")
+TAINT = _metric("taint", "gauge", "1 for each taint flag set (Documentation/admin-guide/tainted-kernels.rst).", "flag")
+COUNTED = _metric(
+    "counted_events_total", "counter", "The kernel's own counters since boot: /sys/kernel/<kind>_count.", "kind"
+)
+BOOT_TIME = _metric("boot_time_seconds", "gauge", "Unix time the kernel booted (btime in /proc/stat).")
+BOOT_INFO = _metric("boot_info", "gauge", "Always 1: the running kernel's boot id and release.", "boot_id", "release")
+KDUMP_LOADED = _metric("kdump_loaded", "gauge", "1 if a crash kernel is loaded (kdump will capture a panic).")
+KDUMP_RESERVED = _metric("kdump_reserved_bytes", "gauge", "Memory reserved for the crash kernel (crashkernel=).")
+PSTORE_BACKEND = _metric("pstore_backend_available", "gauge", "1 if pstore has a backend to keep panic logs in.")
+PSTORE_MOUNTED = _metric("pstore_mounted", "gauge", "1 if the pstore filesystem is mounted.")
+PSTORE_RECORDS = _metric("pstore_records", "gauge", "Records waiting in /sys/fs/pstore (logs of earlier crashes).")
+JOURNAL_KEEPS = _metric(
+    "journal_keeps_previous_boot", "gauge", "1 if journald stores logs persistently, so the previous boot can be read."
+)
+PANIC_SETTING = _metric(
+    "panic_setting", "gauge",
+    "Panic sysctls: kernel.panic (seconds before reboot, 0 = hang), panic_on_oops, hung_task_panic, "
+    "softlockup_panic, panic_on_warn, vm.panic_on_oom.",
+    "sysctl",
+)
+
+PANIC_SYSCTLS = {
+    "kernel.panic": "sys/kernel/panic",
+    "kernel.panic_on_oops": "sys/kernel/panic_on_oops",
+    "kernel.hung_task_panic": "sys/kernel/hung_task_panic",
+    "kernel.softlockup_panic": "sys/kernel/softlockup_panic",
+    "kernel.panic_on_warn": "sys/kernel/panic_on_warn",
+    "vm.panic_on_oom": "sys/vm/panic_on_oom",
+}
+
+log = logging.getLogger("hostvigil.kernel")
+
+
+class KernelCollector(Collector):
+    name = "kernel"
+    help = "Kernel log events (/dev/kmsg), taint, kernel counters, and crash readiness (kdump, pstore, journal)."
+    interval = 15.0
+    timeout = 10.0
+    options: ClassVar[Mapping[str, Option]] = {
+        "follow_kmsg": Option("bool", True, "follow /dev/kmsg for kernel events"),
+        "max_lines_per_second": Option(
+            "int", 10000, "kernel records classified per second at most; more are dropped (bounds CPU in a flood)"
+        ),
+    }
+    metrics = (
+        EVENTS, EVENT_LAST, LINES, DROPPED, GAPS, SUPPRESSED, FINGERPRINTS, FOLLOWING, TAINTED, TAINT, COUNTED,
+        BOOT_TIME, BOOT_INFO, KDUMP_LOADED, KDUMP_RESERVED, PSTORE_BACKEND, PSTORE_MOUNTED, PSTORE_RECORDS,
+        JOURNAL_KEEPS, PANIC_SETTING,
+    )
+
+    def __init__(self, options: Mapping[str, Any]) -> None:
+        super().__init__(options)
+        self.follower: KmsgFollower | None = None
+        self._hooks = Hooks()
+
+    def start(self, services: Services) -> None:
+        if not self.config.get("follow_kmsg", True):
+            return
+        self._hooks = services.hooks
+        follower = KmsgFollower(
+            services.paths.dev / "kmsg", self._on_event, lambda: self._hooks.collect_now(self.name),
+            int(self.config.get("max_lines_per_second", 10000)),
+        )
+        try:
+            follower.open()
+        except OSError as exc:
+            log.warning("kernel events not watched: %s: %s (needs root or CAP_SYSLOG)", follower.path, exc.strerror)
+            return
+        self.follower = follower
+        threading.Thread(target=self._follow, name="kmsg", daemon=True).start()
+
+    def stop(self) -> None:
+        if self.follower is not None:
+            self.follower.stop()
+
+    def _follow(self) -> None:
+        follower = self.follower
+        if follower is None:
+            return
+        try:
+            follower.run()
+        except OSError as exc:
+            log.error("following %s stopped: %s", follower.path, exc.strerror)
+        self.follower = None
+
+    def _on_event(self, event: KernelEvent, first: bool) -> None:
+        critical = is_critical(event)
+        if first:
+            culprit = f" ({event.comm}, pid {event.pid})" if event.comm else ""
+            log.log(logging.WARNING if critical else logging.INFO, "kernel %s: %s%s", event.cls, event.message, culprit)
+        if critical and first:
+            self._hooks.request_snapshot("event", f"kernel {event.cls}: {event.message[:200]}")
+
+    def snapshot_extra(self) -> dict[str, Any]:
+        return self.follower.snapshot() if self.follower is not None else {}
+
+    def collect(self, ctx: Context) -> Iterator[Sample]:
+        yield from self._events()
+        yield from _taint(ctx)
+        yield from _boot(ctx)
+        yield from _readiness(ctx)
+
+    def _events(self) -> Iterator[Sample]:
+        follower = self.follower
+        yield FOLLOWING(1 if follower is not None else 0)
+        if follower is None:
+            return
+        with follower.lock:
+            yield LINES(follower.lines)
+            yield DROPPED(follower.dropped)
+            yield GAPS(follower.gaps)
+            yield SUPPRESSED(follower.suppressed)
+            yield FINGERPRINTS(len(follower.fingerprints))
+            counts, last = dict(follower.events), dict(follower.last_event_time)
+        for cls, count in sorted(counts.items()):
+            yield EVENTS(count, cls)
+            yield EVENT_LAST(last[cls], cls)
+
+
+def _taint(ctx: Context) -> Iterator[Sample]:
+    mask = ctx.parse(ctx.proc("sys/kernel/tainted"), parse_proc.parse_int)
+    if mask is None:
+        return
+    yield TAINTED(mask)
+    for bit, _letter, name in TAINT_FLAGS:
+        yield TAINT(1 if mask >> bit & 1 else 0, name)
+
+
+def _boot(ctx: Context) -> Iterator[Sample]:
+    for path in sorted(ctx.sys("kernel").glob("*_count")):
+        value = ctx.parse(path, parse_proc.parse_int)
+        if value is not None:
+            yield COUNTED(value, path.name.removesuffix("_count"))
+    hung = ctx.parse(ctx.proc("sys/kernel/hung_task_detect_count"), parse_proc.parse_int)
+    if hung is not None:
+        yield COUNTED(hung, "hung_task_detect")
+    btime = ctx.parse(ctx.proc("stat"), parse_proc.parse_btime)
+    if btime is not None:
+        yield BOOT_TIME(btime)
+    boot_id = (ctx.read(ctx.proc("sys/kernel/random/boot_id")) or "").strip()
+    release = (ctx.read(ctx.proc("sys/kernel/osrelease")) or "").strip()
+    if boot_id or release:
+        yield BOOT_INFO(1, boot_id, release)
+
+
+def _readiness(ctx: Context) -> Iterator[Sample]:
+    loaded = ctx.parse(ctx.sys("kernel/kexec_crash_loaded"), parse_proc.parse_int)
+    if loaded is not None:
+        yield KDUMP_LOADED(loaded)
+    reserved = ctx.parse(ctx.sys("kernel/kexec_crash_size"), parse_proc.parse_int)
+    if reserved is not None:
+        yield KDUMP_RESERVED(reserved)
+    backend = (ctx.read(ctx.sys("module/pstore/parameters/backend")) or "").strip()
+    yield PSTORE_BACKEND(1 if backend and backend != "(null)" else 0)
+    mounts = ctx.parse(ctx.proc("mounts"), parse_proc.parse_mounts) or []
+    yield PSTORE_MOUNTED(1 if any(m.fstype == "pstore" for m in mounts) else 0)
+    pstore = ctx.sys("fs/pstore")
+    yield PSTORE_RECORDS(sum(1 for _ in pstore.iterdir()) if pstore.is_dir() else 0)
+    yield JOURNAL_KEEPS(1 if _journal_storage(ctx) == "persistent" else 0)
+    for sysctl, path in PANIC_SYSCTLS.items():
+        value = ctx.parse(ctx.proc(path), parse_proc.parse_int)
+        if value is not None:
+            yield PANIC_SETTING(value, sysctl)
+
+
+def _journal_storage(ctx: Context) -> str:
+    conf = ctx.rootfs("/etc/systemd/journald.conf")
+    dropins = sorted(ctx.rootfs("/etc/systemd/journald.conf.d").glob("*.conf"))
+    texts = [text for path in (conf, *dropins) if (text := ctx.read(path)) is not None]
+    return journal_storage(texts, Path(ctx.rootfs("/var/log/journal")).is_dir())

@@ -1,0 +1,204 @@
+"""Following /dev/kmsg: kernel records in, classified events out, within a bounded budget.
+
+The kernel's ring buffer is the only queue. The follower classifies at most
+`max_lines_per_second`; beyond that it sleeps and lets the ring buffer
+overwrite, and the records it never saw are counted from the jump in sequence
+numbers. So a disk printing 50,000 lines a second costs a bounded share of
+one core and no memory, and every line is either classified or counted as
+dropped.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import select
+import threading
+import time
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hostvigil.collectors.kernel.parse import EventAssembler, KernelEvent, is_critical, parse_record, suppressed_count
+
+log = logging.getLogger("hostvigil.kernel")
+
+FLUSH_AFTER = 0.25  # seconds of quiet after which a multi-line event is complete
+NOTIFY_EVERY = 0.5  # seconds: new records refresh the published counters at most this often, and at least once
+TAIL_EVENTS = 50
+TAIL_LINES = 200
+MAX_LINE = 300
+MAX_FINGERPRINTS = 1000
+_READ_SIZE = 8192  # a record is at most ~1 KiB of text plus its dictionary lines
+
+
+class KmsgFollower:
+    """Reads kernel records on a thread of its own and keeps counters and a bounded tail."""
+
+    def __init__(
+        self,
+        path: Path,
+        on_event: Callable[[KernelEvent, bool], None],
+        on_change: Callable[[], None] = lambda: None,
+        max_lines_per_second: int = 10000,
+    ) -> None:
+        self.path = path
+        self.on_event = on_event  # (event, first time this fingerprint is seen); only for live events
+        self.on_change = on_change  # the counters moved: publish them (called from this thread, rate-limited)
+        self.max_lines_per_second = max_lines_per_second
+        self.lines = 0
+        self.dropped = 0
+        self.gaps = 0
+        self.malformed = 0
+        self.suppressed = 0
+        self.events: Counter[str] = Counter()
+        self.last_event_time: dict[str, float] = {}
+        self.fingerprints: OrderedDict[str, int] = OrderedDict()
+        # (event, time, times seen): summarized only when a snapshot asks, not for every event of a flood
+        self.tail_events: deque[tuple[KernelEvent, float, int]] = deque(maxlen=TAIL_EVENTS)
+        self.tail_lines: deque[str] = deque(maxlen=TAIL_LINES)
+        self.lock = threading.Lock()
+        self._assembler = EventAssembler()
+        self._last_seq: int | None = None
+        self._stop = threading.Event()
+        self._fd: int | None = None
+        self._changed = False
+        self._notified = 0.0
+        # Records printed before the agent started are counted but raise no alarm.
+        self._live_after_usec = int(time.monotonic() * 1e6)
+
+    def open(self) -> int:
+        """Open the device now, so that a missing privilege is known at start; OSError if it cannot be read."""
+        self._fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
+        return self._fd
+
+    def run(self) -> None:
+        fd = self._fd if self._fd is not None else self.open()
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        window_start, window_lines = time.monotonic(), 0
+        last_feed = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                ready = poller.poll(self._poll_timeout() * 1000)
+                if ready:
+                    count = self._drain(fd, self.max_lines_per_second - window_lines)
+                    window_lines += count
+                    if count:
+                        last_feed = time.monotonic()
+                now = time.monotonic()
+                if self._assembler.pending and now - last_feed >= FLUSH_AFTER:
+                    self._handle(self._assembler.flush())
+                if self._changed and now - self._notified >= NOTIFY_EVERY:
+                    self._changed, self._notified = False, now
+                    self.on_change()
+                if now - window_start >= 1.0:
+                    window_start, window_lines = now, 0
+                elif window_lines >= self.max_lines_per_second:
+                    # Over budget: let the ring buffer take the rest; the sequence gap counts it.
+                    self._stop.wait(1.0 - (now - window_start))
+                    window_start, window_lines = time.monotonic(), 0
+        finally:
+            os.close(fd)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _poll_timeout(self) -> float:
+        """Wake for the end of a multi-line event and for the trailing refresh of the counters."""
+        timeout = 1.0
+        if self._assembler.pending:
+            timeout = FLUSH_AFTER
+        if self._changed:
+            timeout = min(timeout, max(0.0, NOTIFY_EVERY - (time.monotonic() - self._notified)))
+        return timeout
+
+    def _drain(self, fd: int, budget: int) -> int:
+        """Read and classify records until none is left or the budget is spent; how many were read."""
+        count = 0
+        while count < budget:
+            try:
+                data = os.read(fd, _READ_SIZE)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno == errno.EPIPE:  # overrun: the next read continues at the oldest record left
+                    continue
+                raise
+            count += 1
+            self._record(data)
+        return count
+
+    def _record(self, data: bytes) -> None:
+        try:
+            record = parse_record(data)
+        except ValueError as exc:
+            with self.lock:
+                self.malformed += 1
+            log.debug("unreadable kmsg record: %s", exc)
+            return
+        with self.lock:
+            if self._last_seq is not None and record.sequence > self._last_seq + 1:
+                self.gaps += 1
+                self.dropped += record.sequence - self._last_seq - 1
+            self._last_seq = record.sequence
+            self.lines += 1
+            self._changed = True
+            self.suppressed += suppressed_count(record.message)
+            self.tail_lines.append(record.message[:MAX_LINE])
+        self._handle(self._assembler.feed(record.message, record.usec))
+
+    def _handle(self, events: list[KernelEvent]) -> None:
+        for event in events:
+            live = event.usec is None or event.usec >= self._live_after_usec
+            with self.lock:
+                when = _wall_time(event.usec)
+                # Events the ring buffer held from before the start give context, not counts: an agent
+                # restart must not look to Prometheus like a counter reset followed by old events anew.
+                if live:
+                    self.events[event.cls] += 1
+                    self.last_event_time[event.cls] = when
+                    self._changed = True  # a multi-line event completes after its last record was read
+                seen = self.fingerprints.pop(event.fingerprint, 0)
+                self.fingerprints[event.fingerprint] = seen + 1
+                if len(self.fingerprints) > MAX_FINGERPRINTS:
+                    self.fingerprints.popitem(last=False)
+                self.tail_events.append((event, when, seen + 1))
+            if live:
+                self.on_event(event, seen == 0)
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            return {
+                "events": [_summary(event, when, seen) for event, when, seen in self.tail_events],
+                "lines": list(self.tail_lines),
+                "lines_read": self.lines,
+                "lines_dropped": self.dropped,
+            }
+
+
+def _wall_time(usec: int | None) -> float:
+    """Unix time of a printk timestamp (CLOCK_MONOTONIC-based), or now for text without one."""
+    now = time.time()
+    if usec is None:
+        return now
+    return now - (time.monotonic() - usec / 1e6)
+
+
+def _summary(event: KernelEvent, when: float, repeats: int) -> dict[str, Any]:
+    return {
+        "class": event.cls,
+        "time": round(when, 3),
+        "message": event.message[:MAX_LINE],
+        "comm": event.comm,
+        "pid": event.pid,
+        "module": event.module,
+        "device": event.device,
+        "functions": list(event.functions),
+        "fingerprint": event.fingerprint,
+        "seen": repeats,
+        "critical": is_critical(event),
+        "lines": [line[:MAX_LINE] for line in event.lines[:40]],
+    }

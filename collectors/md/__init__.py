@@ -1,0 +1,1 @@
+"""Linux software RAID (md): array and member states, missing members, sync progress, mismatches."""

@@ -1,0 +1,1 @@
+"""Network interfaces and the stack above them: link and carrier changes, NIC errors, bonds, softnet, TCP."""

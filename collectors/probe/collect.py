@@ -1,0 +1,239 @@
+"""Packet loss and round-trip times to chosen hosts and the default gateway, as it happens and over the last hour.
+
+An uplink that loses packets for a minute every hour shows neither in interface
+counters nor in a scrape's `up`: it takes probes, all the time. The engine
+(engine.py, with each target's history in history.py and its addresses from
+targets.py) sends one ICMP echo or TCP connect per target per
+probe_interval on a thread of its own; this collector reads its state: counters of
+probes sent and answered (so Prometheus can compute loss over any range), and loss
+and RTT quantiles over the last 1m, 5m and 1h, which the agent keeps itself so that
+on-call sees the last hour even where Prometheus scrapes rarely.
+
+Target labels are the entries as configured ("icmp:mx1.example.net",
+"tcp:[2001:db8::25]:25", "192.0.2.7"); the default gateways found in the routing
+table are "gateway" (IPv4) and "gateway6" (IPv6), their addresses in
+hostvigil_probe_info. A gateway change keeps the label and the history.
+
+Probes need the running daemon, so the collector is daemon-only.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, ClassVar
+
+from hostvigil.collector import Collector, CollectorError, Context, MetricSpec, Option, Sample, Services, Unavailable
+from hostvigil.collectors.probe.engine import MIN_INTERVAL, REASONS, ProbeEngine, Target, TargetReport
+from hostvigil.collectors.probe.targets import GATEWAY_LABELS, TargetWatcher
+
+SENT = MetricSpec(
+    "hostvigil_probe_sent_total", "counter",
+    "Probes sent to a target since the agent started, one per probe_interval, including those the kernel refused "
+    "to send (no route), which count as lost. Nothing is sent or counted while a target has no address or ICMP is "
+    "not permitted (see target_error).",
+    ("target", "protocol"),
+)
+RECEIVED = MetricSpec(
+    "hostvigil_probe_received_total", "counter",
+    "Probes answered within probe_timeout: ICMP echo replies, TCP handshakes completed or refused. "
+    "1 - rate(received_total) / rate(sent_total) is the loss over any range.",
+    ("target", "protocol"),
+)
+REFUSED = MetricSpec(
+    "hostvigil_probe_refused_total", "counter",
+    "TCP probes answered with a reset (connection refused): the host answered, so they count in received_total, "
+    "but nothing listens on the port.",
+    ("target", "protocol"),
+)
+LOSS = MetricSpec(
+    "hostvigil_probe_loss_ratio", "gauge",
+    "Share of the probes completed in the last window (1m, 5m, 1h) that got no reply within probe_timeout, 0 to 1. "
+    "Absent while the window has no completed probe (just started, or the target not probed).",
+    ("target", "window"),
+)
+RTT = MetricSpec(
+    "hostvigil_probe_rtt_seconds", "gauge",
+    "Round-trip time of the probes answered in the last window (1m, 5m, 1h), by stat: min, p50, p90, p99 (the "
+    "quantiles, interpolated linearly between ranks) and max. For TCP, the time the handshake took to complete or be "
+    "refused. Absent when no probe of the window was answered.",
+    ("target", "window", "stat"),
+)
+PROBES = MetricSpec(
+    "hostvigil_probe_window_probes", "gauge",
+    "Probes completed (answered or timed out) in the last window (1m, 5m, 1h), which loss_ratio is a share of; "
+    "fewer than the window holds after a start or while the target went unprobed.",
+    ("target", "window"),
+)
+TARGET_ERROR = MetricSpec(
+    "hostvigil_probe_target_error", "gauge",
+    "1 while a condition keeps a target from being measured fully, else 0; several may hold. resolve: the name does "
+    "not resolve or its lookup timed out (a last known address is still probed). permission: no ICMP socket is "
+    "allowed (widen net.ipv4.ping_group_range to the agent's group, or grant CAP_NET_RAW); nothing is sent. "
+    "unreachable: the latest probe could not be sent or was answered with no route / host unreachable. "
+    "send_failed: the kernel refused to send the latest probe for another reason (a local firewall).",
+    ("target", "reason"),
+)
+INFO = MetricSpec(
+    "hostvigil_probe_info", "gauge",
+    "Always 1: the address a target is probed at; for gateway and gateway6 the default route's next hop. Absent "
+    "until the target has an address.",
+    ("target", "protocol", "address"),
+)
+METRICS = (SENT, RECEIVED, REFUSED, LOSS, RTT, PROBES, TARGET_ERROR, INFO)
+# The `stat` label of rtt_seconds for each of history.QUANTILES ("quantile" is for summaries only).
+_STATS = {0.0: "min", 0.5: "p50", 0.9: "p90", 0.99: "p99", 1.0: "max"}
+
+_HOST = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,252})$")
+_FORMS = 'use "HOST" or "icmp:HOST" for ICMP echo, "tcp:HOST:PORT" for TCP, IPv6 literals in brackets'
+
+
+def parse_target(entry: str) -> Target:
+    """A target from its config entry, labelled with the entry itself; ValueError names the entry."""
+    protocol, sep, rest = entry.partition(":")
+    if not (sep and protocol in ("icmp", "tcp")):
+        protocol, rest = "icmp", entry
+    if protocol == "icmp":
+        return Target(entry, "icmp", _host(entry, rest, bare_ipv6=True))
+    host, sep, port = rest.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f'target "{entry}": a TCP target needs a port from 1 to 65535 ({_FORMS})')
+    return Target(entry, "tcp", _host(entry, host, bare_ipv6=False), int(port))
+
+
+def parse_targets(entries: Iterable[str]) -> list[Target]:
+    """Targets of the `targets` option; ValueError on a bad entry, a repeated one, or a gateway's label."""
+    targets: list[Target] = []
+    for entry in entries:
+        target = parse_target(entry)
+        if entry in GATEWAY_LABELS.values():
+            raise ValueError(f'target "{entry}": that is the label of the default gateway; write "icmp:{entry}" '
+                             f"to probe a host of that name")
+        if any(t.label == entry for t in targets):
+            raise ValueError(f'target "{entry}" is listed twice')
+        targets.append(target)
+    return targets
+
+
+def _host(entry: str, text: str, *, bare_ipv6: bool) -> str:
+    if text.startswith("[") and text.endswith("]"):
+        inner = text[1:-1]
+        if _ipv6(inner):
+            return inner
+        raise ValueError(f'target "{entry}": {text} is not an IPv6 address')
+    if ":" in text:
+        if bare_ipv6 and _ipv6(text):
+            return text
+        raise ValueError(f'target "{entry}": {text!r} is not a host name or address ({_FORMS})')
+    if not _HOST.match(text) or ".." in text:
+        raise ValueError(f'target "{entry}": {text!r} is not a host name or address ({_FORMS})')
+    return text
+
+
+def _ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+class ProbeCollector(Collector):
+    name = "probe"
+    help = "Packet loss and round-trip times (ICMP echo, TCP connect) to configured hosts and the default gateway."
+    daemon_only = True
+    interval = 15.0
+    timeout = 5.0
+    options: ClassVar[Mapping[str, Option]] = {
+        "targets": Option(
+            "strings", [],
+            'hosts to probe: "HOST" or "icmp:HOST" (ICMP echo), "tcp:HOST:PORT" (TCP connect); IPv6 in brackets',
+        ),
+        "gateway": Option("bool", True, "also probe the default gateways (IPv4 and IPv6) from the routing table"),
+        "probe_interval": Option("duration", 1.0, "one probe per target this often"),
+        "probe_timeout": Option("duration", 1.0, "a probe not answered within this is lost; at most probe_interval"),
+        "resolve_interval": Option("duration", 300.0, "look host names up again this often (30 s after a failure)"),
+    }
+    metrics = METRICS
+
+    def __init__(self, options: Mapping[str, Any]) -> None:
+        super().__init__(options)
+        self.engine: ProbeEngine | None = None
+        self.watcher: TargetWatcher | None = None
+        self._problem: str | None = None
+
+    def start(self, services: Services) -> None:
+        try:
+            targets = parse_targets(self.config.get("targets", []))
+            engine = _engine(self.config)
+        except ValueError as exc:
+            self._problem = str(exc)
+            return
+        watcher = TargetWatcher(
+            engine, targets, proc=services.paths.proc if self.config.get("gateway", True) else None,
+            resolve_interval=float(self.config.get("resolve_interval", 300.0)),
+        )
+        engine.start()
+        watcher.start()
+        self.engine, self.watcher = engine, watcher
+
+    def stop(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
+        if self.engine is not None:
+            self.engine.stop()
+
+    def collect(self, ctx: Context) -> Iterator[Sample]:
+        if self._problem is not None:
+            raise CollectorError(self._problem)
+        engine = self.engine
+        if engine is None:
+            raise Unavailable("loss probes run only in the daemon (hostvigil run)")
+        if engine.failure is not None:
+            raise CollectorError(engine.failure)
+        reports = engine.report()
+        if not reports:
+            raise Unavailable("nothing to probe: no targets configured and no default gateway found")
+        for report in reports:
+            label = report.target.label
+            for reason, message in report.errors.items():
+                ctx.note_once(f"{label}:{reason}:{message}", f"probe target {label}: {message}")
+            yield from _samples(report)
+
+    def snapshot_extra(self) -> dict[str, Any]:
+        """Why targets were not measured, if any were not: the samples say which, this says the reason."""
+        engine = self.engine
+        if engine is None:
+            return {}
+        errors = {r.target.label: dict(r.errors) for r in engine.report() if r.errors}
+        return {"probe_errors": errors} if errors else {}
+
+
+def _engine(config: Mapping[str, Any]) -> ProbeEngine:
+    interval = float(config.get("probe_interval", 1.0))
+    timeout = float(config.get("probe_timeout", 1.0))
+    if interval < MIN_INTERVAL:
+        raise ValueError(f"probe_interval: {interval:g} s is below the minimum of {MIN_INTERVAL * 1000:g} ms")
+    if timeout > interval:
+        raise ValueError(f"probe_timeout: {timeout:g} s is longer than probe_interval ({interval:g} s); "
+                         f"a probe must be over before the next one goes out")
+    return ProbeEngine(interval, timeout)
+
+
+def _samples(report: TargetReport) -> Iterator[Sample]:
+    label, protocol = report.target.label, report.target.protocol
+    yield SENT(report.sent, label, protocol)
+    yield RECEIVED(report.received, label, protocol)
+    if protocol == "tcp":
+        yield REFUSED(report.refused, label, protocol)
+    for window, stats in report.windows:
+        yield PROBES(stats.probes, label, window)
+        yield LOSS(stats.loss_ratio, label, window)
+        for q, seconds in stats.rtt_quantiles:
+            yield RTT(seconds, label, window, _STATS[q])
+    for reason in REASONS:
+        yield TARGET_ERROR(reason in report.errors, label, reason)
+    if report.address is not None:
+        yield INFO(1, label, protocol, report.address)
+

@@ -1,0 +1,1 @@
+"""Hardware RAID controllers through storcli/perccli: controller, virtual and physical drive states, batteries."""

@@ -1,0 +1,1 @@
+"""UPSes through NUT's upsd: status flags, battery, load, voltages, and the power events of an outage."""

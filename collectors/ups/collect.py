@@ -1,0 +1,442 @@
+"""UPSes through NUT's upsd: status flags, battery, load, voltages, and the power events on-call needs.
+
+A mail host on a UPS has minutes between "on battery" and the power going, so upsd is
+polled every 2 s and the transitions are recorded as power events in the boot's history
+and taken as crash snapshots: on battery, battery low or a forced shutdown (the last
+warning, urgent), back on line power, and contact lost with a UPS that was on battery
+(it may have shut down). The crash report reads the events' opening words.
+
+Each server gets one connection per run (TLS when upsd offers it, see nut_client) on a
+thread of its own, so a dead or slow server costs only its UPSes: a UPS that cannot be
+read this run has no readings in it, reports hostvigil_ups_up 0 and counts the reason in
+hostvigil_ups_errors_total; the run itself succeeds. An ERR from upsd (unknown UPS,
+driver not connected, data stale) costs only that UPS; a timeout or garbage costs the
+rest of that server's run, because the connection is then out of step with upsd.
+
+UPS labels: the name upsd lists for UPSes read from `server`, the entry as configured
+("name@host[:port]") for the others. LB while on line power (a UPS recharging after an
+outage) is not an imminent power loss, as upsmon also has it: only LB on battery, or FSD, is.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from hostvigil.collector import Collector, CollectorError, Context, Metrics, MetricSpec, Option, Sample, Unavailable
+from hostvigil.collectors.ups import nut_client
+from hostvigil.collectors.ups.nut_client import REASONS, TLS_MODES, NutError, Reason
+from hostvigil.collectors.ups.parse import UpsVariables, measurements, number
+
+_gauge = Metrics("ups").gauge
+
+
+FLAGS = ("OL", "OB", "LB", "HB", "RB", "CHRG", "DISCHRG", "BYPASS", "CAL", "OFF", "OVER", "TRIM", "BOOST", "FSD",
+         "ALARM")
+STATUS = _gauge(
+    "status",
+    "1 for each NUT status flag the UPS reports in ups.status, 0 for the others (several hold at once): OL on line "
+    "power, OB on battery, LB battery low, HB battery high, RB replace battery, CHRG charging, DISCHRG discharging, "
+    "BYPASS on bypass, CAL calibrating, OFF output off, OVER overloaded, TRIM trimming high input voltage, BOOST "
+    "boosting low input voltage, FSD forced shutdown, ALARM an alarm is active (see ups.alarm). Absent when the "
+    "UPS could not be read this run.",
+    "ups", "flag",
+)
+# Status words that are no flag and no news: upsd's placeholder until the driver's first data (NUT 2.8).
+_PLACEHOLDERS = frozenset({"WAIT"})
+UP = _gauge("up", "1 when the UPS was read from upsd this run, 0 when it could not be (see errors_total).", "ups")
+ERRORS = MetricSpec(
+    "hostvigil_ups_errors_total", "counter",
+    "Failed reads of a UPS since the agent started, by reason: unreachable (no connection to upsd), timeout, tls "
+    "(STARTTLS or certificate failed), access_denied, unknown_ups (upsd does not serve it), driver_not_connected, "
+    "data_stale (the driver stopped updating), malformed (a reply that is not the NUT protocol), other.",
+    ("ups", "reason"),
+)
+CHARGE = _gauge("battery_charge_ratio", "Battery charge, 0 to 1 (battery.charge).", "ups")
+RUNTIME = _gauge("battery_runtime_seconds", "Estimated runtime on battery at the present load (battery.runtime).",
+                 "ups")
+BATTERY_VOLTAGE = _gauge("battery_voltage_volts", "Battery voltage (battery.voltage).", "ups")
+LOAD = _gauge("load_ratio", "Load as a fraction of the UPS's capacity; above 1 is overload (ups.load).", "ups")
+INPUT_VOLTAGE = _gauge("input_voltage_volts", "Input (mains) voltage (input.voltage).", "ups")
+OUTPUT_VOLTAGE = _gauge("output_voltage_volts", "Output voltage (output.voltage).", "ups")
+INPUT_FREQUENCY = _gauge("input_frequency_hertz", "Input (mains) frequency (input.frequency).", "ups")
+OUTPUT_FREQUENCY = _gauge("output_frequency_hertz", "Output frequency (output.frequency).", "ups")
+TEMPERATURE = _gauge(
+    "temperature_celsius", "Temperature by sensor: ups (ups.temperature) or battery (battery.temperature).",
+    "ups", "sensor",
+)
+VARIABLE = _gauge(
+    "variable",
+    "Every other numeric NUT variable of the UPS, as upsd reports it, in NUT's units for that variable (percent, "
+    "seconds, volts, ...): thresholds such as battery.charge.low, input.transfer.high, timers, nominal ratings. "
+    "Serials, vendor and product ids, dates, versions and the driver's settings (driver.*) are left out.",
+    "ups", "variable",
+)
+INFO = _gauge(
+    "info",
+    "Always 1: the UPS's manufacturer, model and serial (device.* or ups.*) and the NUT driver serving it; empty "
+    "when the driver does not say.",
+    "ups", "manufacturer", "model", "serial", "driver",
+)
+METRICS = (
+    STATUS, UP, ERRORS, CHARGE, RUNTIME, BATTERY_VOLTAGE, LOAD, INPUT_VOLTAGE, OUTPUT_VOLTAGE, INPUT_FREQUENCY,
+    OUTPUT_FREQUENCY, TEMPERATURE, VARIABLE, INFO,
+)
+# Variables with a metric of their own: (metric, scale to base units, extra label values: the temperature's sensor).
+_SPECIFIC: dict[str, tuple[MetricSpec, float, tuple[str, ...]]] = {
+    "battery.charge": (CHARGE, 0.01, ()),
+    "battery.runtime": (RUNTIME, 1.0, ()),
+    "battery.voltage": (BATTERY_VOLTAGE, 1.0, ()),
+    "ups.load": (LOAD, 0.01, ()),
+    "input.voltage": (INPUT_VOLTAGE, 1.0, ()),
+    "output.voltage": (OUTPUT_VOLTAGE, 1.0, ()),
+    "input.frequency": (INPUT_FREQUENCY, 1.0, ()),
+    "output.frequency": (OUTPUT_FREQUENCY, 1.0, ()),
+    "ups.temperature": (TEMPERATURE, 1.0, ("ups",)),
+    "battery.temperature": (TEMPERATURE, 1.0, ("battery",)),
+}
+
+DEFAULT_SERVER = "127.0.0.1:3493"
+_MARGIN = 0.2  # seconds kept between the last read's deadline and the run's
+_ADDRESS = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^\s:@\[\]]+))(?::(?P<port>\d{1,5}))?$")
+
+
+@dataclass(frozen=True)
+class Target:
+    """A UPS to read: its series' label, its name on upsd, and the server."""
+
+    label: str
+    ups: str
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class _Settings:
+    tls: str
+    ca_file: str | None
+    username: str | None
+    password: str | None
+
+
+@dataclass
+class _ServerRun:
+    """What one server's thread found: a reading or an error per UPS, or why the server could not be listed."""
+
+    readings: dict[str, UpsVariables] = field(default_factory=dict)  # label -> variables
+    errors: dict[str, NutError] = field(default_factory=dict)  # label -> why it could not be read
+    listed: list[Target] | None = None  # LIST UPS, when the server was listed and answered
+    list_error: NutError | None = None
+
+
+@dataclass
+class _Watch:
+    """What the events of one UPS depend on, across runs."""
+
+    status: tuple[str, ...] = ()  # the words of ups.status at the last read
+    on_battery_since: float | None = None  # time.monotonic() when OB was first seen
+    lost_noted: bool = False  # contact lost while on battery, already recorded
+
+
+class UpsCollector(Collector):
+    name = "ups"
+    help = "UPSes through NUT's upsd: status flags, battery charge and runtime, load, voltages; power events."
+    interval = 2.0
+    timeout = 1.5
+    options: ClassVar[Mapping[str, Option]] = {
+        "upses": Option(
+            "strings", [], 'UPSes to read, "NAME@HOST[:PORT]" or "NAME" (on server); empty: every UPS on server'
+        ),
+        "server": Option("string", DEFAULT_SERVER, "the upsd to list (and read plain NAMEs from), HOST[:PORT]"),
+        "username": Option("string", "", "sent as USERNAME (never LOGIN); empty: none"),
+        "password_file": Option("string", "", "a file holding the password sent as PASSWORD; needs username"),
+        "tls": Option("string", "auto", '"auto" (STARTTLS if upsd offers it), "required" or "off"'),
+        "ca_file": Option("string", "", "CA certificates (PEM) that upsd's certificate must chain to; empty: none"),
+    }
+    metrics = METRICS
+
+    def __init__(self, options: Mapping[str, Any]) -> None:
+        super().__init__(options)
+        self._errors: dict[str, dict[Reason, int]] = {}  # label -> reason -> failed reads
+        self._listed: dict[tuple[str, int], list[Target]] = {}  # server -> its UPSes at the last LIST UPS
+        self._watch: dict[str, _Watch] = {}
+        self._last: dict[str, dict[str, Any]] = {}  # label -> status summary for snapshots; replaced whole
+
+    def collect(self, ctx: Context) -> Iterator[Sample]:
+        settings = _settings(self.config)
+        server = parse_address(str(self.config["server"]), "server")
+        configured = _targets(self.config["upses"], server)
+        servers: dict[tuple[str, int], list[Target]] = {}
+        for target in configured:
+            servers.setdefault((target.host, target.port), []).append(target)
+        if not configured:
+            servers[server] = []
+        runs = self._read(ctx, servers, not configured, settings)
+        targets = configured or self._listed_targets(ctx, server, runs[server])
+
+        readings: dict[str, UpsVariables] = {}
+        errors: dict[str, NutError] = {}
+        for run in runs.values():
+            readings.update(run.readings)
+            errors.update(run.errors)
+        labels = [target.label for target in targets]
+        self._errors = {label: self._errors.get(label, dict.fromkeys(REASONS, 0)) for label in labels}
+        now = time.monotonic()
+        last: dict[str, dict[str, Any]] = {}
+        for label in labels:
+            variables = readings.get(label)
+            if variables is None:
+                error = errors.get(label) or NutError("other", f"UPS {label}: not read")
+                self._errors[label][error.reason] += 1
+                ctx.note_once(f"error:{label}:{error.reason}", f"UPS {label}: {error}")
+                self._lost(ctx, label, error)
+                yield UP(0, label)
+                last[label] = {"up": False, "error": error.reason, **self._status_of(label)}
+            else:
+                yield UP(1, label)
+                yield from _samples(ctx, label, variables)
+                self._changed(ctx, label, variables, now)
+                last[label] = {"up": True, **self._status_of(label), **_battery(variables)}
+            for reason in REASONS:
+                yield ERRORS(self._errors[label][reason], label, reason)
+        self._watch = {label: watch for label, watch in self._watch.items() if label in labels}
+        self._last = last
+
+    def _listed_targets(self, ctx: Context, server: tuple[str, int], run: _ServerRun) -> list[Target]:
+        """The UPSes of `server` by its LIST UPS; when that failed, the last list's UPSes, each with the error.
+
+        With nothing configured and nothing listening on the default server, the host has
+        no NUT: Unavailable, not a failing collector.
+        """
+        where = f"upsd {server[0]}:{server[1]}"
+        if run.listed is not None:
+            if not run.listed:
+                ctx.note_once(f"empty:{server}", f"{where} serves no UPS")
+            self._listed[server] = run.listed
+            return run.listed
+        error = run.list_error or NutError("other", f"{where}: no answer")
+        if server not in self._listed:
+            if error.reason == "unreachable" and self._unconfigured():
+                raise Unavailable(f"no upsd on {server[0]}:{server[1]} ({str(error).removeprefix(where + ': ')})")
+            raise CollectorError(str(error))
+        run.errors = {target.label: error for target in self._listed[server]}
+        return self._listed[server]
+
+    def snapshot_extra(self) -> dict[str, Any]:
+        return {"ups": self._last} if self._last else {}
+
+    def _unconfigured(self) -> bool:
+        return not self.config["upses"] and self.config["server"] == DEFAULT_SERVER
+
+    # -- reading ----------------------------------------------------------------------
+
+    def _read(
+        self, ctx: Context, servers: Mapping[tuple[str, int], list[Target]], listing: bool, settings: _Settings
+    ) -> dict[tuple[str, int], _ServerRun]:
+        """Each server read on a thread of its own, all by the run's deadline; one not done by then timed out.
+
+        Daemon threads, not a pool: a thread stuck past its deadline (a name lookup has
+        none) must neither hold up the next run nor the agent's exit.
+        """
+        deadline = ctx.deadline - _MARGIN
+        timeout = max(0.05, deadline - time.monotonic())
+        runs: dict[tuple[str, int], _ServerRun] = {}
+
+        def read(server: tuple[str, int], targets: list[Target] | None) -> None:
+            runs[server] = _read_server(server, targets, settings, timeout, deadline)
+
+        threads = [
+            threading.Thread(
+                target=read, args=(server, None if listing else targets), name=f"ups-{server[0]}:{server[1]}",
+                daemon=True,
+            )
+            for server, targets in servers.items()
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(max(0.0, ctx.deadline - time.monotonic() - _MARGIN / 2))
+        done = dict(runs)
+        for server, targets in servers.items():
+            if server not in done:
+                late = NutError("timeout", f"upsd {server[0]}:{server[1]}: no answer before the run's deadline")
+                done[server] = _ServerRun(errors={t.label: late for t in targets}, list_error=late)
+        return done
+
+    # -- events -------------------------------------------------------------------------
+
+    def _status_of(self, label: str) -> dict[str, Any]:
+        watch = self._watch.get(label)
+        if watch is None:
+            return {}
+        since = watch.on_battery_since
+        return {
+            "status": " ".join(watch.status),
+            **({"on_battery_seconds": round(time.monotonic() - since, 1)} if since is not None else {}),
+        }
+
+    def _changed(self, ctx: Context, label: str, variables: UpsVariables, now: float) -> None:
+        """Record on battery, battery low, FSD and back on line, and ask for snapshots, as the status changes.
+
+        A UPS first seen on battery (the agent started during an outage) is recorded once too.
+        """
+        words = variables.status or ()
+        watch = self._watch.setdefault(label, _Watch())
+        status, previous = set(words), set(watch.status)
+        watch.status, watch.lost_noted = words, False
+        on_battery = "OB" in status
+        battery = _battery_text(variables)
+        started = on_battery and watch.on_battery_since is None
+        low = on_battery and "LB" in status and not {"OB", "LB"} <= previous
+        forced = "FSD" in status and "FSD" not in previous
+        if started:
+            watch.on_battery_since = now
+            ctx.hooks.record_event("power", f"UPS {label} on battery{battery}")
+        if low:
+            ctx.hooks.record_event("power", f"UPS {label} battery low: imminent power loss{battery}")
+        if forced:
+            ctx.hooks.record_event("power", f"UPS {label} forced shutdown (FSD): imminent power loss{battery}")
+        if low or forced:
+            what = "forced shutdown (FSD)" if forced else "battery low"
+            ctx.hooks.request_snapshot("event", f"imminent power loss: UPS {label} {what}{battery}", urgent=True)
+        elif started:
+            ctx.hooks.request_snapshot("event", f"UPS {label} on battery{battery}")
+        if "OL" in status and not on_battery and watch.on_battery_since is not None:
+            seconds = round(now - watch.on_battery_since)
+            watch.on_battery_since = None
+            ctx.hooks.record_event("power", f"UPS {label} back on line power after {seconds} s on battery")
+
+    def _lost(self, ctx: Context, label: str, error: NutError) -> None:
+        """Contact lost with a UPS that was on battery: it may have shut down, and the host with it."""
+        watch = self._watch.get(label)
+        if watch is None or watch.on_battery_since is None or watch.lost_noted:
+            return
+        watch.lost_noted = True
+        message = f"UPS {label} lost contact while on battery ({error.reason}): the UPS may have shut down"
+        ctx.hooks.record_event("power", message)
+        ctx.hooks.request_snapshot("event", f"imminent power loss: {message}", urgent=True)
+
+
+def _read_server(
+    server: tuple[str, int], targets: Sequence[Target] | None, settings: _Settings, timeout: float, deadline: float
+) -> _ServerRun:
+    """One connection: LIST UPS when targets is None, then LIST VAR of each UPS. Runs on its own thread."""
+    run = _ServerRun()
+    host, port = server
+    try:
+        client = nut_client.connect(
+            host, port, timeout=timeout, tls=settings.tls, ca_file=settings.ca_file, username=settings.username,
+            password=settings.password, deadline=deadline,
+        )
+    except NutError as exc:
+        run.list_error = exc
+        run.errors = {target.label: exc for target in targets or ()}
+        return run
+    with client:
+        if targets is None:
+            try:
+                targets = run.listed = [Target(entry.name, entry.name, host, port) for entry in client.list_ups()]
+            except NutError as exc:
+                run.list_error = exc
+                return run
+        for target in targets:
+            try:
+                run.readings[target.label] = client.list_var(target.ups)
+            except NutError as exc:
+                run.errors[target.label] = exc
+    return run
+
+
+def _samples(ctx: Context, label: str, variables: UpsVariables) -> Iterator[Sample]:
+    status = variables.status
+    if status is not None:
+        for word in status:
+            if word not in FLAGS and word not in _PLACEHOLDERS:
+                ctx.note_once(f"word:{label}:{word}", f"UPS {label}: status word {word!r} is not a known flag; ignored")
+        for flag in FLAGS:
+            yield STATUS(flag in status, label, flag)
+    for name, value in measurements(variables.values).items():
+        specific = _SPECIFIC.get(name)
+        if specific is None:
+            yield VARIABLE(value, label, name)
+        else:
+            metric, scale, sensor = specific
+            yield metric(value * scale, label, *sensor)
+    values = variables.values
+    yield INFO(
+        1, label,
+        values.get("device.mfr") or values.get("ups.mfr", ""),
+        values.get("device.model") or values.get("ups.model", ""),
+        values.get("device.serial") or values.get("ups.serial", ""),
+        values.get("driver.name", ""),
+    )
+
+
+def _battery(variables: UpsVariables) -> dict[str, float]:
+    result = {}
+    for name, key in (("battery.charge", "charge_percent"), ("battery.runtime", "runtime_seconds")):
+        value = number(variables.values.get(name, ""))
+        if value is not None:
+            result[key] = value
+    return result
+
+
+def _battery_text(variables: UpsVariables) -> str:
+    """ " (charge 80%, runtime 1200 s)", or what of it the UPS reports."""
+    battery = _battery(variables)
+    parts = []
+    if "charge_percent" in battery:
+        parts.append(f"charge {battery['charge_percent']:g}%")
+    if "runtime_seconds" in battery:
+        parts.append(f"runtime {battery['runtime_seconds']:g} s")
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+def parse_address(text: str, where: str) -> tuple[str, int]:
+    """(host, port) of "HOST", "HOST:PORT" or "[IPV6]:PORT"; CollectorError naming the option if malformed."""
+    match = _ADDRESS.match(text.strip())
+    port = int(match["port"]) if match and match["port"] else nut_client.DEFAULT_PORT
+    if match is None or not 0 < port < 65536:
+        raise CollectorError(f'{where}: bad address {text!r} (expected HOST[:PORT] or "[IPV6]:PORT")')
+    return match["v6"] or match["host"], port
+
+
+def _targets(entries: Sequence[str], server: tuple[str, int]) -> list[Target]:
+    targets: dict[str, Target] = {}
+    for entry in entries:
+        name, at, address = entry.strip().partition("@")
+        if not name or any(c.isspace() or c in '"\\' or ord(c) < 0x20 for c in name):
+            raise CollectorError(f'upses: bad entry {entry!r} (expected "NAME@HOST[:PORT]" or "NAME")')
+        host, port = parse_address(address, f"upses entry {entry!r}") if at else server
+        targets.setdefault(entry.strip(), Target(entry.strip(), name, host, port))
+    return list(targets.values())
+
+
+def _settings(config: Mapping[str, Any]) -> _Settings:
+    tls = str(config["tls"])
+    if tls not in TLS_MODES:
+        raise CollectorError(f"tls: must be one of {', '.join(TLS_MODES)}, not {tls!r}")
+    ca_file = str(config["ca_file"]) or None
+    if ca_file is not None and not os.access(ca_file, os.R_OK):
+        raise CollectorError(f"ca_file {ca_file}: not readable")
+    username = str(config["username"]) or None
+    password_file = str(config["password_file"]) or None
+    password = None
+    if password_file is not None:
+        if username is None:
+            raise CollectorError(f"password_file {password_file} is set but username is not")
+        try:
+            with open(password_file, encoding="utf-8") as fh:
+                password = fh.readline().rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise CollectorError(f"password_file {password_file}: {reason}") from None
+        if not password:
+            raise CollectorError(f"password_file {password_file}: empty first line, no password")
+    return _Settings(tls, ca_file, username, password)
+

@@ -1,0 +1,291 @@
+"""ZFS pools: state, vdev tree and errors, scrubs and resilvers, space, through whichever backend answers.
+
+Backends, tried in order: the libzfs Python bindings (py-libzfs, as TrueNAS
+ships them), `zpool status -j` (OpenZFS >= 2.3), `zpool status -p -P` text
+(older OpenZFS and zfs-fuse), and /proc/spl/kstat/zfs/<pool>/state, which
+holds the pool state alone but never hangs. A suspended pool hangs every
+zpool command: each has a deadline, a command still stuck from an earlier
+run is not started again (the runner refuses), and the kstat state stands in
+for it, the pool reported as suspended or unknown rather than not at all.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar
+
+from hostvigil.collector import (
+    Collector,
+    CollectorError,
+    Context,
+    Metrics,
+    Option,
+    Sample,
+    Unavailable,
+)
+from hostvigil.collectors.parse_proc import parse_mounts
+from hostvigil.collectors.zfs import parse
+from hostvigil.collectors.zfs.libzfs_backend import pools_from_libzfs
+from hostvigil.collectors.zfs.parse import Pool, Vdev
+from hostvigil.collectors.zfs.parse_json import parse_list_json, parse_status_json
+from hostvigil.collectors.zfs.parse_status import parse_status_text
+from hostvigil.runner import CommandResult
+
+log = logging.getLogger("hostvigil.zfs")
+
+POOL_STATES = ("ONLINE", "DEGRADED", "FAULTED", "OFFLINE", "UNAVAIL", "REMOVED", "SUSPENDED", "UNKNOWN")
+VDEV_STATES = ("ONLINE", "DEGRADED", "FAULTED", "OFFLINE", "UNAVAIL", "REMOVED", "AVAIL", "INUSE", "UNKNOWN")
+BACKENDS = ("libzfs", "json", "text", "kstat")
+
+
+_metric = Metrics("zfs").metric
+
+
+POOL_STATE = _metric(
+    "pool_state", "gauge", f"1 for the pool's state, one of {', '.join(POOL_STATES)}.", "pool", "state"
+)
+POOL_INFO = _metric(
+    "pool_info", "gauge", "Always 1: the pool's ZFS-8000-xx status code ('' when healthy).", "pool", "status_code"
+)
+BACKEND = _metric("backend_info", "gauge", f"Always 1: the backend that answered, one of {', '.join(BACKENDS)}.",
+                  "backend")
+SYSTEM = _metric("pool_system", "gauge", "1 if the pool holds / or /boot (a failure stops the host).",
+                 "pool", "mountpoint")
+VDEV_STATE = _metric(
+    "vdev_state", "gauge",
+    f"1 for a vdev's state, one of {', '.join(VDEV_STATES)}; leaf and interior vdevs, logs, cache and spares.",
+    "pool", "vdev", "state",
+)
+VDEV_ERRORS = _metric(
+    "vdev_errors", "gauge", "Errors counted on a vdev since the last `zpool clear`, by type (read, write, checksum).",
+    "pool", "vdev", "type",
+)
+SCAN_RUNNING = _metric("scan_running", "gauge", "1 while a scrub or resilver runs.", "pool", "function")
+SCAN_PROGRESS = _metric("scan_progress_ratio", "gauge", "Progress of the running or last scan.", "pool", "function")
+SCAN_ERRORS = _metric("scan_errors", "gauge", "Errors the last scan found.", "pool", "function")
+SCAN_REPAIRED = _metric("scan_repaired_bytes", "gauge", "Bytes the last scan repaired.", "pool", "function")
+SCAN_END = _metric(
+    "scan_end_timestamp_seconds", "gauge", "When the last scan completed (the pool's local time read as UTC).",
+    "pool", "function",
+)
+DATA_ERRORS = _metric("data_errors", "gauge", "Data errors in the pool (permanent errors in files).", "pool")
+SIZE = _metric("size_bytes", "gauge", "Pool size.", "pool")
+ALLOCATED = _metric("allocated_bytes", "gauge", "Space allocated in the pool.", "pool")
+FREE = _metric("free_bytes", "gauge", "Space free in the pool.", "pool")
+FRAGMENTATION = _metric("fragmentation_ratio", "gauge", "Free-space fragmentation.", "pool")
+CAPACITY = _metric("capacity_ratio", "gauge", "Allocated share of the pool.", "pool")
+
+_ERROR_TYPES = ("read", "write", "checksum")
+# zpool without a kernel module (OpenZFS) or a daemon (zfs-fuse) to talk to
+_NOT_RUNNING = re.compile(r"failed to initialize (the )?(ZFS|libzfs) library|modules are not loaded", re.IGNORECASE)
+_LIST_COLUMNS = ("name", "size", "alloc", "free", "frag", "cap", "health")
+
+
+class ZfsCollector(Collector):
+    name = "zfs"
+    help = "ZFS pools through libzfs, zpool JSON or text, or the kstat state: pool and vdev state, errors, scans."
+    interval = 60.0
+    timeout = 30.0
+    uevent_subsystems = ("block",)  # a disk removed: the pool shows it at once
+    options: ClassVar[Mapping[str, Option]] = {
+        "command": Option("string", "zpool", "the zpool command"),
+        "backend": Option("string", "auto", "auto, libzfs, json, text or kstat"),
+        "command_timeout": Option("duration", 20.0, "how long one zpool command may take"),
+    }
+    metrics = (
+        POOL_STATE, POOL_INFO, BACKEND, SYSTEM, VDEV_STATE, VDEV_ERRORS, SCAN_RUNNING, SCAN_PROGRESS, SCAN_ERRORS,
+        SCAN_REPAIRED, SCAN_END, DATA_ERRORS, SIZE, ALLOCATED, FREE, FRAGMENTATION, CAPACITY,
+    )
+
+    def __init__(self, options: Mapping[str, Any]) -> None:
+        super().__init__(options)
+        self._states: dict[tuple[str, str], str] | None = None  # (pool, vdev or "") -> state, of the last run
+        self._known: set[str] = set()  # pools seen by a full backend, for the kstat stand-in
+
+    def collect(self, ctx: Context) -> Iterator[Sample]:
+        backend = str(self.config["backend"])
+        if backend not in ("auto", *BACKENDS):
+            raise CollectorError(f"backend = {backend!r}: expected auto or one of {', '.join(BACKENDS)}")
+        pools, used = self._pools(ctx, backend)
+        yield BACKEND(1, used)
+        system = _system_pools(ctx)
+        for pool in pools:
+            yield from _pool_samples(pool, system)
+        self._notice_changes(ctx, pools)
+
+    def _pools(self, ctx: Context, backend: str) -> tuple[list[Pool], str]:
+        """Pools from the first backend that answers; the kstat states when the commands do not."""
+        trouble = ""
+        if backend in ("auto", "libzfs"):
+            try:
+                module = importlib.import_module("libzfs")
+            except ImportError:
+                if backend == "libzfs":
+                    raise Unavailable("the libzfs Python bindings (py-libzfs) are not installed") from None
+            else:
+                return pools_from_libzfs(module), "libzfs"
+        if backend in ("auto", "json", "text"):
+            pools, trouble = self._from_commands(ctx, backend)
+            if pools is not None:
+                self._known = {pool.name for pool in pools}
+                return pools, "json" if trouble == "json" else "text"
+        kstat = self._from_kstat(ctx)
+        if kstat is None:
+            if trouble == "missing":
+                raise Unavailable("no zpool command and no /proc/spl/kstat/zfs: ZFS is not in use here")
+            if trouble == "not running":
+                raise Unavailable("zpool is installed but ZFS is not running (no module loaded, or no zfs-fuse)")
+            raise CollectorError(trouble or "no pools: /proc/spl/kstat/zfs is absent")
+        if trouble and trouble != "missing":
+            ctx.note_once(f"kstat:{trouble}", f"zpool did not answer ({trouble}); pool states from kstat only")
+        return kstat, "kstat"
+
+    def _from_commands(self, ctx: Context, backend: str) -> tuple[list[Pool] | None, str]:
+        """(pools, "json" or "text") or (None, why not)."""
+        zpool = str(self.config["command"])
+        if backend in ("auto", "json"):
+            status = self._run(ctx, [zpool, "status", "-j", "--json-int"])
+            if status.status is None and not status.timed_out and "stuck" not in status.error:
+                return None, "missing"
+            if status.ok:
+                try:
+                    pools = parse_status_json(status.stdout.decode(errors="replace"))
+                except ValueError as exc:
+                    raise CollectorError(f"zpool status -j: {exc}") from None
+                listing = self._run(ctx, [zpool, "list", "-j", "--json-int"])
+                space = _parsed(listing, parse_list_json)
+                return parse.with_space(pools, space), "json"
+            if _hung(status):
+                return None, status.describe()
+        return self._from_text(ctx, zpool)
+
+    def _from_text(self, ctx: Context, zpool: str) -> tuple[list[Pool] | None, str]:
+        status = self._run(ctx, [zpool, "status", "-p", "-P"])
+        if not status.ok and not _hung(status) and status.status is not None:
+            status = self._run(ctx, [zpool, "status"])  # zfs-fuse knows neither -p nor -P
+        if status.status is None and not status.timed_out and "stuck" not in status.error:
+            return None, "missing"
+        if not status.ok and _NOT_RUNNING.search(status.stderr.decode(errors="replace")):
+            return None, "not running"
+        if not status.ok:
+            return None, status.describe()
+        try:
+            pools = parse_status_text(status.stdout.decode(errors="replace"))
+        except ValueError as exc:
+            raise CollectorError(f"zpool status: {exc}") from None
+        listing = self._run(ctx, [zpool, "list", "-Hp", "-o", ",".join(_LIST_COLUMNS)])
+        if listing.ok:
+            space = _parsed(listing, lambda text: parse.parse_list_text(text, _LIST_COLUMNS))
+        elif not _hung(listing):  # zfs-fuse: no -p, and its own columns
+            space = _parsed(self._run(ctx, [zpool, "list", "-H"]), parse.parse_list_text)
+        else:
+            space = {}
+        return parse.with_space(pools, space), "text"
+
+    def _from_kstat(self, ctx: Context) -> list[Pool] | None:
+        root = ctx.proc("spl/kstat/zfs")
+        if not root.is_dir():
+            if not self._known:
+                return None
+            # The commands hang and there is no kstat: the pools we knew are reported, state unknown.
+            return [_bare(name, "UNKNOWN") for name in sorted(self._known)]
+        pools = []
+        for directory in sorted(p for p in root.iterdir() if (p / "state").is_file()):
+            state = ctx.parse(directory / "state", parse.parse_kstat_state) or "UNKNOWN"
+            pools.append(_bare(directory.name, state))
+        return pools
+
+    def _run(self, ctx: Context, argv: list[str]) -> CommandResult:
+        timeout = min(float(self.config["command_timeout"]), ctx.remaining() - 1.0)
+        if timeout <= 0:
+            raise CollectorError("no time left for zpool before the collector's timeout")
+        return ctx.runner.run(argv, timeout)
+
+    def _notice_changes(self, ctx: Context, pools: list[Pool]) -> None:
+        """A pool or vdev leaving ONLINE asks for a crash snapshot (not at the first run)."""
+        states = {(pool.name, ""): pool.state for pool in pools}
+        for pool in pools:
+            for vdev in _walk(pool.vdevs):
+                states[(pool.name, vdev.name)] = vdev.state
+        previous = self._states
+        self._states = states
+        if previous is None:
+            return
+        changes = [
+            f"ZFS pool {pool}" + (f" vdev {vdev}" if vdev else "") + f" went from ONLINE to {state}"
+            for (pool, vdev), state in states.items()
+            if previous.get((pool, vdev)) == "ONLINE" and state not in ("ONLINE", "AVAIL", "INUSE")
+        ]
+        if changes:  # one snapshot for what one run saw, however many vdevs it names
+            reason = "; ".join(changes)
+            ctx.log.warning("%s", reason)
+            ctx.hooks.request_snapshot("event", reason[:500])
+
+
+def _pool_samples(pool: Pool, system: Mapping[str, set[str]]) -> Iterator[Sample]:
+    state = pool.state if pool.state in POOL_STATES else "UNKNOWN"
+    for candidate in POOL_STATES:
+        yield POOL_STATE(1 if candidate == state else 0, pool.name, candidate)
+    yield POOL_INFO(1, pool.name, pool.status_code or "")
+    for mountpoint in sorted(system.get(pool.name, ())):
+        yield SYSTEM(1, pool.name, mountpoint)
+    seen: set[str] = set()
+    for vdev in _walk(pool.vdevs):
+        if vdev.name in seen:  # a spare listed twice (in use and in the spares group): the first listing counts
+            continue
+        seen.add(vdev.name)
+        vstate = vdev.state if vdev.state in VDEV_STATES else "UNKNOWN"
+        for candidate in VDEV_STATES:
+            yield VDEV_STATE(1 if candidate == vstate else 0, pool.name, vdev.name, candidate)
+        for kind, count in zip(_ERROR_TYPES, (vdev.read_errors, vdev.write_errors, vdev.checksum_errors), strict=True):
+            if count is not None:
+                yield VDEV_ERRORS(count, pool.name, vdev.name, kind)
+    if pool.scan is not None and pool.scan.function != "none":
+        scan, function = pool.scan, pool.scan.function
+        yield SCAN_RUNNING(1 if scan.state == "scanning" else 0, pool.name, function)
+        for spec, value in ((SCAN_PROGRESS, scan.progress_ratio), (SCAN_ERRORS, scan.errors),
+                            (SCAN_REPAIRED, scan.repaired_bytes), (SCAN_END, scan.end_time)):
+            if value is not None:
+                yield spec(value, pool.name, function)
+    for spec, value in ((DATA_ERRORS, pool.data_errors), (SIZE, pool.size_bytes), (ALLOCATED, pool.allocated_bytes),
+                        (FREE, pool.free_bytes), (FRAGMENTATION, pool.fragmentation_ratio),
+                        (CAPACITY, pool.capacity_ratio)):
+        if value is not None:
+            yield spec(value, pool.name)
+
+
+def _walk(vdevs: tuple[Vdev, ...]) -> Iterator[Vdev]:
+    for vdev in vdevs:
+        yield vdev
+        yield from _walk(vdev.children)
+
+
+def _system_pools(ctx: Context) -> dict[str, set[str]]:
+    """Pools holding / or /boot, from the zfs datasets mounted there."""
+    result: dict[str, set[str]] = {}
+    for mount in ctx.parse(ctx.proc("mounts"), parse_mounts) or []:
+        if mount.fstype == "zfs" and mount.mountpoint in ("/", "/boot"):
+            result.setdefault(mount.device.split("/", 1)[0], set()).add(mount.mountpoint)
+    return result
+
+
+def _bare(name: str, state: str) -> Pool:
+    return Pool(name=name, state=state, status_code=None, status=None, scan=None, data_errors=None, vdevs=())
+
+
+def _hung(result: CommandResult) -> bool:
+    return result.timed_out or "stuck" in result.error
+
+
+def _parsed(result: CommandResult, parser: Any) -> Mapping[str, parse.PoolSpace]:
+    """Pool space from `zpool list`, or nothing: space is worth less than the state, so its failure is quiet."""
+    if not result.ok:
+        return {}
+    try:
+        return parser(result.stdout.decode(errors="replace"))  # type: ignore[no-any-return]
+    except ValueError as exc:
+        log.debug("zpool list: %s", exc)
+        return {}
