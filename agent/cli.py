@@ -15,14 +15,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from urllib.parse import urlencode
 
-from hostvigil import __version__, crashreport
-from hostvigil.agent import Agent, build_scheduler, state_dir
-from hostvigil.boots import read_boot_id
-from hostvigil.collectors.registry import REGISTRY
+from hostvigil import __version__
 from hostvigil.config import DEFAULT_PATH, Config, ConfigError, load, parse_listen
+from hostvigil.daemon import Agent, build_scheduler, state_dir
 from hostvigil.durable import write_atomically
-from hostvigil.forensics import Forensics, ReportStore
+from hostvigil.forensics import report as crashreport
+from hostvigil.forensics.boots import read_boot_id
+from hostvigil.forensics.service import Forensics, ReportStore
 from hostvigil.logs import setup as setup_logging
+from hostvigil.registry import REGISTRY
 
 log = logging.getLogger("hostvigil")
 

@@ -12,8 +12,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import ClassVar
 
+from hostvigil import procfs
 from hostvigil.collector import Collector, Context, Metrics, MetricSpec, Option, Sample
-from hostvigil.collectors import parse_proc as parse
 
 _gauge = Metrics("limits").gauge
 
@@ -86,11 +86,11 @@ class LimitsCollector(Collector):
         yield from self._daemons(ctx, pids)
 
     def _kernel(self, ctx: Context) -> Iterator[Sample]:
-        handles = ctx.parse(ctx.proc("sys/fs/file-nr"), parse.parse_file_nr)
+        handles = ctx.parse(ctx.proc("sys/fs/file-nr"), procfs.parse_file_nr)
         if handles:
             yield FILE_HANDLES(handles.allocated)
             yield FILE_HANDLES_MAX(handles.max)
-        load = ctx.parse(ctx.proc("loadavg"), parse.parse_loadavg)
+        load = ctx.parse(ctx.proc("loadavg"), procfs.parse_loadavg)
         if load:
             yield from (LOAD1(load.load1), LOAD5(load.load5), LOAD15(load.load15), TASKS(load.tasks))
         for spec, path in (
@@ -99,25 +99,25 @@ class LimitsCollector(Collector):
             (CONNTRACK, "sys/net/netfilter/nf_conntrack_count"),
             (CONNTRACK_MAX, "sys/net/netfilter/nf_conntrack_max"),
         ):
-            value = ctx.parse(ctx.proc(path), parse.parse_int)
+            value = ctx.parse(ctx.proc(path), procfs.parse_int)
             if value is not None:
                 yield spec(value)
-        cpus = ctx.parse(ctx.sys("devices/system/cpu/online"), parse.parse_cpu_list)
+        cpus = ctx.parse(ctx.sys("devices/system/cpu/online"), procfs.parse_cpu_list)
         if cpus is not None:
             yield CPUS(cpus)
 
     def _memory(self, ctx: Context) -> Iterator[Sample]:
-        meminfo = ctx.parse(ctx.proc("meminfo"), parse.parse_meminfo) or {}
+        meminfo = ctx.parse(ctx.proc("meminfo"), procfs.parse_meminfo) or {}
         for field, spec in _MEMINFO.items():
             if field in meminfo:  # MemAvailable is missing before Linux 3.14: absent, not zero
                 yield spec(meminfo[field])
         for resource in ("cpu", "memory", "io"):
-            pressure = ctx.parse(ctx.proc(f"pressure/{resource}"), parse.parse_pressure) or {}
+            pressure = ctx.parse(ctx.proc(f"pressure/{resource}"), procfs.parse_pressure) or {}
             for scope, values in pressure.items():
                 yield PRESSURE(values.total_seconds, resource, scope)
 
     def _filesystems(self, ctx: Context) -> Iterator[Sample]:
-        mounts = ctx.parse(ctx.proc("mounts"), parse.parse_mounts) or []
+        mounts = ctx.parse(ctx.proc("mounts"), procfs.parse_mounts) or []
         wanted = set(self.config["filesystem_types"])
         seen: set[str] = set()
         for mount in mounts:
@@ -152,7 +152,7 @@ class LimitsCollector(Collector):
         """(open fds, soft limit) of the process with the highest ratio, or None if none is readable."""
         worst: tuple[int, int] | None = None
         for pid in pids:
-            limits = ctx.parse(pid / "limits", parse.parse_limits)
+            limits = ctx.parse(pid / "limits", procfs.parse_limits)
             nofile = limits.get("Max open files") if limits else None
             if nofile is None or nofile.soft is None:
                 continue

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from hostvigil.cli import main
-from hostvigil.collectors.registry import REGISTRY
 from hostvigil.config import ConfigError, load, parse_duration
+from hostvigil.registry import REGISTRY
 
 
 def check(tmp_path: Path, text: str, capsys: pytest.CaptureFixture[str]) -> str:

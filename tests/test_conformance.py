@@ -8,7 +8,7 @@ import pytest
 
 from hostvigil.cache import META_METRICS
 from hostvigil.collector import Collector
-from hostvigil.collectors.registry import REGISTRY
+from hostvigil.registry import REGISTRY
 
 NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from hostvigil.boots import Boot, BootHistory
 from hostvigil.collector import CollectorError
 from hostvigil.collectors.ipmi.parse_sel import SelEntry, parse_ipmitool_sel, sel_timestamp
-from hostvigil.crash_evidence import Evidence, Gatherer, _log_evidence, power_lost_at_end
-from hostvigil.crashreport import UNKNOWN_TEXT, classify
+from hostvigil.forensics.boots import Boot, BootHistory
+from hostvigil.forensics.evidence import Evidence, Gatherer, _log_evidence, power_lost_at_end
+from hostvigil.forensics.report import UNKNOWN_TEXT, classify
 from hostvigil.runner import CommandRunner
 from tests.conftest import FIXTURES, fixture_paths
 from tests.test_parse_kmsg import OOPS_5_7

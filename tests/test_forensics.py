@@ -20,7 +20,7 @@ import pytest
 
 from hostvigil.collectors.kernel.follower import _summary
 from hostvigil.collectors.kernel.parse import events_from_text
-from hostvigil.snapshots import FORMAT, SnapshotStore
+from hostvigil.forensics.snapshots import FORMAT, SnapshotStore
 from tests.conftest import FIXTURES, free_port, require_tool
 from tests.nut import NutServer
 from tests.test_parse_kmsg import OOPS_5_7

@@ -21,10 +21,10 @@ import pytest
 
 from hostvigil.cache import MetricsCache
 from hostvigil.collector import Collector, Sample, Services
-from hostvigil.collectors.crash import CrashCollector
-from hostvigil.collectors.registry import REGISTRY
 from hostvigil.config import Config, Paths, SnapshotConfig
-from hostvigil.forensics import Forensics
+from hostvigil.forensics.metrics import CrashCollector
+from hostvigil.forensics.service import Forensics
+from hostvigil.registry import REGISTRY
 from hostvigil.runner import CommandRunner
 from tests.conftest import FIXTURES, fixture_paths, run_collector, run_with
 from tests.nut import NutServer

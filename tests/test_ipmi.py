@@ -17,7 +17,7 @@ from hostvigil.collector import CollectorError, Context, Sample, Unavailable, ch
 from hostvigil.collectors.ipmi import tools as ipmi_tools
 from hostvigil.collectors.ipmi.collect import IpmiCollector
 from hostvigil.collectors.ipmi.tools import read_sel_evidence
-from hostvigil.crash_evidence import power_lost_at_end
+from hostvigil.forensics.evidence import power_lost_at_end
 from hostvigil.runner import CommandRunner
 from tests import test_conformance
 from tests.conftest import FIXTURES, RecordingHooks, fixture_paths, require_tool, values

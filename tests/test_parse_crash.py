@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from hostvigil.collectors.kernel import parse_crash as parse
-from hostvigil.collectors.parse_proc import parse_int
+from hostvigil.procfs import parse_int
 from tests.conftest import FIXTURES, require_tool
 
 CRASH = FIXTURES / "crash"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hostvigil.collectors import parse_proc as parse
+from hostvigil import procfs
 from tests.conftest import TREES
 
 
@@ -13,84 +13,84 @@ def read(tree: str, path: str) -> str:
 
 
 def test_file_nr_with_systemd_file_max() -> None:
-    handles = parse.parse_file_nr(read("hotsos-kubernetes", "proc/sys/fs/file-nr"))
-    assert handles == parse.FileHandles(allocated=2112, max=9223372036854775807)
+    handles = procfs.parse_file_nr(read("hotsos-kubernetes", "proc/sys/fs/file-nr"))
+    assert handles == procfs.FileHandles(allocated=2112, max=9223372036854775807)
 
 
 def test_loadavg() -> None:
-    load = parse.parse_loadavg(read("procfs-testdata", "proc/loadavg"))
-    assert load == parse.LoadAvg(0.02, 0.04, 0.05, runnable=1, tasks=497)
+    load = procfs.parse_loadavg(read("procfs-testdata", "proc/loadavg"))
+    assert load == procfs.LoadAvg(0.02, 0.04, 0.05, runnable=1, tasks=497)
 
 
 def test_meminfo_in_bytes_without_memavailable() -> None:
-    meminfo = parse.parse_meminfo(read("procfs-testdata", "proc/meminfo"))
+    meminfo = procfs.parse_meminfo(read("procfs-testdata", "proc/meminfo"))
     assert meminfo["MemTotal"] == 15666184 * 1024
     assert "MemAvailable" not in meminfo  # a pre-3.14 kernel: absent, not zero
 
 
 def test_meminfo_of_a_modern_kernel() -> None:
-    meminfo = parse.parse_meminfo(read("hotsos-kubernetes", "proc/meminfo"))
+    meminfo = procfs.parse_meminfo(read("hotsos-kubernetes", "proc/meminfo"))
     assert meminfo["MemAvailable"] == 2775844 * 1024
     assert meminfo["Committed_AS"] > meminfo["CommitLimit"]
 
 
 def test_pressure_cpu_without_full_line() -> None:
-    pressure = parse.parse_pressure(read("procfs-testdata", "proc/pressure/cpu"))
+    pressure = procfs.parse_pressure(read("procfs-testdata", "proc/pressure/cpu"))
     assert set(pressure) == {"some"}
-    assert pressure["some"] == parse.Pressure(0.10, 2.00, 3.85, total_seconds=15e-6)
+    assert pressure["some"] == procfs.Pressure(0.10, 2.00, 3.85, total_seconds=15e-6)
 
 
 def test_pressure_io_some_and_full() -> None:
-    pressure = parse.parse_pressure(read("node-exporter-fixtures", "proc/pressure/io"))
+    pressure = procfs.parse_pressure(read("node-exporter-fixtures", "proc/pressure/io"))
     assert pressure["full"].total_seconds == pytest.approx(159.229614)
     assert pressure["some"].avg10 == pytest.approx(0.18)
 
 
 def test_limits_with_kernel_padding_and_unlimited() -> None:
-    limits = parse.parse_limits(read("hotsos-kubernetes", "proc/35149/limits"))
-    assert limits["Max open files"] == parse.Rlimit(1048576, 1048576)
-    assert limits["Max processes"] == parse.Rlimit(None, None)
+    limits = procfs.parse_limits(read("hotsos-kubernetes", "proc/35149/limits"))
+    assert limits["Max open files"] == procfs.Rlimit(1048576, 1048576)
+    assert limits["Max processes"] == procfs.Rlimit(None, None)
 
 
 def test_limits_with_trailing_spaces_stripped() -> None:
-    limits = parse.parse_limits(read("procfs-testdata", "proc/26231/limits"))
-    assert limits["Max open files"] == parse.Rlimit(2048, 4096)
-    assert limits["Max nice priority"] == parse.Rlimit(0, 0)
+    limits = procfs.parse_limits(read("procfs-testdata", "proc/26231/limits"))
+    assert limits["Max open files"] == procfs.Rlimit(2048, 4096)
+    assert limits["Max nice priority"] == procfs.Rlimit(0, 0)
 
 
 def test_mounts() -> None:
-    mounts = parse.parse_mounts(read("node-exporter-fixtures", "proc/mounts"))
+    mounts = procfs.parse_mounts(read("node-exporter-fixtures", "proc/mounts"))
     assert len(mounts) == 30
-    assert mounts[0] == parse.Mount("rootfs", "/", "rootfs")
+    assert mounts[0] == procfs.Mount("rootfs", "/", "rootfs")
 
 
 def test_mount_with_escaped_space() -> None:
-    (mount,) = parse.parse_mounts("/dev/sdb1 /srv/mail\\040spool ext4 rw 0 0\n")
+    (mount,) = procfs.parse_mounts("/dev/sdb1 /srv/mail\\040spool ext4 rw 0 0\n")
     assert mount.mountpoint == "/srv/mail spool"
 
 
 def test_cpu_list() -> None:
-    assert parse.parse_cpu_list("0-3,5,7-8\n") == 7
-    assert parse.parse_cpu_list("0\n") == 1
+    assert procfs.parse_cpu_list("0-3,5,7-8\n") == 7
+    assert procfs.parse_cpu_list("0\n") == 1
 
 
 @pytest.mark.parametrize(
     ("parser", "text", "reason"),
     [
-        (parse.parse_file_nr, "2112 0\n", "three integers"),
-        (parse.parse_file_nr, "a b c\n", "three integers"),
-        (parse.parse_loadavg, "0.02 0.04 0.05 497 11947\n", "runnable/tasks"),
-        (parse.parse_loadavg, "x 0.04 0.05 1/497 11947\n", "non-numeric"),
-        (parse.parse_meminfo, "MemTotal: lots kB\n", "line 1"),
-        (parse.parse_meminfo, "SwapTotal: 0 kB\n", "no MemTotal"),
-        (parse.parse_pressure, "some avg10=0.1 total=5\n", "avg60"),
-        (parse.parse_pressure, "full avg10=0 avg60=0 avg300=0 total=0\n", "no 'some'"),
-        (parse.parse_limits, "Max open files 1024 4096 files\n", "header"),
-        (parse.parse_limits, "Limit                     Soft\nMax open files            1024\n", "soft and hard"),
-        (parse.parse_limits, "Limit  Soft Hard Units\nMax open files            many   4096\n", "bad limit"),
-        (parse.parse_mounts, "/dev/sda1 /\n", "line 1"),
-        (parse.parse_cpu_list, "0-a\n", "bad CPU list"),
-        (parse.parse_int, "\x00\x01garbage", "one integer"),
+        (procfs.parse_file_nr, "2112 0\n", "three integers"),
+        (procfs.parse_file_nr, "a b c\n", "three integers"),
+        (procfs.parse_loadavg, "0.02 0.04 0.05 497 11947\n", "runnable/tasks"),
+        (procfs.parse_loadavg, "x 0.04 0.05 1/497 11947\n", "non-numeric"),
+        (procfs.parse_meminfo, "MemTotal: lots kB\n", "line 1"),
+        (procfs.parse_meminfo, "SwapTotal: 0 kB\n", "no MemTotal"),
+        (procfs.parse_pressure, "some avg10=0.1 total=5\n", "avg60"),
+        (procfs.parse_pressure, "full avg10=0 avg60=0 avg300=0 total=0\n", "no 'some'"),
+        (procfs.parse_limits, "Max open files 1024 4096 files\n", "header"),
+        (procfs.parse_limits, "Limit                     Soft\nMax open files            1024\n", "soft and hard"),
+        (procfs.parse_limits, "Limit  Soft Hard Units\nMax open files            many   4096\n", "bad limit"),
+        (procfs.parse_mounts, "/dev/sda1 /\n", "line 1"),
+        (procfs.parse_cpu_list, "0-a\n", "bad CPU list"),
+        (procfs.parse_int, "\x00\x01garbage", "one integer"),
     ],
 )
 def test_malformed_input_is_refused_with_a_reason(parser: object, text: str, reason: str) -> None:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from hostvigil.collectors.parse_proc import parse_stat
-from hostvigil.snapshot_contents import redact
-from hostvigil.snapshots import FORMAT, URGENT_GAP, SnapshotError, SnapshotStore, Snapshotter, decode, encode
+from hostvigil.forensics.contents import redact
+from hostvigil.forensics.snapshots import FORMAT, URGENT_GAP, SnapshotError, SnapshotStore, Snapshotter, decode, encode
+from hostvigil.procfs import parse_stat
 
 
 def doc(trigger: str = "periodic", size: int = 100, when: float | None = None) -> dict[str, object]:
@@ -81,7 +81,7 @@ def test_disk_full_keeps_every_complete_snapshot(tmp_path: Path) -> None:
 
 WRITER = """
 import sys, time
-from hostvigil.snapshots import FORMAT, SnapshotStore
+from hostvigil.forensics.snapshots import FORMAT, SnapshotStore
 store = SnapshotStore(__import__("pathlib").Path(sys.argv[1]), max_count=20)
 print("ready", flush=True)
 while True:

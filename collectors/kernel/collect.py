@@ -14,8 +14,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
+from hostvigil import procfs
 from hostvigil.collector import Collector, Context, Hooks, Metrics, Option, Sample, Services
-from hostvigil.collectors import parse_proc
 from hostvigil.collectors.kernel.follower import KmsgFollower
 from hostvigil.collectors.kernel.parse import KernelEvent, is_critical
 from hostvigil.collectors.kernel.parse_crash import TAINT_FLAGS, journal_storage
@@ -160,7 +160,7 @@ class KernelCollector(Collector):
 
 
 def _taint(ctx: Context) -> Iterator[Sample]:
-    mask = ctx.parse(ctx.proc("sys/kernel/tainted"), parse_proc.parse_int)
+    mask = ctx.parse(ctx.proc("sys/kernel/tainted"), procfs.parse_int)
     if mask is None:
         return
     yield TAINTED(mask)
@@ -170,13 +170,13 @@ def _taint(ctx: Context) -> Iterator[Sample]:
 
 def _boot(ctx: Context) -> Iterator[Sample]:
     for path in sorted(ctx.sys("kernel").glob("*_count")):
-        value = ctx.parse(path, parse_proc.parse_int)
+        value = ctx.parse(path, procfs.parse_int)
         if value is not None:
             yield COUNTED(value, path.name.removesuffix("_count"))
-    hung = ctx.parse(ctx.proc("sys/kernel/hung_task_detect_count"), parse_proc.parse_int)
+    hung = ctx.parse(ctx.proc("sys/kernel/hung_task_detect_count"), procfs.parse_int)
     if hung is not None:
         yield COUNTED(hung, "hung_task_detect")
-    btime = ctx.parse(ctx.proc("stat"), parse_proc.parse_btime)
+    btime = ctx.parse(ctx.proc("stat"), procfs.parse_btime)
     if btime is not None:
         yield BOOT_TIME(btime)
     boot_id = (ctx.read(ctx.proc("sys/kernel/random/boot_id")) or "").strip()
@@ -186,21 +186,21 @@ def _boot(ctx: Context) -> Iterator[Sample]:
 
 
 def _readiness(ctx: Context) -> Iterator[Sample]:
-    loaded = ctx.parse(ctx.sys("kernel/kexec_crash_loaded"), parse_proc.parse_int)
+    loaded = ctx.parse(ctx.sys("kernel/kexec_crash_loaded"), procfs.parse_int)
     if loaded is not None:
         yield KDUMP_LOADED(loaded)
-    reserved = ctx.parse(ctx.sys("kernel/kexec_crash_size"), parse_proc.parse_int)
+    reserved = ctx.parse(ctx.sys("kernel/kexec_crash_size"), procfs.parse_int)
     if reserved is not None:
         yield KDUMP_RESERVED(reserved)
     backend = (ctx.read(ctx.sys("module/pstore/parameters/backend")) or "").strip()
     yield PSTORE_BACKEND(1 if backend and backend != "(null)" else 0)
-    mounts = ctx.parse(ctx.proc("mounts"), parse_proc.parse_mounts) or []
+    mounts = ctx.parse(ctx.proc("mounts"), procfs.parse_mounts) or []
     yield PSTORE_MOUNTED(1 if any(m.fstype == "pstore" for m in mounts) else 0)
     pstore = ctx.sys("fs/pstore")
     yield PSTORE_RECORDS(sum(1 for _ in pstore.iterdir()) if pstore.is_dir() else 0)
     yield JOURNAL_KEEPS(1 if _journal_storage(ctx) == "persistent" else 0)
     for sysctl, path in PANIC_SYSCTLS.items():
-        value = ctx.parse(ctx.proc(path), parse_proc.parse_int)
+        value = ctx.parse(ctx.proc(path), procfs.parse_int)
         if value is not None:
             yield PANIC_SETTING(value, sysctl)
 

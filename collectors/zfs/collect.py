@@ -26,12 +26,12 @@ from hostvigil.collector import (
     Sample,
     Unavailable,
 )
-from hostvigil.collectors.parse_proc import parse_mounts
 from hostvigil.collectors.zfs import parse
 from hostvigil.collectors.zfs.libzfs_backend import pools_from_libzfs
 from hostvigil.collectors.zfs.parse import Pool, Vdev
 from hostvigil.collectors.zfs.parse_json import parse_list_json, parse_status_json
 from hostvigil.collectors.zfs.parse_status import parse_status_text
+from hostvigil.procfs import parse_mounts
 from hostvigil.runner import CommandResult
 
 log = logging.getLogger("hostvigil.zfs")

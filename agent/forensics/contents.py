@@ -21,8 +21,8 @@ from typing import Any
 from hostvigil import __version__
 from hostvigil.cache import CollectorState
 from hostvigil.collector import Collector
-from hostvigil.collectors.parse_proc import ProcStat, parse_stat
-from hostvigil.snapshots import FORMAT
+from hostvigil.forensics.snapshots import FORMAT
+from hostvigil.procfs import ProcStat, parse_stat
 
 TOP = 10
 MAX_D_STATE = 200

@@ -5,7 +5,7 @@ and systemd-pstore's copies), kdump's /var/crash, the previous boot's kernel
 journal, the power events the collectors recorded, the BMC's event log (which
 survives the reboot), and this boot's filesystem recovery. Each piece is quoted
 with where it came from and tagged with the event classes it shows; the verdict
-is crashreport.py's.
+is report.py's.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hostvigil.boots import Boot, BootHistory
 from hostvigil.collector import CollectorError
 from hostvigil.collectors.ipmi.parse_sel import SelEntry
 from hostvigil.collectors.kernel.parse import events_from_text, parse_record
@@ -30,10 +29,11 @@ from hostvigil.collectors.kernel.parse_crash import (
     parse_pstore_name,
     strip_ramoops_header,
 )
-from hostvigil.collectors.parse_proc import parse_btime
 from hostvigil.config import Paths
+from hostvigil.forensics.boots import Boot, BootHistory
+from hostvigil.forensics.snapshots import SnapshotError, SnapshotStore
+from hostvigil.procfs import parse_btime
 from hostvigil.runner import CommandRunner
-from hostvigil.snapshots import SnapshotError, SnapshotStore
 
 MAX_TEXT = 512 * 1024  # of a crash log read as evidence (its tail holds the crash)
 QUOTE_LINES = 15

@@ -11,13 +11,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from hostvigil.boots import read_boot_id
 from hostvigil.cache import CollectorState, MetricsCache
 from hostvigil.collector import Collector, Services
-from hostvigil.collectors.registry import REGISTRY
 from hostvigil.config import Config, parse_listen
-from hostvigil.forensics import Forensics
+from hostvigil.forensics.boots import read_boot_id
+from hostvigil.forensics.service import Forensics
 from hostvigil.notify import Notifier
+from hostvigil.registry import REGISTRY
 from hostvigil.runner import CommandRunner
 from hostvigil.scheduler import Job, Scheduler
 from hostvigil.server import MetricsServer

@@ -1,14 +1,14 @@
-"""The registry of collectors.
+"""The registry of collectors: the one place the agent imports collectors/.
 
-A new collector is a module in this package with a Collector subclass, added
-to REGISTRY below; config sections, scheduling and meta-metrics follow from that.
+A new subsystem is a package under collectors/ whose collect.py holds a
+Collector subclass, added to REGISTRY below; config sections, scheduling and
+meta-metrics follow from that. The agent's own footprint and the forensics'
+metrics are collectors of the daemon itself, registered here beside them.
 """
 
 from __future__ import annotations
 
 from hostvigil.collector import Collector
-from hostvigil.collectors.agent import AgentCollector
-from hostvigil.collectors.crash import CrashCollector
 from hostvigil.collectors.edac.collect import EdacCollector
 from hostvigil.collectors.hwmon.collect import HwmonCollector
 from hostvigil.collectors.ipmi.collect import IpmiCollector
@@ -22,6 +22,8 @@ from hostvigil.collectors.raid.collect import RaidCollector
 from hostvigil.collectors.smart.collect import SmartCollector
 from hostvigil.collectors.ups.collect import UpsCollector
 from hostvigil.collectors.zfs.collect import ZfsCollector
+from hostvigil.footprint import AgentCollector
+from hostvigil.forensics.metrics import CrashCollector
 
 REGISTRY: dict[str, type[Collector]] = {
     cls.name: cls

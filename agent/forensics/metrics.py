@@ -6,9 +6,9 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from hostvigil.collector import Collector, Context, MetricSpec, Sample, Services, Unavailable
-from hostvigil.crashreport import CAUSES
-from hostvigil.forensics import Forensics
-from hostvigil.snapshots import TRIGGERS
+from hostvigil.forensics.report import CAUSES
+from hostvigil.forensics.service import Forensics
+from hostvigil.forensics.snapshots import TRIGGERS
 
 UNCLEAN = MetricSpec(
     "hostvigil_boot_unclean", "gauge",

@@ -1,6 +1,6 @@
 """The report after an unclean reboot: the evidence side by side, and a verdict.
 
-The evidence (crash_evidence.py) is each source's finding, quoted with where it
+The evidence (evidence.py) is each source's finding, quoted with where it
 came from. The cause is the strongest evidence found; with none, the report
 says so plainly rather than guessing a software cause.
 """
@@ -12,8 +12,8 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
-from hostvigil.boots import Boot
-from hostvigil.crash_evidence import Evidence, Gatherer
+from hostvigil.forensics.boots import Boot
+from hostvigil.forensics.evidence import Evidence, Gatherer
 
 CAUSES = ("kernel_panic", "kernel_oops", "hung_system", "oom", "hardware", "power_loss", "watchdog_reset", "unknown")
 FORMAT = "hostvigil-crash-report/1"

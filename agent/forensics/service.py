@@ -16,18 +16,18 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from hostvigil import crashreport
-from hostvigil.boots import BootHistory
 from hostvigil.cache import CollectorState
 from hostvigil.collector import Collector, Hooks
 from hostvigil.collectors.ipmi.parse_sel import SelEntry
 from hostvigil.collectors.ipmi.tools import read_sel_evidence
 from hostvigil.config import Config
-from hostvigil.crash_evidence import Gatherer
 from hostvigil.durable import write_atomically
+from hostvigil.forensics import report as crashreport
+from hostvigil.forensics.boots import BootHistory
+from hostvigil.forensics.contents import SnapshotBuilder
+from hostvigil.forensics.evidence import Gatherer
+from hostvigil.forensics.snapshots import SnapshotStore, Snapshotter
 from hostvigil.runner import CommandRunner
-from hostvigil.snapshot_contents import SnapshotBuilder
-from hostvigil.snapshots import SnapshotStore, Snapshotter
 
 log = logging.getLogger("hostvigil.forensics")
 
