@@ -21,42 +21,39 @@ from prometheus_client.registry import Collector as RegistryCollector
 from prometheus_client.registry import CollectorRegistry
 
 from hostvigil import __version__
-from hostvigil.collector import MetricSpec, Sample
+from hostvigil.collector import Metrics, MetricSpec, Sample
 
-SUCCESS = MetricSpec(
-    "hostvigil_collector_success", "gauge",
+_collector = Metrics("collector")
+_build = Metrics("build")
+
+SUCCESS = _collector.gauge(
+    "success",
     "1 if the collector's latest run succeeded, 0 if it failed, timed out or cannot run here; "
     "its own series are only served while this is 1.",
-    ("collector",),
+    "collector",
 )
-AVAILABLE = MetricSpec(
-    "hostvigil_collector_available", "gauge",
+AVAILABLE = _collector.gauge(
+    "available",
     "0 if the collector cannot run on this host (missing privilege or tool; the reason is logged once).",
-    ("collector",),
+    "collector",
 )
-DURATION = MetricSpec(
-    "hostvigil_collector_duration_seconds", "gauge",
+DURATION = _collector.gauge(
+    "duration_seconds",
     "Wall time of the collector's latest run (the timeout, for a run that timed out).",
-    ("collector",),
+    "collector",
 )
-LAST_SUCCESS = MetricSpec(
-    "hostvigil_collector_last_success_timestamp_seconds", "gauge",
+LAST_SUCCESS = _collector.gauge(
+    "last_success_timestamp_seconds",
     "Unix time the collector last completed a run successfully.",
-    ("collector",),
+    "collector",
 )
-ERRORS = MetricSpec(
-    "hostvigil_collector_errors_total", "counter",
+ERRORS = _collector.counter(
+    "errors_total",
     "Runs of the collector that failed (raised, returned garbage or timed out).",
-    ("collector",),
+    "collector",
 )
-TIMEOUTS = MetricSpec(
-    "hostvigil_collector_timeouts_total", "counter",
-    "Runs of the collector that exceeded their timeout.",
-    ("collector",),
-)
-BUILD_INFO = MetricSpec(
-    "hostvigil_build_info", "gauge", "Always 1; the version of the running agent.", ("version",)
-)
+TIMEOUTS = _collector.counter("timeouts_total", "Runs of the collector that exceeded their timeout.", "collector")
+BUILD_INFO = _build.gauge("info", "Always 1; the version of the running agent.", "version")
 META_METRICS = (SUCCESS, AVAILABLE, DURATION, LAST_SUCCESS, ERRORS, TIMEOUTS, BUILD_INFO)
 
 

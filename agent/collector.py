@@ -34,7 +34,7 @@ class Unavailable(CollectorError):
 
 @dataclass(frozen=True)
 class MetricSpec:
-    """One metric family a collector may emit: name, type, help and label names."""
+    """One metric family a collector may emit: name, type, help and label names (declared through Metrics)."""
 
     name: str
     kind: Kind
@@ -47,22 +47,18 @@ class MetricSpec:
 
 @dataclass(frozen=True)
 class Metrics:
-    """Declares a collector's metric families under its name: hostvigil_<namespace>_<name>.
+    """The one way to declare metric families: `_md = Metrics("md")`, then `_md.gauge("degraded", help, "array")`.
 
-    `labels` lead every family's own label names (SMART's "device", say).
+    Names come out as hostvigil_<namespace>_<name>; a counter's name ends in _total.
     """
 
     namespace: str
-    labels: tuple[str, ...] = ()
-
-    def metric(self, name: str, kind: Kind, text: str, *labels: str) -> MetricSpec:
-        return MetricSpec(f"hostvigil_{self.namespace}_{name}", kind, text, (*self.labels, *labels))
 
     def gauge(self, name: str, text: str, *labels: str) -> MetricSpec:
-        return self.metric(name, "gauge", text, *labels)
+        return MetricSpec(f"hostvigil_{self.namespace}_{name}", "gauge", text, labels)
 
     def counter(self, name: str, text: str, *labels: str) -> MetricSpec:
-        return self.metric(name, "counter", text, *labels)
+        return MetricSpec(f"hostvigil_{self.namespace}_{name}", "counter", text, labels)
 
 
 @dataclass(frozen=True)

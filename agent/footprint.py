@@ -6,23 +6,23 @@ from collections.abc import Iterator, Mapping
 
 import psutil
 
-from hostvigil.collector import Collector, Context, MetricSpec, Sample, Services
+from hostvigil.collector import Collector, Context, Metrics, Sample, Services
 
-RSS = MetricSpec("hostvigil_agent_resident_memory_bytes", "gauge", "Resident memory of the hostvigil process.")
-CPU = MetricSpec("hostvigil_agent_cpu_seconds_total", "counter", "CPU time used by the hostvigil process.", ("mode",))
-THREADS = MetricSpec(
-    "hostvigil_agent_threads", "gauge", "Threads of the hostvigil process (one per collector run in flight)."
-)
-FDS = MetricSpec("hostvigil_agent_open_fds", "gauge", "Open file descriptors of the hostvigil process.")
-STUCK = MetricSpec(
-    "hostvigil_agent_stuck_commands", "gauge",
+_agent = Metrics("agent")
+
+RSS = _agent.gauge("resident_memory_bytes", "Resident memory of the hostvigil process.")
+CPU = _agent.counter("cpu_seconds_total", "CPU time used by the hostvigil process.", "mode")
+THREADS = _agent.gauge("threads", "Threads of the hostvigil process (one per collector run in flight).")
+FDS = _agent.gauge("open_fds", "Open file descriptors of the hostvigil process.")
+STUCK = _agent.gauge(
+    "stuck_commands",
     "Commands killed on timeout that have not exited (a process in D state); each is not started again until it exits.",
 )
 
-UEVENTS = MetricSpec(
-    "hostvigil_agent_uevents_total", "counter",
+UEVENTS = _agent.counter(
+    "uevents_total",
     "Kernel uevents received, by subsystem; the collectors that watch a subsystem run at once on its events.",
-    ("subsystem",),
+    "subsystem",
 )
 
 

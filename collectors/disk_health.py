@@ -10,7 +10,7 @@ collector for controller drives), so one alert covers both.
 
 from __future__ import annotations
 
-from hostvigil.collector import MetricSpec
+from hostvigil.collector import Metrics
 from hostvigil.collectors.smart.parse import SmartReport
 
 # ATA attributes whose raw counts growing means the disk is losing sectors.
@@ -20,12 +20,14 @@ _GROWING_ATTRIBUTES = (
     (198, "offline uncorrectable sectors (ATA 198)"),
 )
 
-FAILING_IN_USE = MetricSpec(
-    "hostvigil_disk_failing_in_use", "gauge",
+_disk = Metrics("disk")
+
+FAILING_IN_USE = _disk.gauge(
+    "failing_in_use",
     "1 for a disk that fails SMART or whose pending, reallocated or uncorrectable counts are growing while it is "
     "still an active md member or an online controller drive (the reason is logged); replace it before the array "
     "needs it.",
-    ("device", "array"),
+    "device", "array",
 )
 
 

@@ -13,42 +13,51 @@ from pathlib import Path
 from typing import ClassVar
 
 from hostvigil import procfs
-from hostvigil.collector import Collector, Context, Metrics, MetricSpec, Option, Sample
+from hostvigil.collector import Collector, Context, Metrics, Option, Sample
 
-_gauge = Metrics("limits").gauge
+_limits = Metrics("limits")
 
 
-FILE_HANDLES = _gauge("file_handles", "File handles allocated by the kernel (/proc/sys/fs/file-nr).")
-FILE_HANDLES_MAX = _gauge("file_handles_max", "The kernel's file handle limit, fs.file-max.")
-TASKS = _gauge("tasks", "Processes and threads that exist; each holds a PID (/proc/loadavg).")
-PROCESSES = _gauge("processes", "Processes that exist (PID directories in /proc).")
-PID_MAX = _gauge("pid_max", "kernel.pid_max: tasks beyond it cannot be created.")
-THREADS_MAX = _gauge("threads_max", "kernel.threads-max: the kernel's limit on tasks.")
-CONNTRACK = _gauge("conntrack_entries", "Connection-tracking entries in use (nf_conntrack_count).")
-CONNTRACK_MAX = _gauge("conntrack_entries_max", "net.netfilter.nf_conntrack_max: new connections drop beyond it.")
-FS_SIZE = _gauge("filesystem_size_bytes", "Size of a local filesystem.", "mountpoint")
-FS_AVAIL = _gauge("filesystem_avail_bytes", "Bytes free to unprivileged users on a local filesystem.", "mountpoint")
-FS_INODES = _gauge("filesystem_inodes", "Inodes of a local filesystem.", "mountpoint")
-FS_INODES_FREE = _gauge("filesystem_inodes_free", "Free inodes of a local filesystem.", "mountpoint")
-DAEMON_PROCESSES = _gauge("daemon_processes", "Running processes of a watched daemon (by process name).", "daemon")
-DAEMON_FDS = _gauge(
-    "daemon_open_fds", "Open files of the daemon's process nearest its RLIMIT_NOFILE.", "daemon"
+FILE_HANDLES = _limits.gauge("file_handles", "File handles allocated by the kernel (/proc/sys/fs/file-nr).")
+FILE_HANDLES_MAX = _limits.gauge("file_handles_max", "The kernel's file handle limit, fs.file-max.")
+TASKS = _limits.gauge("tasks", "Processes and threads that exist; each holds a PID (/proc/loadavg).")
+PROCESSES = _limits.gauge("processes", "Processes that exist (PID directories in /proc).")
+PID_MAX = _limits.gauge("pid_max", "kernel.pid_max: tasks beyond it cannot be created.")
+THREADS_MAX = _limits.gauge("threads_max", "kernel.threads-max: the kernel's limit on tasks.")
+CONNTRACK = _limits.gauge("conntrack_entries", "Connection-tracking entries in use (nf_conntrack_count).")
+CONNTRACK_MAX = _limits.gauge(
+    "conntrack_entries_max",
+    "net.netfilter.nf_conntrack_max: new connections drop beyond it.",
 )
-DAEMON_FDS_MAX = _gauge("daemon_max_fds", "Soft RLIMIT_NOFILE of that same process.", "daemon")
-MEM_TOTAL = _gauge("memory_total_bytes", "MemTotal from /proc/meminfo.")
-MEM_AVAILABLE = _gauge("memory_available_bytes", "MemAvailable: memory usable without swapping.")
-SWAP_TOTAL = _gauge("swap_total_bytes", "SwapTotal from /proc/meminfo.")
-SWAP_FREE = _gauge("swap_free_bytes", "SwapFree from /proc/meminfo.")
-COMMITTED = _gauge("memory_committed_bytes", "Committed_AS: memory promised to processes.")
-COMMIT_LIMIT = _gauge("memory_commit_limit_bytes", "CommitLimit: the ceiling under strict overcommit.")
-LOAD1 = _gauge("load1", "1-minute load average.")
-LOAD5 = _gauge("load5", "5-minute load average.")
-LOAD15 = _gauge("load15", "15-minute load average.")
-CPUS = _gauge("cpus_online", "Online CPUs, to read load averages against.")
-PRESSURE = MetricSpec(
-    "hostvigil_limits_pressure_stalled_seconds_total", "counter",
+FS_SIZE = _limits.gauge("filesystem_size_bytes", "Size of a local filesystem.", "mountpoint")
+FS_AVAIL = _limits.gauge(
+    "filesystem_avail_bytes",
+    "Bytes free to unprivileged users on a local filesystem.",
+    "mountpoint",
+)
+FS_INODES = _limits.gauge("filesystem_inodes", "Inodes of a local filesystem.", "mountpoint")
+FS_INODES_FREE = _limits.gauge("filesystem_inodes_free", "Free inodes of a local filesystem.", "mountpoint")
+DAEMON_PROCESSES = _limits.gauge(
+    "daemon_processes",
+    "Running processes of a watched daemon (by process name).",
+    "daemon",
+)
+DAEMON_FDS = _limits.gauge("daemon_open_fds", "Open files of the daemon's process nearest its RLIMIT_NOFILE.", "daemon")
+DAEMON_FDS_MAX = _limits.gauge("daemon_max_fds", "Soft RLIMIT_NOFILE of that same process.", "daemon")
+MEM_TOTAL = _limits.gauge("memory_total_bytes", "MemTotal from /proc/meminfo.")
+MEM_AVAILABLE = _limits.gauge("memory_available_bytes", "MemAvailable: memory usable without swapping.")
+SWAP_TOTAL = _limits.gauge("swap_total_bytes", "SwapTotal from /proc/meminfo.")
+SWAP_FREE = _limits.gauge("swap_free_bytes", "SwapFree from /proc/meminfo.")
+COMMITTED = _limits.gauge("memory_committed_bytes", "Committed_AS: memory promised to processes.")
+COMMIT_LIMIT = _limits.gauge("memory_commit_limit_bytes", "CommitLimit: the ceiling under strict overcommit.")
+LOAD1 = _limits.gauge("load1", "1-minute load average.")
+LOAD5 = _limits.gauge("load5", "5-minute load average.")
+LOAD15 = _limits.gauge("load15", "15-minute load average.")
+CPUS = _limits.gauge("cpus_online", "Online CPUs, to read load averages against.")
+PRESSURE = _limits.counter(
+    "pressure_stalled_seconds_total",
     "Time tasks were stalled on a resource (/proc/pressure; scope some: at least one task, full: all).",
-    ("resource", "scope"),
+    "resource", "scope",
 )
 
 # Local disk filesystems; network and pseudo filesystems are left out because

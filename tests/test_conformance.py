@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import tomllib
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +13,7 @@ from hostvigil.collector import Collector
 from hostvigil.registry import REGISTRY
 
 NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+ROOT = Path(__file__).parent.parent
 
 
 @pytest.mark.parametrize("cls", REGISTRY.values(), ids=REGISTRY.keys())
@@ -33,3 +36,27 @@ def test_metric_names_are_unique_across_collectors() -> None:
     specs = {spec for cls in REGISTRY.values() for spec in cls.metrics} | set(META_METRICS)
     names = [spec.name for spec in specs]
     assert len(names) == len(set(names))
+
+
+SOURCES = [path for tree in ("agent", "collectors") for path in (ROOT / tree).rglob("*.py")]
+
+
+def test_metrics_are_declared_one_way() -> None:
+    """Metric families come from Metrics(namespace).gauge/.counter; a bare MetricSpec(...) would bypass the naming."""
+    bare = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in SOURCES if path != ROOT / "agent" / "collector.py"
+        for number, line in enumerate(path.read_text().splitlines(), 1) if "MetricSpec(" in line
+    ]
+    assert not bare, f"declare these with Metrics(namespace).gauge/.counter: {bare}"
+
+
+def test_every_package_is_installed() -> None:
+    """A subsystem package missing from pyproject's list works from the checkout and is absent from the .deb."""
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    top = {"agent": ("hostvigil",), "collectors": ("hostvigil", "collectors")}
+    found = set()
+    for tree, package in top.items():
+        for init in (ROOT / tree).rglob("__init__.py"):
+            found.add(".".join((*package, *init.parent.relative_to(ROOT / tree).parts)))
+    assert found == listed

@@ -15,15 +15,15 @@ from typing import ClassVar
 import pytest
 
 from hostvigil.cache import MetricsCache
-from hostvigil.collector import Collector, CollectorError, Context, MetricSpec, Sample, Unavailable
+from hostvigil.collector import Collector, CollectorError, Context, Metrics, Sample, Unavailable
 from hostvigil.config import Paths
 from hostvigil.runner import CommandRunner
 from hostvigil.scheduler import Job, Scheduler
 from hostvigil.server import MetricsServer
 
-TICKS = MetricSpec("hostvigil_test_ticks", "gauge", "Runs so far.")
-HUNG = MetricSpec("hostvigil_hung_value", "gauge", "Never served: the command never returns.")
-FLAKY = MetricSpec("hostvigil_flaky_value", "gauge", "Served while the collector works.")
+TICKS = Metrics("test").gauge("ticks", "Runs so far.")
+HUNG = Metrics("hung").gauge("value", "Never served: the command never returns.")
+FLAKY = Metrics("flaky").gauge("value", "Served while the collector works.")
 
 
 class Ticking(Collector):

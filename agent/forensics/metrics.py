@@ -5,34 +5,32 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from hostvigil.collector import Collector, Context, MetricSpec, Sample, Services, Unavailable
+from hostvigil.collector import Collector, Context, Metrics, Sample, Services, Unavailable
 from hostvigil.forensics.report import CAUSES
 from hostvigil.forensics.service import Forensics
 from hostvigil.forensics.snapshots import TRIGGERS
 
-UNCLEAN = MetricSpec(
-    "hostvigil_boot_unclean", "gauge",
+_boot = Metrics("boot")
+_crash = Metrics("crash")
+_last_crash = Metrics("last_crash")
+_snapshots = Metrics("snapshots")
+
+UNCLEAN = _boot.gauge(
+    "unclean",
     "1 if the previous boot ended without an orderly stop (crash, hang, power loss); see `hostvigil report`.",
 )
-REPORTS = MetricSpec(
-    "hostvigil_crash_reports_total", "counter", "Crash reports written after unclean reboots, by cause.", ("cause",)
+REPORTS = _crash.counter("reports_total", "Crash reports written after unclean reboots, by cause.", "cause")
+LAST_CRASH = _last_crash.gauge("timestamp_seconds", "When the host was last seen alive before its latest crash.")
+WRITTEN = _snapshots.counter(
+    "written_total",
+    "Snapshots written, by trigger (periodic, event, shutdown, manual).",
+    "trigger",
 )
-LAST_CRASH = MetricSpec(
-    "hostvigil_last_crash_timestamp_seconds", "gauge", "When the host was last seen alive before its latest crash."
-)
-WRITTEN = MetricSpec(
-    "hostvigil_snapshots_written_total", "counter",
-    "Snapshots written, by trigger (periodic, event, shutdown, manual).", ("trigger",),
-)
-FAILURES = MetricSpec(
-    "hostvigil_snapshots_failures_total", "counter", "Snapshots that could not be written (disk full, I/O error)."
-)
-SUPPRESSED = MetricSpec(
-    "hostvigil_snapshots_suppressed_total", "counter", "Snapshot requests dropped by the rate limit (event floods)."
-)
-LAST_WRITTEN = MetricSpec("hostvigil_snapshots_last_timestamp_seconds", "gauge", "When the last snapshot was written.")
-STORED = MetricSpec("hostvigil_snapshots_stored", "gauge", "Snapshot files kept in the state directory.")
-STORED_BYTES = MetricSpec("hostvigil_snapshots_stored_bytes", "gauge", "Bytes of snapshot files kept.")
+FAILURES = _snapshots.counter("failures_total", "Snapshots that could not be written (disk full, I/O error).")
+SUPPRESSED = _snapshots.counter("suppressed_total", "Snapshot requests dropped by the rate limit (event floods).")
+LAST_WRITTEN = _snapshots.gauge("last_timestamp_seconds", "When the last snapshot was written.")
+STORED = _snapshots.gauge("stored", "Snapshot files kept in the state directory.")
+STORED_BYTES = _snapshots.gauge("stored_bytes", "Bytes of snapshot files kept.")
 
 
 class CrashCollector(Collector):

@@ -21,67 +21,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from hostvigil.collector import Collector, CollectorError, Context, Metrics, MetricSpec, Option, Sample, Unavailable
-
-_gauge = Metrics("hwmon").gauge
-
-
-TEMPERATURE = _gauge("temperature_celsius", "Temperature a sensor reads (temp*_input).", "chip", "sensor")
-TEMPERATURE_MAX = _gauge(
-    "temperature_max_celsius", "The chip's high limit for a temperature sensor (temp*_max).", "chip", "sensor"
-)
-TEMPERATURE_CRIT = _gauge(
-    "temperature_crit_celsius",
-    "The chip's critical limit for a temperature sensor (temp*_crit): hardware shutdown or throttling is near.",
-    "chip", "sensor",
-)
-FAN = _gauge("fan_rpm", "Speed a fan sensor reads (fan*_input); 0 for a stopped or absent fan.", "chip", "sensor")
-FAN_MIN = _gauge("fan_min_rpm", "The chip's low limit for a fan (fan*_min); 0 when none is set.", "chip", "sensor")
-VOLTAGE = _gauge("voltage_volts", "Voltage a sensor reads (in*_input).", "chip", "sensor")
-CURRENT = _gauge("current_amperes", "Current a sensor reads (curr*_input).", "chip", "sensor")
-POWER = _gauge("power_watts", "Power a sensor reads (power*_input, else power*_average).", "chip", "sensor")
-ALARM = _gauge(
-    "alarm",
-    "The chip's alarm and fault flags, 1 raised, 0 clear, as the files exist: alarm (the sensor is out of its "
-    "limits), min_alarm, max_alarm, crit_alarm, lcrit_alarm, emergency_alarm, cap_alarm, fault (broken sensor, "
-    "e.g. a disconnected fan or diode). Sensor intrusionN is the chassis intrusion detector.",
-    "chip", "sensor", "alarm",
-)
-CHIP_INFO = _gauge(
-    "chip_info",
-    "Always 1: a chip's driver name (the name file, e.g. coretemp, k10temp, nct6779, nvme; empty if it has none) "
-    "and its current hwmonN directory, which can change at boot.",
-    "chip", "name", "hwmon",
-)
-SENSOR_INFO = _gauge(
-    "sensor_info", "Always 1: a sensor's label as the chip names it (*_label).", "chip", "sensor", "label"
-)
-READ_ERRORS = _gauge(
-    "read_errors",
-    "Sensors of the chip whose files could not be read (EIO, ENODATA: a broken chip or sensor) or parsed in the "
-    "latest run; their series are missing, the chip's other sensors are served.",
-    "chip",
-)
-CORE_THROTTLES = MetricSpec(
-    "hostvigil_cpu_core_throttles_total", "counter",
-    "Times a CPU core was thermally throttled since boot (thermal_throttle/core_throttle_count), once per core.",
-    ("core", "package"),
-)
-PACKAGE_THROTTLES = MetricSpec(
-    "hostvigil_cpu_package_throttles_total", "counter",
-    "Times a CPU package was thermally throttled since boot (thermal_throttle/package_throttle_count), once per "
-    "package.",
-    ("package",),
-)
-CORE_THROTTLE_SECONDS = MetricSpec(
-    "hostvigil_cpu_core_throttle_seconds_total", "counter",
-    "Time a CPU core spent thermally throttled since boot (thermal_throttle/core_throttle_total_time_ms).",
-    ("core", "package"),
-)
-PACKAGE_THROTTLE_SECONDS = MetricSpec(
-    "hostvigil_cpu_package_throttle_seconds_total", "counter",
-    "Time a CPU package spent thermally throttled since boot (thermal_throttle/package_throttle_total_time_ms).",
-    ("package",),
+from hostvigil.collector import Collector, CollectorError, Context, MetricSpec, Option, Sample, Unavailable
+from hostvigil.collectors.hwmon.metrics import (
+    ALARM,
+    CHIP_INFO,
+    CORE_THROTTLE_SECONDS,
+    CORE_THROTTLES,
+    CURRENT,
+    FAN,
+    FAN_MIN,
+    METRICS,
+    PACKAGE_THROTTLE_SECONDS,
+    PACKAGE_THROTTLES,
+    POWER,
+    READ_ERRORS,
+    SENSOR_INFO,
+    TEMPERATURE,
+    TEMPERATURE_CRIT,
+    TEMPERATURE_MAX,
+    VOLTAGE,
 )
 
 _SENSOR_FILE = re.compile(r"^(?P<type>temp|fan|in|curr|power|intrusion)(?P<index>\d+)_(?P<attr>[a-z_]+)$")
@@ -176,10 +134,7 @@ class HwmonCollector(Collector):
         ),
         "thermal_throttle": Option("bool", True, "also export the CPUs' thermal throttling counters"),
     }
-    metrics = (
-        TEMPERATURE, TEMPERATURE_MAX, TEMPERATURE_CRIT, FAN, FAN_MIN, VOLTAGE, CURRENT, POWER, ALARM, CHIP_INFO,
-        SENSOR_INFO, READ_ERRORS, CORE_THROTTLES, PACKAGE_THROTTLES, CORE_THROTTLE_SECONDS, PACKAGE_THROTTLE_SECONDS,
-    )
+    metrics = METRICS
 
     def collect(self, ctx: Context) -> Iterator[Sample]:
         chips = self._chips(ctx)

@@ -15,51 +15,33 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from hostvigil import procfs
-from hostvigil.collector import Collector, Context, Hooks, Metrics, Option, Sample, Services
+from hostvigil.collector import Collector, Context, Hooks, Option, Sample, Services
 from hostvigil.collectors.kernel.follower import KmsgFollower
+from hostvigil.collectors.kernel.metrics import (
+    BOOT_INFO,
+    BOOT_TIME,
+    COUNTED,
+    DROPPED,
+    EVENT_LAST,
+    EVENTS,
+    FINGERPRINTS,
+    FOLLOWING,
+    GAPS,
+    JOURNAL_KEEPS,
+    KDUMP_LOADED,
+    KDUMP_RESERVED,
+    LINES,
+    METRICS,
+    PANIC_SETTING,
+    PSTORE_BACKEND,
+    PSTORE_MOUNTED,
+    PSTORE_RECORDS,
+    SUPPRESSED,
+    TAINT,
+    TAINTED,
+)
 from hostvigil.collectors.kernel.parse import KernelEvent, is_critical
 from hostvigil.collectors.kernel.parse_crash import TAINT_FLAGS, journal_storage
-
-_metric = Metrics("kernel").metric
-
-
-EVENTS = _metric(
-    "events_total", "counter",
-    "Kernel log events by class since the agent started (a multi-line oops counts once).", "class",
-)
-EVENT_LAST = _metric("event_last_timestamp_seconds", "gauge", "When the latest event of a class was logged.", "class")
-LINES = _metric("lines_total", "counter", "Kernel log records read from /dev/kmsg.")
-DROPPED = _metric(
-    "lines_dropped_total", "counter",
-    "Kernel log records never read: overwritten in the ring buffer during a flood (seen as sequence gaps).",
-)
-GAPS = _metric("log_gaps_total", "counter", "Jumps in the kernel log's sequence numbers (ring-buffer overruns).")
-SUPPRESSED = _metric(
-    "lines_suppressed_total", "counter", "Messages the kernel itself rate-limited ('callbacks suppressed')."
-)
-FINGERPRINTS = _metric("event_fingerprints", "gauge", "Distinct events (by stack or message fingerprint) seen.")
-FOLLOWING = _metric("log_following", "gauge", "1 while /dev/kmsg is being followed (needs root or CAP_SYSLOG).")
-TAINTED = _metric("tainted_mask", "gauge", "/proc/sys/kernel/tainted: 0 for an untainted kernel.")
-TAINT = _metric("taint", "gauge", "1 for each taint flag set (Documentation/admin-guide/tainted-kernels.rst).", "flag")
-COUNTED = _metric(
-    "counted_events_total", "counter", "The kernel's own counters since boot: /sys/kernel/<kind>_count.", "kind"
-)
-BOOT_TIME = _metric("boot_time_seconds", "gauge", "Unix time the kernel booted (btime in /proc/stat).")
-BOOT_INFO = _metric("boot_info", "gauge", "Always 1: the running kernel's boot id and release.", "boot_id", "release")
-KDUMP_LOADED = _metric("kdump_loaded", "gauge", "1 if a crash kernel is loaded (kdump will capture a panic).")
-KDUMP_RESERVED = _metric("kdump_reserved_bytes", "gauge", "Memory reserved for the crash kernel (crashkernel=).")
-PSTORE_BACKEND = _metric("pstore_backend_available", "gauge", "1 if pstore has a backend to keep panic logs in.")
-PSTORE_MOUNTED = _metric("pstore_mounted", "gauge", "1 if the pstore filesystem is mounted.")
-PSTORE_RECORDS = _metric("pstore_records", "gauge", "Records waiting in /sys/fs/pstore (logs of earlier crashes).")
-JOURNAL_KEEPS = _metric(
-    "journal_keeps_previous_boot", "gauge", "1 if journald stores logs persistently, so the previous boot can be read."
-)
-PANIC_SETTING = _metric(
-    "panic_setting", "gauge",
-    "Panic sysctls: kernel.panic (seconds before reboot, 0 = hang), panic_on_oops, hung_task_panic, "
-    "softlockup_panic, panic_on_warn, vm.panic_on_oom.",
-    "sysctl",
-)
 
 PANIC_SYSCTLS = {
     "kernel.panic": "sys/kernel/panic",
@@ -84,11 +66,7 @@ class KernelCollector(Collector):
             "int", 10000, "kernel records classified per second at most; more are dropped (bounds CPU in a flood)"
         ),
     }
-    metrics = (
-        EVENTS, EVENT_LAST, LINES, DROPPED, GAPS, SUPPRESSED, FINGERPRINTS, FOLLOWING, TAINTED, TAINT, COUNTED,
-        BOOT_TIME, BOOT_INFO, KDUMP_LOADED, KDUMP_RESERVED, PSTORE_BACKEND, PSTORE_MOUNTED, PSTORE_RECORDS,
-        JOURNAL_KEEPS, PANIC_SETTING,
-    )
+    metrics = METRICS
 
     def __init__(self, options: Mapping[str, Any]) -> None:
         super().__init__(options)

@@ -7,70 +7,75 @@ from collections.abc import Iterator
 from hostvigil.collector import Metrics, Sample
 from hostvigil.collectors.network.parse import Bond
 
-_metric = Metrics("network").metric
+_network = Metrics("network")
 
 
-UP = _metric("up", "gauge", "1 if the interface's operational state is up (RFC 2863), else 0.", "interface")
-OPER_STATE = _metric(
-    "oper_state", "gauge",
+UP = _network.gauge("up", "1 if the interface's operational state is up (RFC 2863), else 0.", "interface")
+OPER_STATE = _network.gauge(
+    "oper_state",
     "1 for the interface's operational state (sysfs operstate, RFC 2863), 0 for the others: unknown (the driver "
     "does not say; virtual interfaces), notpresent, down, lowerlayerdown (the device below, e.g. a bond's slaves "
     "or a veth's peer, is down), testing, dormant, up.",
     "interface", "state",
 )
-ADMIN_UP = _metric(
-    "admin_up", "gauge", "1 if the interface is administratively up (IFF_UP, `ip link set up`), else 0.", "interface"
+ADMIN_UP = _network.gauge(
+    "admin_up",
+    "1 if the interface is administratively up (IFF_UP, `ip link set up`), else 0.",
+    "interface",
 )
-CARRIER = _metric(
-    "carrier", "gauge",
+CARRIER = _network.gauge(
+    "carrier",
     "1 if the interface has carrier (link), 0 if not; 0 also for an interface that is administratively down, "
     "whose carrier the kernel does not report.",
     "interface",
 )
-SPEED = _metric(
-    "speed_bytes_per_second", "gauge",
+SPEED = _network.gauge(
+    "speed_bytes_per_second",
     "Link speed the interface negotiated, in bytes per second (sysfs speed in Mbit/s * 125000); absent when the "
     "driver does not know it (virtual NICs, no link).",
     "interface",
 )
-DUPLEX = _metric(
-    "duplex", "gauge",
+DUPLEX = _network.gauge(
+    "duplex",
     "1 for the interface's duplex, 0 for the others: full, half, unknown. Absent when the driver does not say "
     "(e.g. the interface is down). Half duplex on a switched link is a misnegotiation.",
     "interface", "duplex",
 )
-MTU = _metric("mtu_bytes", "gauge", "The interface's MTU.", "interface")
-CARRIER_CHANGES = _metric(
-    "carrier_changes_total", "counter", "Carrier changes (up or down) of the interface since it was created.",
+MTU = _network.gauge("mtu_bytes", "The interface's MTU.", "interface")
+CARRIER_CHANGES = _network.counter(
+    "carrier_changes_total",
+    "Carrier changes (up or down) of the interface since it was created.",
     "interface",
 )
-CARRIER_UP = _metric(
-    "carrier_up_changes_total", "counter", "Times the interface gained carrier since it was created (kernel 4.16+).",
+CARRIER_UP = _network.counter(
+    "carrier_up_changes_total",
+    "Times the interface gained carrier since it was created (kernel 4.16+).",
     "interface",
 )
-CARRIER_DOWN = _metric(
-    "carrier_down_changes_total", "counter", "Times the interface lost carrier since it was created (kernel 4.16+).",
+CARRIER_DOWN = _network.counter(
+    "carrier_down_changes_total",
+    "Times the interface lost carrier since it was created (kernel 4.16+).",
     "interface",
 )
-LINK_LOSSES = _metric(
-    "link_flaps_last_hour", "gauge",
+LINK_LOSSES = _network.gauge(
+    "link_flaps_last_hour",
     "Times the interface lost its link in the last hour (carrier lost or set down), as the link watcher saw them "
     "since the agent started: from netlink messages, and from jumps in carrier_down_count between two looks.",
     "interface",
 )
-LAST_CHANGE = _metric(
-    "last_carrier_change_timestamp_seconds", "gauge",
+LAST_CHANGE = _network.gauge(
+    "last_carrier_change_timestamp_seconds",
     "Unix time of the interface's latest link change (lost or regained) seen since the agent started; absent "
     "until one is seen.",
     "interface",
 )
-WATCHING = _metric(
-    "link_events_watching", "gauge",
+WATCHING = _network.gauge(
+    "link_events_watching",
     "1 while link changes are read from netlink as they happen; 0 when they are only seen by polling (netlink "
     "not available, watch_links off, a captured tree is read, or briefly while a failed socket is reopened).",
 )
-DEFAULT_ROUTE = _metric(
-    "default_route", "gauge",
+DEFAULT_ROUTE = _network.gauge(
+    "default_route",
     "1 for each interface that carries a usable default route, by family (ipv4, ipv6).",
     "interface", "family",
 )
@@ -100,97 +105,102 @@ _STATISTICS = {
     "collisions": ("collisions_total", "Collisions seen (half duplex only)."),
 }
 STATISTICS = {
-    file: _metric(name, "counter", f"{text[:-1]}, from sysfs statistics/{file}.", "interface")
+    file: _network.counter(name, f"{text[:-1]}, from sysfs statistics/{file}.", "interface")
     for file, (name, text) in _STATISTICS.items()
 }
 
-BOND_INFO = _metric("bond_info", "gauge", "Always 1: the bond's mode (802.3ad, active-backup, ...).", "bond", "mode")
-BOND_UP = _metric("bond_up", "gauge", "1 if the bond itself has link (its MII status is up), else 0.", "bond")
-BOND_SLAVES = _metric("bond_slaves", "gauge", "Slaves enslaved to the bond.", "bond")
-BOND_USABLE = _metric(
-    "bond_slaves_usable", "gauge",
+BOND_INFO = _network.gauge("bond_info", "Always 1: the bond's mode (802.3ad, active-backup, ...).", "bond", "mode")
+BOND_UP = _network.gauge("bond_up", "1 if the bond itself has link (its MII status is up), else 0.", "bond")
+BOND_SLAVES = _network.gauge("bond_slaves", "Slaves enslaved to the bond.", "bond")
+BOND_USABLE = _network.gauge(
+    "bond_slaves_usable",
     "Slaves that can carry the bond's traffic: MII status up and, in 802.3ad, in the active aggregator (in "
     "active-backup the active slave and the backups ready to take over).",
     "bond",
 )
-BOND_DEGRADED = _metric(
-    "bond_degraded", "gauge",
+BOND_DEGRADED = _network.gauge(
+    "bond_degraded",
     "1 if the bond has lost redundancy or link, else 0: the bond is down, or a slave's MII status is not up (in "
     "active-backup too: a down backup means the next failure takes the link), or there is no currently active "
     "slave (active-backup, balance-tlb, balance-alb), or in 802.3ad there is no active aggregator, a slave with "
     "link is outside it, or its LACP partner is all zeros (no partner heard).",
     "bond",
 )
-BOND_SLAVE_UP = _metric("bond_slave_up", "gauge", "1 if the bond slave's MII status is up, else 0.", "bond", "slave")
-BOND_SLAVE_ACTIVE = _metric(
-    "bond_slave_active", "gauge",
+BOND_SLAVE_UP = _network.gauge("bond_slave_up", "1 if the bond slave's MII status is up, else 0.", "bond", "slave")
+BOND_SLAVE_ACTIVE = _network.gauge(
+    "bond_slave_active",
     "1 if the slave carries traffic: the currently active slave (active-backup), a member of the active "
     "aggregator with MII up (802.3ad), any slave with MII up (other modes); else 0.",
     "bond", "slave",
 )
-BOND_SLAVE_FAILURES = _metric(
-    "bond_slave_link_failures_total", "counter", "Link failures the bonding driver counted for the slave.",
+BOND_SLAVE_FAILURES = _network.counter(
+    "bond_slave_link_failures_total",
+    "Link failures the bonding driver counted for the slave.",
     "bond", "slave",
 )
 
-SOFTNET_PROCESSED = _metric(
-    "softnet_processed_total", "counter", "Packets the CPU's network softirq processed (softnet_stat).", "cpu"
+SOFTNET_PROCESSED = _network.counter(
+    "softnet_processed_total",
+    "Packets the CPU's network softirq processed (softnet_stat).",
+    "cpu",
 )
-SOFTNET_DROPPED = _metric(
-    "softnet_dropped_total", "counter",
-    "Packets dropped because the CPU's input backlog was full (net.core.netdev_max_backlog).", "cpu",
+SOFTNET_DROPPED = _network.counter(
+    "softnet_dropped_total",
+    "Packets dropped because the CPU's input backlog was full (net.core.netdev_max_backlog).",
+    "cpu",
 )
-SOFTNET_SQUEEZED = _metric(
-    "softnet_times_squeezed_total", "counter",
-    "Times the CPU's network softirq ran out of budget or time with work left (net.core.netdev_budget).", "cpu",
+SOFTNET_SQUEEZED = _network.counter(
+    "softnet_times_squeezed_total",
+    "Times the CPU's network softirq ran out of budget or time with work left (net.core.netdev_budget).",
+    "cpu",
 )
 
 # (file prefix, field) -> metric, from /proc/net/snmp (Tcp) and /proc/net/netstat (TcpExt).
 TCP = {
-    ("Tcp", "RetransSegs"): _metric(
-        "tcp_retransmitted_segments_total", "counter", "TCP segments retransmitted (Tcp RetransSegs)."
+    ("Tcp", "RetransSegs"): _network.counter(
+        "tcp_retransmitted_segments_total", "TCP segments retransmitted (Tcp RetransSegs)."
     ),
-    ("Tcp", "OutSegs"): _metric(
-        "tcp_sent_segments_total", "counter",
+    ("Tcp", "OutSegs"): _network.counter(
+        "tcp_sent_segments_total",
         "TCP segments sent, retransmissions excluded (Tcp OutSegs); the denominator of the retransmit ratio.",
     ),
-    ("Tcp", "InSegs"): _metric("tcp_received_segments_total", "counter", "TCP segments received (Tcp InSegs)."),
-    ("Tcp", "InErrs"): _metric(
-        "tcp_receive_errors_total", "counter", "TCP segments received in error, e.g. bad checksum (Tcp InErrs)."
+    ("Tcp", "InSegs"): _network.counter("tcp_received_segments_total", "TCP segments received (Tcp InSegs)."),
+    ("Tcp", "InErrs"): _network.counter(
+        "tcp_receive_errors_total", "TCP segments received in error, e.g. bad checksum (Tcp InErrs)."
     ),
-    ("Tcp", "OutRsts"): _metric("tcp_resets_sent_total", "counter", "TCP resets sent (Tcp OutRsts)."),
-    ("Tcp", "AttemptFails"): _metric(
-        "tcp_failed_connection_attempts_total", "counter",
+    ("Tcp", "OutRsts"): _network.counter("tcp_resets_sent_total", "TCP resets sent (Tcp OutRsts)."),
+    ("Tcp", "AttemptFails"): _network.counter(
+        "tcp_failed_connection_attempts_total",
         "TCP connection attempts that failed before being established (Tcp AttemptFails).",
     ),
-    ("Tcp", "EstabResets"): _metric(
-        "tcp_established_resets_total", "counter", "Established TCP connections reset (Tcp EstabResets)."
+    ("Tcp", "EstabResets"): _network.counter(
+        "tcp_established_resets_total", "Established TCP connections reset (Tcp EstabResets)."
     ),
-    ("Tcp", "CurrEstab"): _metric(
-        "tcp_established_connections", "gauge", "TCP connections established or closing now (Tcp CurrEstab)."
+    ("Tcp", "CurrEstab"): _network.gauge(
+        "tcp_established_connections", "TCP connections established or closing now (Tcp CurrEstab)."
     ),
-    ("TcpExt", "TCPTimeouts"): _metric(
-        "tcp_timeouts_total", "counter", "TCP retransmission timeouts (TcpExt TCPTimeouts)."
+    ("TcpExt", "TCPTimeouts"): _network.counter(
+        "tcp_timeouts_total", "TCP retransmission timeouts (TcpExt TCPTimeouts)."
     ),
-    ("TcpExt", "TCPSynRetrans"): _metric(
-        "tcp_syn_retransmits_total", "counter", "SYN and SYN-ACK retransmissions (TcpExt TCPSynRetrans)."
+    ("TcpExt", "TCPSynRetrans"): _network.counter(
+        "tcp_syn_retransmits_total", "SYN and SYN-ACK retransmissions (TcpExt TCPSynRetrans)."
     ),
-    ("TcpExt", "TCPAbortOnTimeout"): _metric(
-        "tcp_aborts_on_timeout_total", "counter",
+    ("TcpExt", "TCPAbortOnTimeout"): _network.counter(
+        "tcp_aborts_on_timeout_total",
         "TCP connections dropped after retransmitting in vain (TcpExt TCPAbortOnTimeout).",
     ),
-    ("TcpExt", "ListenOverflows"): _metric(
-        "tcp_listen_overflows_total", "counter",
+    ("TcpExt", "ListenOverflows"): _network.counter(
+        "tcp_listen_overflows_total",
         "Connections dropped because a listening socket's accept queue was full (TcpExt ListenOverflows): a "
         "daemon that does not accept fast enough.",
     ),
-    ("TcpExt", "ListenDrops"): _metric(
-        "tcp_listen_drops_total", "counter",
+    ("TcpExt", "ListenDrops"): _network.counter(
+        "tcp_listen_drops_total",
         "Connection requests a listening socket dropped for any reason, overflows included (TcpExt ListenDrops).",
     ),
 }
-PARSE_ERRORS = _metric(
-    "parse_errors", "gauge",
+PARSE_ERRORS = _network.gauge(
+    "parse_errors",
     "1 for a source (sys/class/net/<if>, proc/net/bonding/<bond>, proc/net/softnet_stat, proc/net/snmp, "
     "proc/net/netstat, proc/net/route) that could not be read or parsed (the reason is logged once), else 0.",
     "source",

@@ -21,13 +21,28 @@ from hostvigil.collector import (
     Collector,
     CollectorError,
     Context,
-    Metrics,
     MetricSpec,
     Option,
     Sample,
     Unavailable,
 )
 from hostvigil.collectors.disk_health import FAILING_IN_USE
+from hostvigil.collectors.raid.metrics import (
+    BATTERY_HEALTHY,
+    CONTROLLER_HEALTHY,
+    CONTROLLER_INFO,
+    DRIVE_INFO,
+    MEDIA_ERRORS,
+    METRICS,
+    OTHER_ERRORS,
+    PHYSICAL_DRIVE_STATE,
+    PHYSICAL_DRIVE_STATES,
+    PREDICTIVE_FAILURES,
+    SMART_ALERT,
+    TEMPERATURE,
+    VIRTUAL_DRIVE_STATE,
+    VIRTUAL_DRIVE_STATES,
+)
 from hostvigil.collectors.raid.parse import (
     CommandFailure,
     Controller,
@@ -40,77 +55,11 @@ from hostvigil.runner import CommandResult
 T = TypeVar("T")
 
 
-_metric = Metrics("raid").metric
-
-
-# storcli's abbreviations, as in its own legend.
-VIRTUAL_DRIVE_STATES = ("Optl", "Pdgd", "Dgrd", "OfLn", "Rec")
-PHYSICAL_DRIVE_STATES = (
-    "Onln", "Offln", "Failed", "Rbld", "UGood", "UBad", "JBOD", "GHS", "DHS", "Cpybck", "Msng",
-    "UGUnsp", "UGShld", "HSPShld", "CFShld", "Shld",
-)
 BAD_DRIVE_STATES = frozenset({"Failed", "Offln", "UBad"})
 HEALTHY_CONTROLLER = frozenset({"optimal", "ok"})
 TOOLS = ("storcli64", "storcli", "perccli64", "perccli")
 # Broadcom's and Dell's packages install here without touching PATH.
 VENDOR_PATHS = ("/opt/MegaRAID/storcli/storcli64", "/opt/MegaRAID/perccli/perccli64")
-
-CONTROLLER_HEALTHY = _metric(
-    "controller_healthy", "gauge",
-    "1 when storcli reports the controller status Optimal (or OK), 0 for any other status (e.g. Needs Attention).",
-    "controller",
-)
-CONTROLLER_INFO = _metric(
-    "controller_info", "gauge", "Always 1: the controller's model, serial number and firmware version.",
-    "controller", "model", "serial", "firmware",
-)
-VIRTUAL_DRIVE_STATE = _metric(
-    "virtual_drive_state", "gauge",
-    "1 for the virtual drive's current state, 0 for the others: Optl optimal, Pdgd partially degraded (a RAID6 "
-    "or RAID60 with one redundancy left), Dgrd degraded (no redundancy left), OfLn offline (data unavailable), "
-    "Rec recovery; a state storcli adds later appears as its own series.",
-    "controller", "vd", "state",
-)
-PHYSICAL_DRIVE_STATE = _metric(
-    "physical_drive_state", "gauge",
-    "1 for the drive's current state, 0 for the others: Onln online in an array, Offln offline, Failed, Rbld "
-    "rebuilding, UGood/UBad unconfigured good/bad, JBOD passed through, GHS/DHS global/dedicated hot spare, "
-    "Cpybck copyback, Msng missing, UGUnsp unsupported, UGShld/HSPShld/CFShld/Shld shielded (under diagnosis); "
-    "a state storcli adds later appears as its own series.",
-    "controller", "drive", "state",
-)
-MEDIA_ERRORS = _metric(
-    "drive_media_errors_total", "counter",
-    "Media errors the controller counted on the drive (Media Error Count; resets with the controller).",
-    "controller", "drive",
-)
-OTHER_ERRORS = _metric(
-    "drive_other_errors_total", "counter",
-    "Other errors (link, timeouts, resets) the controller counted on the drive (Other Error Count).",
-    "controller", "drive",
-)
-PREDICTIVE_FAILURES = _metric(
-    "drive_predictive_failures_total", "counter",
-    "Predictive failure events the drive reported to the controller (Predictive Failure Count).",
-    "controller", "drive",
-)
-SMART_ALERT = _metric(
-    "drive_smart_alert", "gauge", "1 if the drive has flagged a S.M.A.R.T. alert to the controller.",
-    "controller", "drive",
-)
-TEMPERATURE = _metric(
-    "drive_temperature_celsius", "gauge", "Drive temperature as the controller reads it.", "controller", "drive"
-)
-DRIVE_INFO = _metric(
-    "drive_info", "gauge", "Always 1: the drive's model, serial number and firmware revision.",
-    "controller", "drive", "model", "serial", "firmware",
-)
-BATTERY_HEALTHY = _metric(
-    "battery_healthy", "gauge",
-    "1 when the cache battery (kind BBU) or supercapacitor module (kind CacheVault) is Optimal; while it is not, "
-    "the controller may fall back to write-through and lose cached writes on power loss.",
-    "controller", "kind",
-)
 
 
 @dataclass(frozen=True)
@@ -202,10 +151,7 @@ class RaidCollector(Collector):
         ),
         "controllers": Option("string", "all", "controllers to query: 'all' or one controller number such as '0'"),
     }
-    metrics = (
-        CONTROLLER_HEALTHY, CONTROLLER_INFO, VIRTUAL_DRIVE_STATE, PHYSICAL_DRIVE_STATE, MEDIA_ERRORS, OTHER_ERRORS,
-        PREDICTIVE_FAILURES, SMART_ALERT, TEMPERATURE, DRIVE_INFO, BATTERY_HEALTHY, FAILING_IN_USE,
-    )
+    metrics = METRICS
 
     def __init__(self, options: Mapping[str, Any]) -> None:
         super().__init__(options)

@@ -7,96 +7,120 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from hostvigil.collector import Metrics, MetricSpec, Sample
+from hostvigil.collector import Metrics, Sample
 from hostvigil.collectors.smart import parse
 from hostvigil.collectors.smart.parse import SmartReport
 
-_metric = Metrics("smart", labels=("device",)).metric
+_smart = Metrics("smart")
+_disk = Metrics("disk")
 
 
-READABLE = _metric(
-    "readable", "gauge",
+READABLE = _smart.gauge(
+    "readable",
     "1 if smartctl reached the device this run (a sleeping disk it left alone counts); 0 if the open failed, "
     "smartctl timed out or printed no JSON, and then the device has no other series.",
+    "device",
 )
-STANDBY = _metric(
-    "standby", "gauge",
+STANDBY = _smart.gauge(
+    "standby",
     "1 if the disk was in a low-power mode and was not woken (smartctl -n standby): its SMART series are absent.",
+    "device",
 )
-PARTIAL = _metric(
-    "partial", "gauge", "1 if some SMART command failed (smartctl exit bit 2): the device's series may be incomplete."
+PARTIAL = _smart.gauge(
+    "partial",
+    "1 if some SMART command failed (smartctl exit bit 2): the device's series may be incomplete.",
+    "device",
 )
-STATUS_FLAG = _metric(
-    "status_flag", "gauge",
+STATUS_FLAG = _smart.gauge(
+    "status_flag",
     "Health facts from smartctl's exit status, 1 when set: failing (bit 3, SMART says DISK FAILING), "
     "prefail_below_threshold (4), past_below_threshold (5), error_log (6), selftest_log_errors (7).",
-    "flag",
+    "device", "flag",
 )
-HEALTHY = _metric(
-    "healthy", "gauge", "SMART overall-health self-assessment: 1 passed, 0 failed; absent if the device gave none."
+HEALTHY = _smart.gauge(
+    "healthy",
+    "SMART overall-health self-assessment: 1 passed, 0 failed; absent if the device gave none.",
+    "device",
 )
-INFO = _metric(
-    "info", "gauge", "Always 1: the device's model, serial number, firmware and protocol (ATA, SCSI, NVMe).",
-    "model", "serial", "firmware", "protocol",
+INFO = _smart.gauge(
+    "info",
+    "Always 1: the device's model, serial number, firmware and protocol (ATA, SCSI, NVMe).",
+    "device", "model", "serial", "firmware", "protocol",
 )
-TEMPERATURE = _metric("temperature_celsius", "gauge", "Current drive temperature.")
-POWER_ON = _metric(
-    "power_on_seconds_total", "counter", "Time the drive has been powered on over its life (reported in hours)."
+TEMPERATURE = _smart.gauge("temperature_celsius", "Current drive temperature.", "device")
+POWER_ON = _smart.counter(
+    "power_on_seconds_total",
+    "Time the drive has been powered on over its life (reported in hours).",
+    "device",
 )
-ATTR_VALUE = _metric(
-    "attribute_value", "gauge", "ATA SMART attribute, normalized value (usually 1-253, lower is worse).",
-    "attribute_id", "attribute",
+ATTR_VALUE = _smart.gauge(
+    "attribute_value",
+    "ATA SMART attribute, normalized value (usually 1-253, lower is worse).",
+    "device", "attribute_id", "attribute",
 )
-ATTR_WORST = _metric(
-    "attribute_worst", "gauge", "ATA SMART attribute, worst normalized value seen.", "attribute_id", "attribute"
+ATTR_WORST = _smart.gauge(
+    "attribute_worst",
+    "ATA SMART attribute, worst normalized value seen.",
+    "device", "attribute_id", "attribute",
 )
-ATTR_THRESHOLD = _metric(
-    "attribute_threshold", "gauge",
+ATTR_THRESHOLD = _smart.gauge(
+    "attribute_threshold",
     "ATA SMART attribute, the vendor's failure threshold for the normalized value (0: never fails).",
-    "attribute_id", "attribute",
+    "device", "attribute_id", "attribute",
 )
-ATTR_RAW = _metric(
-    "attribute_raw", "gauge",
+ATTR_RAW = _smart.gauge(
+    "attribute_raw",
     "ATA SMART attribute, raw value as an integer (a count for 5, 197, 198; vendor-encoded for some others).",
-    "attribute_id", "attribute",
+    "device", "attribute_id", "attribute",
 )
-ATTR_FAILING = _metric(
-    "attribute_failing", "gauge",
+ATTR_FAILING = _smart.gauge(
+    "attribute_failing",
     "ATA SMART attribute at or below its threshold (WHEN_FAILED): 0 never, 1 in the past, 2 now.",
-    "attribute_id", "attribute",
+    "device", "attribute_id", "attribute",
 )
-GROWN_DEFECTS = _metric("grown_defects", "gauge", "SCSI grown defect list: blocks the drive has reassigned.")
-UNCORRECTED = _metric(
-    "uncorrected_errors_total", "counter", "SCSI errors the drive could not correct, by operation.", "operation"
+GROWN_DEFECTS = _smart.gauge("grown_defects", "SCSI grown defect list: blocks the drive has reassigned.", "device")
+UNCORRECTED = _smart.counter(
+    "uncorrected_errors_total",
+    "SCSI errors the drive could not correct, by operation.",
+    "device", "operation",
 )
-NVME_WARNING = _metric(
-    "nvme_critical_warning", "gauge", "NVMe critical warning bits, 1 when set, by the bit's name.", "warning"
+NVME_WARNING = _smart.gauge(
+    "nvme_critical_warning",
+    "NVMe critical warning bits, 1 when set, by the bit's name.",
+    "device", "warning",
 )
-MEDIA_ERRORS = _metric("media_errors_total", "counter", "NVMe unrecovered data integrity errors.")
-PERCENTAGE_USED = _metric(
-    "percentage_used_ratio", "gauge", "NVMe estimate of the drive's life used (1 = rated endurance; may exceed 1)."
+MEDIA_ERRORS = _smart.counter("media_errors_total", "NVMe unrecovered data integrity errors.", "device")
+PERCENTAGE_USED = _smart.gauge(
+    "percentage_used_ratio",
+    "NVMe estimate of the drive's life used (1 = rated endurance; may exceed 1).",
+    "device",
 )
-SPARE = _metric("available_spare_ratio", "gauge", "NVMe spare capacity remaining.")
-SPARE_THRESHOLD = _metric(
-    "available_spare_threshold_ratio", "gauge", "NVMe spare capacity below which the drive raises a critical warning."
+SPARE = _smart.gauge("available_spare_ratio", "NVMe spare capacity remaining.", "device")
+SPARE_THRESHOLD = _smart.gauge(
+    "available_spare_threshold_ratio",
+    "NVMe spare capacity below which the drive raises a critical warning.",
+    "device",
 )
-UNSAFE_SHUTDOWNS = _metric("unsafe_shutdowns_total", "counter", "NVMe shutdowns without a prior shutdown notice.")
-ERROR_LOG = _metric(
-    "error_log_entries", "gauge", "Errors the device has logged over its life (ATA error log count, NVMe error log)."
+UNSAFE_SHUTDOWNS = _smart.counter("unsafe_shutdowns_total", "NVMe shutdowns without a prior shutdown notice.", "device")
+ERROR_LOG = _smart.gauge(
+    "error_log_entries",
+    "Errors the device has logged over its life (ATA error log count, NVMe error log).",
+    "device",
 )
-SELFTEST = _metric(
-    "selftest_passed", "gauge",
+SELFTEST = _smart.gauge(
+    "selftest_passed",
     "Newest self-test: 1 passed, 0 failed; absent if none is logged or it was aborted or is running.",
+    "device",
 )
-SCAN_OK = MetricSpec(
-    "hostvigil_smart_scan_success", "gauge",
+SCAN_OK = _smart.gauge(
+    "scan_success",
     "1 if smartctl --scan-open answered; 0 if it failed and the devices of the previous scan were read.",
 )
-DISK_FAILING = MetricSpec(
-    "hostvigil_disk_failing", "gauge",
+DISK_FAILING = _disk.gauge(
+    "failing",
     "1 if the disk failed its SMART self-assessment, or its reallocated, pending or uncorrectable sectors, SCSI "
     "defects or errors, or NVMe media errors grew; stays 1 until the disk (its serial) changes or the agent restarts.",
-    ("device",),
+    "device",
 )
 
 _WHEN_FAILED = {"": 0, "past": 1, "now": 2}

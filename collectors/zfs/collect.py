@@ -21,13 +21,35 @@ from hostvigil.collector import (
     Collector,
     CollectorError,
     Context,
-    Metrics,
     Option,
     Sample,
     Unavailable,
 )
 from hostvigil.collectors.zfs import parse
 from hostvigil.collectors.zfs.libzfs_backend import pools_from_libzfs
+from hostvigil.collectors.zfs.metrics import (
+    ALLOCATED,
+    BACKEND,
+    BACKENDS,
+    CAPACITY,
+    DATA_ERRORS,
+    FRAGMENTATION,
+    FREE,
+    METRICS,
+    POOL_INFO,
+    POOL_STATE,
+    POOL_STATES,
+    SCAN_END,
+    SCAN_ERRORS,
+    SCAN_PROGRESS,
+    SCAN_REPAIRED,
+    SCAN_RUNNING,
+    SIZE,
+    SYSTEM,
+    VDEV_ERRORS,
+    VDEV_STATE,
+    VDEV_STATES,
+)
 from hostvigil.collectors.zfs.parse import Pool, Vdev
 from hostvigil.collectors.zfs.parse_json import parse_list_json, parse_status_json
 from hostvigil.collectors.zfs.parse_status import parse_status_text
@@ -36,47 +58,6 @@ from hostvigil.runner import CommandResult
 
 log = logging.getLogger("hostvigil.zfs")
 
-POOL_STATES = ("ONLINE", "DEGRADED", "FAULTED", "OFFLINE", "UNAVAIL", "REMOVED", "SUSPENDED", "UNKNOWN")
-VDEV_STATES = ("ONLINE", "DEGRADED", "FAULTED", "OFFLINE", "UNAVAIL", "REMOVED", "AVAIL", "INUSE", "UNKNOWN")
-BACKENDS = ("libzfs", "json", "text", "kstat")
-
-
-_metric = Metrics("zfs").metric
-
-
-POOL_STATE = _metric(
-    "pool_state", "gauge", f"1 for the pool's state, one of {', '.join(POOL_STATES)}.", "pool", "state"
-)
-POOL_INFO = _metric(
-    "pool_info", "gauge", "Always 1: the pool's ZFS-8000-xx status code ('' when healthy).", "pool", "status_code"
-)
-BACKEND = _metric("backend_info", "gauge", f"Always 1: the backend that answered, one of {', '.join(BACKENDS)}.",
-                  "backend")
-SYSTEM = _metric("pool_system", "gauge", "1 if the pool holds / or /boot (a failure stops the host).",
-                 "pool", "mountpoint")
-VDEV_STATE = _metric(
-    "vdev_state", "gauge",
-    f"1 for a vdev's state, one of {', '.join(VDEV_STATES)}; leaf and interior vdevs, logs, cache and spares.",
-    "pool", "vdev", "state",
-)
-VDEV_ERRORS = _metric(
-    "vdev_errors", "gauge", "Errors counted on a vdev since the last `zpool clear`, by type (read, write, checksum).",
-    "pool", "vdev", "type",
-)
-SCAN_RUNNING = _metric("scan_running", "gauge", "1 while a scrub or resilver runs.", "pool", "function")
-SCAN_PROGRESS = _metric("scan_progress_ratio", "gauge", "Progress of the running or last scan.", "pool", "function")
-SCAN_ERRORS = _metric("scan_errors", "gauge", "Errors the last scan found.", "pool", "function")
-SCAN_REPAIRED = _metric("scan_repaired_bytes", "gauge", "Bytes the last scan repaired.", "pool", "function")
-SCAN_END = _metric(
-    "scan_end_timestamp_seconds", "gauge", "When the last scan completed (the pool's local time read as UTC).",
-    "pool", "function",
-)
-DATA_ERRORS = _metric("data_errors", "gauge", "Data errors in the pool (permanent errors in files).", "pool")
-SIZE = _metric("size_bytes", "gauge", "Pool size.", "pool")
-ALLOCATED = _metric("allocated_bytes", "gauge", "Space allocated in the pool.", "pool")
-FREE = _metric("free_bytes", "gauge", "Space free in the pool.", "pool")
-FRAGMENTATION = _metric("fragmentation_ratio", "gauge", "Free-space fragmentation.", "pool")
-CAPACITY = _metric("capacity_ratio", "gauge", "Allocated share of the pool.", "pool")
 
 _ERROR_TYPES = ("read", "write", "checksum")
 # zpool without a kernel module (OpenZFS) or a daemon (zfs-fuse) to talk to
@@ -95,10 +76,7 @@ class ZfsCollector(Collector):
         "backend": Option("string", "auto", "auto, libzfs, json, text or kstat"),
         "command_timeout": Option("duration", 20.0, "how long one zpool command may take"),
     }
-    metrics = (
-        POOL_STATE, POOL_INFO, BACKEND, SYSTEM, VDEV_STATE, VDEV_ERRORS, SCAN_RUNNING, SCAN_PROGRESS, SCAN_ERRORS,
-        SCAN_REPAIRED, SCAN_END, DATA_ERRORS, SIZE, ALLOCATED, FREE, FRAGMENTATION, CAPACITY,
-    )
+    metrics = METRICS
 
     def __init__(self, options: Mapping[str, Any]) -> None:
         super().__init__(options)
