@@ -3,14 +3,18 @@
 A RAID controller in our history did not take a failing drive offline, and
 md keeps a disk with growing pending sectors as an active member until a read
 finally fails. The md and hardware-RAID collectors see membership, SMART and
-the controller see health; this metric is where the two meet. It is shared
-by the collectors that can make the join (SMART for md members, the RAID
-collector for controller drives), so one alert covers both.
+the controller see health; this module is where the two meet: which disks
+serve which md arrays, whether a disk is failing, and the metric that says
+both. It is shared by the collectors that can make the join (SMART for md
+members, the RAID collector for controller drives), so one alert covers both.
 """
 
 from __future__ import annotations
 
+import re
+
 from hostvigil.collector import Metrics
+from hostvigil.collectors.md.parse import MdStat
 from hostvigil.collectors.smart.parse import SmartReport
 
 # ATA attributes whose raw counts growing means the disk is losing sectors.
@@ -65,3 +69,31 @@ def _grew(what: str, before: int | None, now: int | None) -> list[str]:
     if before is None or now is None or now <= before:
         return []
     return [f"{what} grew from {before} to {now}"]
+
+
+# Partitions of disks whose names end in a digit take a "p" (nvme0n1p2, mmcblk0p1, loop0p1);
+# sd/hd/vd/xvd disks take the number directly (sda1, xvdb2).
+_PARTITION = re.compile(r"^(?P<numbered>.*\d)p\d+$|^(?P<lettered>(?:[shv]|xv)d[a-z]+)\d+$")
+
+
+def base_device(name: str) -> str:
+    """The whole disk of a member: sda1 -> sda, nvme0n1p2 -> nvme0n1, sdb -> sdb."""
+    match = _PARTITION.match(name)
+    if match is None:
+        return name
+    return match["numbered"] or match["lettered"]
+
+
+def active_members(stat: MdStat) -> dict[str, tuple[str, ...]]:
+    """{whole disk: arrays} for members in use (not faulty, not spare), so SMART can say which arrays a disk serves.
+
+    One disk often serves several arrays through its partitions (sda1 in /boot's md0, sda2 in /'s md1).
+    """
+    result: dict[str, tuple[str, ...]] = {}
+    for array in stat.arrays:
+        for member in array.members:
+            if not (member.faulty or member.spare):
+                disk = base_device(member.device)
+                if array.name not in result.get(disk, ()):
+                    result[disk] = (*result.get(disk, ()), array.name)
+    return result

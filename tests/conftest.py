@@ -16,7 +16,7 @@ from hostvigil.config import Paths
 from hostvigil.runner import CommandRunner
 
 # A real ZFS (zfs-fuse) for the tests that ask for the `zfs_fuse` fixture.
-pytest_plugins = ["tests.zfsfuse", "tests.nut", "tests.netns"]
+pytest_plugins = ["tests.zfs.zfsfuse", "tests.ups.nut", "tests.netns"]
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TREES = FIXTURES / "trees"

@@ -27,7 +27,7 @@ from hostvigil.forensics.service import Forensics
 from hostvigil.registry import REGISTRY
 from hostvigil.runner import CommandRunner
 from tests.conftest import FIXTURES, fixture_paths, run_collector, run_with
-from tests.nut import NutServer
+from tests.ups.nut import NutServer
 
 GOLDEN = FIXTURES / "golden"
 # Series whose values are this machine's or the clock's, not the fixtures'.

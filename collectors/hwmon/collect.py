@@ -17,7 +17,7 @@ import fnmatch
 import os
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -27,89 +27,14 @@ from hostvigil.collectors.hwmon.metrics import (
     CHIP_INFO,
     CORE_THROTTLE_SECONDS,
     CORE_THROTTLES,
-    CURRENT,
-    FAN,
-    FAN_MIN,
     METRICS,
     PACKAGE_THROTTLE_SECONDS,
     PACKAGE_THROTTLES,
-    POWER,
     READ_ERRORS,
     SENSOR_INFO,
-    TEMPERATURE,
-    TEMPERATURE_CRIT,
-    TEMPERATURE_MAX,
-    VOLTAGE,
+    VALUE_METRICS,
 )
-
-_SENSOR_FILE = re.compile(r"^(?P<type>temp|fan|in|curr|power|intrusion)(?P<index>\d+)_(?P<attr>[a-z_]+)$")
-_INVALID_CHIP_CHARS = re.compile(r"[^a-z0-9:_]")
-# type -> {attribute: (metric, divisor from the sysfs unit: m°C, RPM, mV, mA, µW)}
-_VALUES: Mapping[str, Mapping[str, tuple[MetricSpec, int]]] = {
-    "temp": {"input": (TEMPERATURE, 1000), "max": (TEMPERATURE_MAX, 1000), "crit": (TEMPERATURE_CRIT, 1000)},
-    "fan": {"input": (FAN, 1), "min": (FAN_MIN, 1)},
-    "in": {"input": (VOLTAGE, 1000)},
-    "curr": {"input": (CURRENT, 1000)},
-    "power": {"input": (POWER, 10**6), "average": (POWER, 10**6)},
-    "intrusion": {},
-}
-
-
-def clean_chip_name(name: str) -> str:
-    """node_exporter's cleanMetricName: lower case, [^a-z0-9:_] to "_", no leading or trailing "_"."""
-    return _INVALID_CHIP_CHARS.sub("_", name.lower()).strip("_")
-
-
-def chip_label(device: str | None, name: str | None, directory: str) -> str:
-    """The chip label of a hwmon directory, as node_exporter derives it.
-
-    `device` is the resolved path of its device link: "<bus type>_<device>" from its
-    last two parts (platform_coretemp_0); else the chip's name file; else hwmonN.
-    """
-    if device:
-        parent, dev_name = os.path.split(device.rstrip("/"))
-        dev_type = clean_chip_name(os.path.basename(parent))
-        dev_name = clean_chip_name(dev_name)
-        if dev_type and dev_name:
-            return f"{dev_type}_{dev_name}"
-        if dev_name:
-            return dev_name
-    if name and clean_chip_name(name):
-        return clean_chip_name(name)
-    return clean_chip_name(directory) or directory
-
-
-@dataclass(frozen=True)
-class Sensor:
-    """One sensor's values in base units, its alarm flags and label."""
-
-    name: str
-    type: str
-    values: Mapping[str, float] = field(default_factory=dict)
-    alarms: Mapping[str, float] = field(default_factory=dict)
-    label: str | None = None
-
-
-def parse_sensor(name: str, files: Mapping[str, str]) -> Sensor:
-    """A sensor from its files' text by attribute (input, max, alarm, label, ...); ValueError names a bad one."""
-    match = re.fullmatch(r"(?P<type>[a-z]+)\d+", name)
-    if match is None or match["type"] not in _VALUES:
-        raise ValueError(f"{name}: not a temp, fan, in, curr, power or intrusion sensor")
-    kind = match["type"]
-    values: dict[str, float] = {}
-    alarms: dict[str, float] = {}
-    for attr, text in files.items():
-        if attr in _VALUES[kind] or attr == "fault" or attr.endswith("alarm"):
-            try:
-                number = int(text.strip())
-            except ValueError:
-                raise ValueError(f"{name}_{attr}: {text.strip()[:40]!r} is not an integer") from None
-            if attr in _VALUES[kind]:
-                values[attr] = number / _VALUES[kind][attr][1]
-            else:
-                alarms[attr] = float(number != 0)
-    label = files.get("label", "").strip() or None
-    return Sensor(name, kind, values, alarms, label)
+from hostvigil.collectors.hwmon.parse import SENSOR_FILE, UNITS, Sensor, chip_label, clean_chip_name, parse_sensor
 
 
 @dataclass(frozen=True)
@@ -276,17 +201,17 @@ def _sensor_files(folder: Path) -> Iterator[tuple[str, str, Path]]:
     except OSError:
         return
     for entry in entries:
-        match = _SENSOR_FILE.match(entry.name)
+        match = SENSOR_FILE.match(entry.name)
         if match is None:
             continue
         attr = match["attr"]
-        if attr in _VALUES[match["type"]] or attr in ("label", "fault") or attr.endswith("alarm"):
+        if attr in UNITS[match["type"]] or attr in ("label", "fault") or attr.endswith("alarm"):
             yield f"{match['type']}{match['index']}", attr, Path(entry.path)
 
 
 def _sensor_samples(chip: str, sensor: Sensor) -> Iterator[Sample]:
     done: set[MetricSpec] = set()
-    for attr, (spec, _) in _VALUES[sensor.type].items():
+    for attr, spec in VALUE_METRICS[sensor.type].items():
         if attr in sensor.values and spec not in done:  # power: input wins over average
             done.add(spec)
             yield spec(sensor.values[attr], chip, sensor.name)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from hostvigil.collector import Metrics
+from collections.abc import Mapping
+
+from hostvigil.collector import Metrics, MetricSpec
 
 _hwmon = Metrics("hwmon")
 _cpu = Metrics("cpu")
@@ -73,6 +75,16 @@ PACKAGE_THROTTLE_SECONDS = _cpu.counter(
     "Time a CPU package spent thermally throttled since boot (thermal_throttle/package_throttle_total_time_ms).",
     "package",
 )
+
+# The metric of each sensor value, by sensor type and attribute (parse.UNITS has their units).
+VALUE_METRICS: Mapping[str, Mapping[str, MetricSpec]] = {
+    "temp": {"input": TEMPERATURE, "max": TEMPERATURE_MAX, "crit": TEMPERATURE_CRIT},
+    "fan": {"input": FAN, "min": FAN_MIN},
+    "in": {"input": VOLTAGE},
+    "curr": {"input": CURRENT},
+    "power": {"input": POWER, "average": POWER},
+    "intrusion": {},
+}
 
 METRICS = (
     TEMPERATURE, TEMPERATURE_MAX, TEMPERATURE_CRIT, FAN, FAN_MIN, VOLTAGE, CURRENT, POWER, ALARM, CHIP_INFO,

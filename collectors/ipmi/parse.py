@@ -183,7 +183,7 @@ def _number(text: str, what: str) -> float | None:
     return float(text)
 
 
-def _split(line: str, sep: str) -> list[str]:
+def split_fields(line: str, sep: str) -> list[str]:
     return [field.strip() for field in line.split(sep)]
 
 
@@ -209,7 +209,7 @@ def freeipmi_records(text: str) -> Iterator[tuple[int, str, str, list[str], tupl
         if not line.strip():
             continue
         sep = _sep(line)
-        fields = _split(line, sep)
+        fields = split_fields(line, sep)
         header = _header(fields)
         if header is not None:
             layout = header
@@ -248,7 +248,7 @@ def _column_count(line: str, sep: str) -> int:
     return len(line[:quote].split(sep))
 
 
-def _event_split(line: str, sep: str, event_at: int) -> tuple[list[str], str]:
+def split_event(line: str, sep: str, event_at: int) -> tuple[list[str], str]:
     """The fields before the event column, and the event: the rest of the line, which may hold the separator."""
     parts = line.split(sep, event_at)
     rest = parts[event_at].strip() if len(parts) > event_at else ""
@@ -260,7 +260,7 @@ def _freeipmi_sensor(line: str, sep: str, columns: tuple[str, ...]) -> Sensor:
     count = len(line.split(sep))
     if count < len(columns):
         raise ValueError(f"{count} columns, expected {len(columns)}")
-    fields, event = _event_split(line, sep, event_at)
+    fields, event = split_event(line, sep, event_at)
     values = dict(zip(columns[:event_at], fields, strict=True))
     name = values.get("name", "")
     if not name:
@@ -310,7 +310,7 @@ def parse_ipmitool_sdr(text: str) -> SensorList:
     errors: list[str] = []
     records = 0
     for number, line in enumerate(text.splitlines(), 1):
-        fields = _split(line, "|")
+        fields = split_fields(line, "|")
         if len(fields) < 3 or not fields[0]:
             continue  # "Unable to send command: Invalid argument" and other chatter
         records += 1
@@ -339,7 +339,7 @@ def parse_ipmitool_sensor(text: str) -> SensorList:
     errors: list[str] = []
     records = 0
     for number, line in enumerate(text.splitlines(), 1):
-        fields = _split(line, "|")
+        fields = split_fields(line, "|")
         if len(fields) < 4 or not fields[0]:
             continue
         records += 1

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
-from hostvigil.collectors.ipmi.parse import STATES, _event_split, _split, freeipmi_records
+from hostvigil.collectors.ipmi.parse import STATES, freeipmi_records, split_event, split_fields
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,7 @@ def parse_ipmitool_sel(text: str) -> SelLog:
     entries: list[SelEntry] = []
     errors: list[str] = []
     for number, line in enumerate(text.splitlines(), 1):
-        fields = _split(line, "|")
+        fields = split_fields(line, "|")
         if len(fields) < 2 or not re.fullmatch(r"[0-9a-fA-F]+", fields[0]):
             continue  # "SEL has no entries", "Unable to send command", blank lines
         if len(fields) == 2 and fields[1].lower().startswith(_KERNEL_PANIC):
@@ -142,7 +142,7 @@ def parse_freeipmi_sel(text: str) -> SelLog:
             errors.append(f"line {number}: {len(fields)} columns, expected {len(columns)}: {line.strip()[:120]!r}")
             continue
         event_at = columns.index("event") if "event" in columns else len(columns) - 1
-        before, event = _event_split(line, sep, event_at)
+        before, event = split_event(line, sep, event_at)
         values = dict(zip(columns[:event_at], before, strict=True))
         when = _freeipmi_time(values.get("date", ""), values.get("time", ""))
         sensor_type = values.get("type") or None

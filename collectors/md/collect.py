@@ -48,9 +48,6 @@ _SYSFS_FILES = (
     "mismatch_cnt",
 )
 _ARRAY_NAME = re.compile(r"\w[\w.-]*")
-# Partitions of disks whose names end in a digit take a "p" (nvme0n1p2, mmcblk0p1, loop0p1);
-# sd/hd/vd/xvd disks take the number directly (sda1, xvdb2).
-_PARTITION = re.compile(r"^(?P<numbered>.*\d)p\d+$|^(?P<lettered>(?:[shv]|xv)d[a-z]+)\d+$")
 
 
 class MdCollector(Collector):
@@ -275,24 +272,3 @@ def _member_states(name: str, array: MdArray | None, sysfs: MdSysfs | None) -> I
             yield MEMBER_STATE(value, name, m.device, state)
 
 
-def base_device(name: str) -> str:
-    """The whole disk of a member: sda1 -> sda, nvme0n1p2 -> nvme0n1, sdb -> sdb."""
-    match = _PARTITION.match(name)
-    if match is None:
-        return name
-    return match["numbered"] or match["lettered"]
-
-
-def active_members(stat: MdStat) -> dict[str, tuple[str, ...]]:
-    """{whole disk: arrays} for members in use (not faulty, not spare), so SMART can say which arrays a disk serves.
-
-    One disk often serves several arrays through its partitions (sda1 in /boot's md0, sda2 in /'s md1).
-    """
-    result: dict[str, tuple[str, ...]] = {}
-    for array in stat.arrays:
-        for member in array.members:
-            if not (member.faulty or member.spare):
-                disk = base_device(member.device)
-                if array.name not in result.get(disk, ()):
-                    result[disk] = (*result.get(disk, ()), array.name)
-    return result

@@ -97,7 +97,16 @@ READ_ERRORS = _power_supply.gauge(
 STATUSES = ("Charging", "Discharging", "Full", "Not charging", "Unknown")
 CAPACITY_LEVELS = ("Unknown", "Critical", "Low", "Normal", "High", "Full")
 
+# The metric of each numeric attribute (parse.NUMBER_ATTRIBUTES has their units).
+NUMBER_METRICS = {
+    "voltage_now": VOLTAGE, "current_now": CURRENT, "power_now": POWER,
+    "energy_now": ENERGY, "energy_full": ENERGY_FULL, "energy_full_design": ENERGY_FULL_DESIGN,
+    "charge_now": CHARGE, "charge_full": CHARGE_FULL, "charge_full_design": CHARGE_FULL_DESIGN,
+    "time_to_empty_now": TIME_TO_EMPTY, "capacity": CAPACITY,
+}
+
 METRICS = (
     ONLINE, PRESENT, STATUS, CAPACITY, CAPACITY_LEVEL, HEALTHY, VOLTAGE, CURRENT, POWER, ENERGY, ENERGY_FULL,
     ENERGY_FULL_DESIGN, CHARGE, CHARGE_FULL, CHARGE_FULL_DESIGN, TIME_TO_EMPTY, ON_BATTERY, INFO, READ_ERRORS,
 )
+

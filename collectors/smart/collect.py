@@ -21,8 +21,7 @@ from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 from hostvigil.collector import Collector, CollectorError, Context, Option, Sample, Unavailable
-from hostvigil.collectors.disk_health import FAILING_IN_USE, failing
-from hostvigil.collectors.md.collect import active_members, base_device
+from hostvigil.collectors.disk_health import FAILING_IN_USE, active_members, base_device, failing
 from hostvigil.collectors.md.parse import parse_mdstat
 from hostvigil.collectors.smart import parse
 from hostvigil.collectors.smart.metrics import DISK_FAILING, METRICS, READABLE, SCAN_OK, STANDBY, report_samples

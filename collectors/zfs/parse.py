@@ -97,7 +97,7 @@ _UNITS = {"": 0, "B": 0, "K": 1, "M": 2, "G": 3, "T": 4, "P": 5, "E": 6, "Z": 7}
 _DATE_FORMAT = "%a %b %d %H:%M:%S %Y"
 
 
-def _count(text: str) -> int | None:
+def parse_count(text: str) -> int | None:
     """An exact integer (-p) or a zfs_nicenum() abbreviation ("1.53K"); None for "-" or anything else."""
     match = _NICENUM.match(text.strip())
     if match is None:
@@ -105,7 +105,7 @@ def _count(text: str) -> int | None:
     return round(float(match["number"]) * (1 << 10 * _UNITS[match["unit"]]))
 
 
-def _percent(text: str) -> float | None:
+def parse_percent(text: str) -> float | None:
     """ "48%", "48" (list -p) or "-": a ratio or None."""
     value = text.strip().removesuffix("%")
     try:
@@ -114,7 +114,7 @@ def _percent(text: str) -> float | None:
         return None
 
 
-def _date(text: str) -> float | None:
+def parse_date(text: str) -> float | None:
     """A ctime()-style date printed by zpool, read as UTC (zpool prints no zone)."""
     try:
         parsed = datetime.strptime(" ".join(text.split()), _DATE_FORMAT)
@@ -127,7 +127,7 @@ _DURATION_HMS = re.compile(r"^(?:(?P<days>\d+) days? )?(?P<h>\d+):(?P<m>\d\d):(?
 _DURATION_HM = re.compile(r"^(?P<h>\d+)h(?P<m>\d+)m$")
 
 
-def _duration(text: str) -> float | None:
+def parse_duration(text: str) -> float | None:
     """ "06:58:02", "1 days 02:00:00" (OpenZFS 0.8+) or "29h37m" (older and zfs-fuse) in seconds."""
     if match := _DURATION_HMS.match(text):
         days = int(match["days"] or 0)
@@ -144,11 +144,13 @@ _INTERIOR = re.compile(r"^(?P<type>mirror|raidz[123]?|draid[123]?(?::[^-\s]+)?|r
 _DSPARE = re.compile(r"^draid\d(?::[^-\s]+)?-\d+-\d+$")
 
 
-def _unknown(name: str, problem: str) -> Pool:
+def unknown_pool(name: str, problem: str) -> Pool:
+    """A pool whose status could not be parsed: state UNKNOWN, the problem in `status`."""
     return Pool(name=name, state="UNKNOWN", status_code=None, status=problem, scan=None, data_errors=None, vdevs=())
 
 
-def _kind(name: str) -> str:
+def vdev_kind(name: str) -> str:
+    """A vdev's kind from its name: mirror, raidz, draid, replacing, spare-group, dspare, ... or disk."""
     if match := _INTERIOR.match(name):
         kind = match["type"]
         if kind.startswith("raidz"):
@@ -225,11 +227,11 @@ def _space(values: Mapping[str, str]) -> PoolSpace:
     health = values.get("health")
     return PoolSpace(
         name=values["name"],
-        size_bytes=_count(values.get("size", "-")),
-        allocated_bytes=_count(values.get("alloc", "-")),
-        free_bytes=_count(values.get("free", "-")),
-        fragmentation_ratio=_percent(values.get("frag", "-")),
-        capacity_ratio=_percent(values.get("cap", "-")),
+        size_bytes=parse_count(values.get("size", "-")),
+        allocated_bytes=parse_count(values.get("alloc", "-")),
+        free_bytes=parse_count(values.get("free", "-")),
+        fragmentation_ratio=parse_percent(values.get("frag", "-")),
+        capacity_ratio=parse_percent(values.get("cap", "-")),
         health=health if health and health != "-" else None,
     )
 

@@ -17,11 +17,11 @@ from hostvigil.collectors.zfs.parse import (
     PoolSpace,
     Scan,
     Vdev,
-    _count,
-    _date,
-    _kind,
-    _percent,
-    _unknown,
+    parse_count,
+    parse_date,
+    parse_percent,
+    unknown_pool,
+    vdev_kind,
 )
 
 # vdev_state_t names (include/sys/fs/zfs.h) as the JSON prints them, mapped to
@@ -41,7 +41,7 @@ def parse_status_json(text: str) -> list[Pool]:
         try:
             result.append(_pool_from_json(name, entry))
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            result.append(_unknown(name, f"cannot parse zpool status -j of {name}: {exc}"))
+            result.append(unknown_pool(name, f"cannot parse zpool status -j of {name}: {exc}"))
     return result
 
 
@@ -87,7 +87,7 @@ def _json_vdev(entry: Any, group: str) -> Vdev:
         raise TypeError(f"vdev entry is {type(entry).__name__}, not an object")
     name = str(entry["name"])
     vdev_type = entry.get("vdev_type")
-    kind = _JSON_KINDS.get(vdev_type, vdev_type) if isinstance(vdev_type, str) else _kind(name)
+    kind = _JSON_KINDS.get(vdev_type, vdev_type) if isinstance(vdev_type, str) else vdev_kind(name)
     return Vdev(
         name=name,
         kind=kind,
@@ -116,14 +116,14 @@ def _json_int(value: Any) -> int | None:
     if isinstance(value, float):
         return round(value)
     if isinstance(value, str):
-        return _count(value)
+        return parse_count(value)
     return None
 
 
 def _json_time(value: Any) -> float | None:
     """Seconds since the epoch (--json-int, or digits in a string) or a printed date (read as UTC); 0 is unset."""
     if isinstance(value, str) and not value.strip().isdigit():
-        return _date(value)
+        return parse_date(value)
     number = _json_int(value)
     return float(number) if number else None
 
@@ -191,4 +191,4 @@ def _json_ratio(value: Any) -> float | None:
         return None
     if isinstance(value, int | float):
         return float(value) / 100
-    return _percent(str(value))
+    return parse_percent(str(value))

@@ -12,7 +12,16 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
-from hostvigil.collectors.zfs.parse import Pool, Scan, Vdev, _count, _date, _duration, _kind, _unknown
+from hostvigil.collectors.zfs.parse import (
+    Pool,
+    Scan,
+    Vdev,
+    parse_count,
+    parse_date,
+    parse_duration,
+    unknown_pool,
+    vdev_kind,
+)
 
 # Keys status_callback() prints at the left margin, right-aligned to "status:".
 _KEYS = frozenset({"pool", "id", "state", "status", "action", "see", "scan", "scrub", "remove", "checkpoint",
@@ -35,7 +44,7 @@ def parse_status_text(text: str) -> list[Pool]:
         try:
             pools.append(_pool_from_text(name, lines))
         except (ValueError, IndexError, KeyError) as exc:
-            pools.append(_unknown(name, f"cannot parse zpool status of {name}: {exc}"))
+            pools.append(unknown_pool(name, f"cannot parse zpool status of {name}: {exc}"))
     return pools
 
 
@@ -145,7 +154,7 @@ def _scan_from_text(lines: list[str]) -> Scan | None:
         state = "scanning" if match["state"] == "in progress" else "paused"
         done, repaired = _DONE.search(rest), _REPAIRED.search(rest)
         return Scan(match["function"], state, float(done["percent"]) / 100 if done else None, None,
-                    _count(repaired["bytes"]) if repaired else None, None, _date(match["date"]))
+                    parse_count(repaired["bytes"]) if repaired else None, None, parse_date(match["date"]))
     if match := _RUNNING_OLD.match(first):
         return Scan(match["function"], "scanning", float(match["percent"]) / 100, None, None, None, None)
     raise ValueError(f"unknown scan line {first[:60]!r}")
@@ -155,24 +164,24 @@ def _scan_ended(first: str) -> Scan | None:
     """A finished or canceled scan, in any generation's words; None if the line is not one."""
     if match := _FINISHED_NEW.match(first):
         function = "scrub" if match["function"].startswith("scrub") else "resilver"
-        return _finished(function, match["date"], match["took"], int(match["errors"]), _count(match["bytes"]))
+        return _finished(function, match["date"], match["took"], int(match["errors"]), parse_count(match["bytes"]))
     if match := _FINISHED_OLD.match(first):
         return _finished(match["function"], match["date"], match["took"], int(match["errors"]), None)
     if match := _STOPPED_OLD.match(first):
-        end = _date(match["date"])
+        end = parse_date(match["date"])
         return Scan(match["function"], "canceled", None, int(match["errors"]), None, end, _minus(end, match["took"]))
     if match := _CANCELED.match(first):
-        return Scan(match["function"], "canceled", None, None, None, _date(match["date"]), None)
+        return Scan(match["function"], "canceled", None, None, None, parse_date(match["date"]), None)
     return None
 
 
 def _finished(function: str, date: str, took: str, errors: int, repaired: int | None) -> Scan:
-    end = _date(date)
+    end = parse_date(date)
     return Scan(function, "finished", 1.0, errors, repaired, end, _minus(end, took))
 
 
 def _minus(end: float | None, took: str) -> float | None:
-    seconds = _duration(took)
+    seconds = parse_duration(took)
     return end - seconds if end is not None and seconds is not None else None
 
 
@@ -229,8 +238,8 @@ def _vdev_row(fields: list[str], group: str) -> Vdev:
         raise ValueError(f"vdev {fields[0]!r} has no state")
     name, state, rest = fields[0], fields[1], fields[2:]
     counters: list[int | None] = [None, None, None]
-    if len(rest) >= 3 and all(_count(field) is not None for field in rest[:3]):
-        counters = [_count(field) for field in rest[:3]]
+    if len(rest) >= 3 and all(parse_count(field) is not None for field in rest[:3]):
+        counters = [parse_count(field) for field in rest[:3]]
         rest = rest[3:]
-    return Vdev(name=name, kind=_kind(name), group=group, state=state, read_errors=counters[0],
+    return Vdev(name=name, kind=vdev_kind(name), group=group, state=state, read_errors=counters[0],
                 write_errors=counters[1], checksum_errors=counters[2], note=" ".join(rest) or None, children=())

@@ -12,7 +12,7 @@ from hostvigil.cache import MetricsCache
 from hostvigil.collector import Hooks, Unavailable
 from hostvigil.collectors.hwmon.collect import HwmonCollector, chip_label, clean_chip_name
 from tests.conftest import fixture_paths, run_collector, values
-from tests.test_power_supply import copy_tree, run_with
+from tests.power_supply.test_collect import copy_tree, run_with
 
 Values = dict[tuple[str, tuple[str, ...]], float]
 CORETEMP0 = "sys/devices/platform/coretemp.0/hwmon/hwmon0"

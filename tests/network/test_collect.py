@@ -32,7 +32,7 @@ from hostvigil.scheduler import Job, Scheduler
 from tests.conftest import FIXTURES, TREES, fixture_paths, run_collector, values
 from tests.netns import NetnsPair
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 N = "hostvigil_network_"
 
 
@@ -394,7 +394,7 @@ def print_live_samples() -> None:
 def test_live_carrier_of_a_down_interface_reads_einval(netns_pair: NetnsPair) -> None:
     pair = netns_pair
     pair.ip(pair.left, "link", "add", "name", "spare0", "type", "veth", "peer", "name", "spare0p")
-    out = json.loads(run_in(pair, pair.left, "from tests.test_network import print_live_samples as p; p()"))
+    out = json.loads(run_in(pair, pair.left, "from tests.network.test_collect import print_live_samples as p; p()"))
     assert out["errno"] == 22  # EINVAL, as the kernel answers for carrier of a down link
     got = {(name, tuple(labels)): value for name, labels, value in out["samples"]}
     assert got[(N + "carrier", ("spare0",))] == 0
@@ -463,7 +463,7 @@ class Harness:
         with log.open("w") as stderr:
             self.proc = subprocess.Popen(
                 ["ip", "netns", "exec", pair.left, sys.executable, "-c",
-                 "from tests.test_network import harness; harness()"],
+                 "from tests.network.test_collect import harness; harness()"],
                 cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True,
             )
         self.lines: list[tuple[float, dict[str, Any]]] = []  # (monotonic time it arrived, line)

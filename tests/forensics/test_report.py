@@ -14,7 +14,7 @@ from hostvigil.forensics.evidence import Evidence, Gatherer, _log_evidence, powe
 from hostvigil.forensics.report import UNKNOWN_TEXT, classify
 from hostvigil.runner import CommandRunner
 from tests.conftest import FIXTURES, fixture_paths
-from tests.test_parse_kmsg import OOPS_5_7
+from tests.kernel.test_parse import OOPS_5_7
 
 PANIC_LOG = (FIXTURES / "crash/pstore/7530486857247/dmesg.txt").read_text()
 HUNG_LOG = (FIXTURES / "kmsg/hotsos__scenario_kernlog_calltrace_hungtasks__kern.log").read_text()

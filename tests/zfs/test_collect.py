@@ -16,7 +16,7 @@ from hostvigil.collector import Context, Hooks, Unavailable, check_samples
 from hostvigil.collectors.zfs.collect import ZfsCollector
 from hostvigil.runner import CommandRunner
 from tests.conftest import FIXTURES, TREES, RecordingHooks, fixture_paths, values
-from tests.zfsfuse import ZfsFuse
+from tests.zfs.zfsfuse import ZfsFuse
 
 ZFS = FIXTURES / "zfs"
 KSTAT_TREE = TREES / "telegraf-zfs-issue_17578"

@@ -26,7 +26,7 @@ from hostvigil.collectors.ups.nut_client import MAX_LINE_BYTES, NutError
 from hostvigil.collectors.ups.parse import split_words
 from hostvigil.runner import CommandRunner
 from tests.conftest import FIXTURES, RecordingHooks, fixture_paths, free_port, values
-from tests.nut import NutServer
+from tests.ups.nut import NutServer
 
 CAPTURES = FIXTURES / "nut" / "upsd-2.8.0"
 Values = dict[tuple[str, tuple[str, ...]], float]

@@ -19,7 +19,7 @@ from hostvigil.collectors.smart.collect import SmartCollector
 from hostvigil.collectors.smart.parse import parse_report
 from hostvigil.runner import CommandRunner
 from tests.conftest import FIXTURES, fixture_paths, require_tool, values
-from tests.test_parse_smartctl import STANDBY_JSON
+from tests.smart.test_parse import STANDBY_JSON
 
 SMARTCTL = FIXTURES / "smartctl"
 ATA = "smart-prom-next__examples_sat_xall.json"

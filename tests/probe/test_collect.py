@@ -21,7 +21,7 @@ from hostvigil.collectors.probe.engine import Target
 from tests import test_conformance
 from tests.conftest import fixture_paths, run_collector, run_with
 from tests.netns import NetnsPair
-from tests.probe_harness import (
+from tests.probe.harness import (
     PEER_NAME,
     confined_resolver,
     harness_argv,

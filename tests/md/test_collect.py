@@ -10,11 +10,13 @@ import pytest
 
 from hostvigil.cache import MetricsCache
 from hostvigil.collector import CollectorError
-from hostvigil.collectors.md.collect import MEMBER_STATES, STATES, MdCollector, active_members, base_device
+from hostvigil.collectors.disk_health import active_members, base_device
+from hostvigil.collectors.md.collect import MdCollector
+from hostvigil.collectors.md.metrics import MEMBER_STATES, STATES
 from hostvigil.collectors.md.parse import parse_mdstat
 from hostvigil.config import Paths
 from tests.conftest import FIXTURES, RecordingHooks, fixture_paths, run_collector, run_with, values
-from tests.test_parse_mdstat import FLAGGED_MEMBERS
+from tests.md.test_parse import FLAGGED_MEMBERS
 
 MDSTAT = FIXTURES / "mdstat"
 Values = dict[tuple[str, tuple[str, ...]], float]

@@ -34,7 +34,7 @@ from hostvigil.collectors.probe.history import (
 from hostvigil.collectors.probe.targets import TargetWatcher, default_gateway, gateway_address
 from tests.conftest import FIXTURES
 from tests.netns import NetnsPair
-from tests.probe_harness import confined_resolver, listener, metric, run_harness
+from tests.probe.harness import confined_resolver, listener, metric, run_harness
 
 NET = FIXTURES / "net"
 FAST = {"probe_interval": 0.01, "probe_timeout": 0.01, "gateway": False}

@@ -22,8 +22,8 @@ from hostvigil.collectors.kernel.follower import _summary
 from hostvigil.collectors.kernel.parse import events_from_text
 from hostvigil.forensics.snapshots import FORMAT, SnapshotStore
 from tests.conftest import FIXTURES, free_port, require_tool
-from tests.nut import NutServer
-from tests.test_parse_kmsg import OOPS_5_7
+from tests.kernel.test_parse import OOPS_5_7
+from tests.ups.nut import NutServer
 
 PSTORE = FIXTURES / "crash/pstore/7530486857247"
 JOURNAL_EXPORT = FIXTURES / "crash/journal/multiple-boots.export"

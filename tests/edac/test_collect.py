@@ -13,7 +13,7 @@ from hostvigil.cache import MetricsCache
 from hostvigil.collector import Hooks, Unavailable
 from hostvigil.collectors.edac.collect import EdacCollector, parse_controller
 from tests.conftest import RecordingHooks, fixture_paths, run_collector, run_with, values
-from tests.test_power_supply import copy_tree
+from tests.power_supply.test_collect import copy_tree
 
 MC0 = "sys/devices/system/edac/mc/mc0"
 

@@ -19,7 +19,7 @@ from hostvigil.collectors.raid.collect import RaidCollector, RaidState, failing_
 from hostvigil.collectors.raid.parse import parse_controllers, parse_drives
 from hostvigil.runner import CommandRunner
 from tests.conftest import RecordingHooks, fixture_paths, values
-from tests.test_parse_storcli import (
+from tests.raid.test_parse import (
     CONTROLLERS,
     DRIVES,
     FAILED_COMMAND,
