@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 
 from hostvigil import __version__
 from hostvigil.config import DEFAULT_PATH, Config, ConfigError, load, parse_listen
-from hostvigil.daemon import Agent, build_scheduler, state_dir
+from hostvigil.daemon import Agent, build_scheduler, state_dir, wanted_collectors
 from hostvigil.durable import write_atomically
 from hostvigil.forensics import report as crashreport
 from hostvigil.forensics.boots import read_boot_id
@@ -113,7 +113,7 @@ def _check_config(config: Config) -> int:
 
 
 def _collect(config: Config, only: Sequence[str], output: Path | None) -> int:
-    scheduler = build_scheduler(config, only, daemon=False)
+    scheduler = build_scheduler(config, wanted_collectors(config, only, daemon=False))
     scheduler.run_round()
     body, _ = scheduler.cache.render()
     if output is None:
@@ -155,12 +155,11 @@ def _snapshot_here(config: Config, reason: str) -> int:
     except OSError as exc:
         log.error("cannot take a snapshot: %s", exc)
         return 1
-    scheduler = build_scheduler(config, daemon=False)
+    scheduler = build_scheduler(config, wanted_collectors(config, daemon=False))
     scheduler.run_round()
     collectors = {name: job.collector for name, job in scheduler.jobs.items()}
     forensics = Forensics(
-        config, state_dir=directory, boot_id=boot_id, collectors=collectors,
-        states=scheduler.cache.states, collect_now=scheduler.trigger,
+        config, state_dir=directory, boot_id=boot_id, collectors=collectors, states=scheduler.cache.states
     )
     path = forensics.snapshotter.write_now("manual", reason)
     if path is None:

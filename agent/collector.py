@@ -1,9 +1,11 @@
-"""What a collector is: declared metrics, typed samples, and the context it reads through.
+"""What a collector is: declared metrics, typed samples and events, and the context it reads through.
 
 A collector is a small class with a name, a default interval and timeout, the
-metric families it may emit, and `collect(ctx)` returning samples. It never
-touches prometheus_client: the scheduler checks what it returns and the
-exposition renders it, so one collector's garbage cannot break a scrape.
+metric families it may emit, and `collect(ctx)` returning samples and the events
+it saw (hostvigil.events). It never touches prometheus_client and never decides
+what a change costs: the scheduler checks what it returns, the exposition renders
+the samples and the event policy weighs the events, so one collector's garbage
+cannot break a scrape.
 """
 
 from __future__ import annotations
@@ -16,12 +18,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
+from hostvigil.events import Event
+
 if TYPE_CHECKING:
-    from hostvigil.config import Paths
     from hostvigil.runner import CommandRunner
 
 Kind = Literal["gauge", "counter"]
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Roots that every collector reads through; a captured tree works as-is."""
+
+    proc: Path = Path("/proc")
+    sys: Path = Path("/sys")
+    dev: Path = Path("/dev")
+    rootfs: Path = Path("/")
 
 
 class CollectorError(Exception):
@@ -83,44 +96,56 @@ class Option:
         return {"bool": bool, "int": int, "float": float, "string": str, "strings": list}[self.kind]
 
 
-class Hooks:
-    """What the running agent offers collectors beyond their own series; a no-op outside the daemon.
-
-    A collector that sees a host-threatening change (an array failed, a pool
-    suspended, the UPS on battery) asks for a crash snapshot, and records power
-    and similar events in the boot's history, where the crash report finds them.
-    """
-
-    def request_snapshot(self, trigger: str, reason: str, *, urgent: bool = False) -> bool:
-        """Ask for a snapshot now; False if rate-limited (a flood yields one snapshot).
-
-        `urgent` is for the last warning before the host goes down (the UPS battery
-        is low): it is not held back by the snapshot just written for the event
-        that led there (the UPS going on battery).
-        """
-        return False
-
-    def record_event(self, kind: str, message: str) -> None:
-        """Keep an event (kind such as "power") in this boot's history, durably."""
-
-    def collect_now(self, collector: str) -> None:
-        """Run a collector at once instead of at its next interval (an event arrived)."""
-
-
 @dataclass(frozen=True)
 class Services:
-    """What a collector with a long-running source (e.g. /dev/kmsg) gets when the agent starts it."""
+    """What a collector with a long-running source (e.g. /dev/kmsg) gets when the agent starts it.
+
+    `events` takes what a source sees between runs (a kernel oops, a carrier drop) to
+    the event policy; `collect_now` runs a collector at once instead of at its next
+    interval.
+    """
 
     paths: Paths
     state_dir: Path
     boot_id: str
-    hooks: Hooks
+    events: Callable[[Event], None] = lambda event: None
+    collect_now: Callable[[str], None] = lambda collector: None
     uevents: Mapping[str, int] = field(default_factory=dict)  # kernel uevents seen so far, by subsystem
 
 
 @dataclass
+class Evidence:
+    """One source's finding about how a boot ended, quoted with where it came from; the crash report's verdict
+    reads `classes` (the kernel log classes and power_loss, watchdog_reset, ... it shows) and `hardware_cause`."""
+
+    source: str  # snapshot, pstore, kdump, journal, this boot, power, ipmi sel
+    where: str
+    summary: str
+    classes: list[str] = field(default_factory=list)
+    quote: list[str] = field(default_factory=list)
+    time: float | None = None
+    hardware_cause: bool = False  # the crash it shows was the hardware's doing (a machine check panicked the kernel)
+
+
+@dataclass(frozen=True)
+class BootWindow:
+    """A previous boot as the crash report asks a collector about it, after an unclean reboot.
+
+    `last_snapshot` is the time of the boot's last snapshot and what this collector
+    contributed to it (its snapshot_extra), when there is one.
+    """
+
+    boot_id: str
+    started: float  # when the agent first started in that boot
+    paths: Paths
+    runner: CommandRunner
+    state_dir: Path
+    last_snapshot: tuple[float, Mapping[str, Any]] | None = None
+
+
+@dataclass
 class Context:
-    """What a run may use: host roots, the command runner, its deadline, a log-once and the agent's hooks.
+    """What a run may use: host roots, the command runner, its deadline and a log-once.
 
     `noted` outlives the run (the scheduler keeps one per collector), so a
     condition noted once is not logged again at every interval.
@@ -131,7 +156,6 @@ class Context:
     deadline: float
     log: logging.Logger
     noted: set[str] = field(default_factory=set)
-    hooks: Hooks = field(default_factory=Hooks)
 
     def proc(self, relative: str) -> Path:
         return self.paths.proc / relative
@@ -198,7 +222,8 @@ class Collector:
     def __init__(self, options: Mapping[str, Any]) -> None:
         self.config = dict(options)
 
-    def collect(self, ctx: Context) -> Iterable[Sample]:
+    def collect(self, ctx: Context) -> Iterable[Sample | Event]:
+        """This run's samples, and the events (changes) it saw, in any order."""
         raise NotImplementedError
 
     def start(self, services: Services) -> None:
@@ -211,25 +236,43 @@ class Collector:
         """Plain data a crash snapshot keeps beyond the samples (e.g. the kernel event tail); small."""
         return {}
 
+    def crash_evidence(self, boot: BootWindow) -> list[Evidence]:
+        """What this subsystem can tell about how a previous boot ended (pstore, the BMC's log); read once after an
+        unclean reboot, in the background, every read bounded."""
+        return []
 
-def check_samples(collector: Collector, samples: Iterable[object]) -> list[Sample]:
-    """The samples of a run, or CollectorError if any is not what the collector declared."""
-    declared = set(collector.metrics)
-    seen: set[tuple[str, tuple[str, ...]]] = set()
-    checked = []
-    for sample in samples:
-        if not isinstance(sample, Sample) or sample.metric not in declared:
-            raise CollectorError(f"returned something that is not a declared sample: {sample!r:.120}")
-        spec = sample.metric
-        if len(sample.label_values) != len(spec.labels) or not all(
-            isinstance(v, str) for v in sample.label_values
-        ):
-            raise CollectorError(f"{spec.name}: label values {sample.label_values!r} do not match {spec.labels}")
-        if not isinstance(sample.value, float) or (math.isinf(sample.value) and spec.kind == "counter"):
-            raise CollectorError(f"{spec.name}: value {sample.value!r} is not a number")
-        key = (spec.name, sample.label_values)
-        if key in seen:
-            raise CollectorError(f"{spec.name}{sample.label_values}: sample returned twice")
-        seen.add(key)
-        checked.append(sample)
-    return checked
+
+@dataclass
+class Reading:
+    """What a run returned, checked: samples of declared metrics, and events. Filled as the run yields, so the
+    events a run saw before it failed are not lost with its samples."""
+
+    samples: list[Sample] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    _seen: set[tuple[str, tuple[str, ...]]] = field(default_factory=set, repr=False)
+
+    def take(self, collector: Collector, items: Iterable[object]) -> Reading:
+        """Check and keep every item; CollectorError at the first that is not what the collector declared."""
+        declared = set(collector.metrics)
+        for item in items:
+            if isinstance(item, Event):
+                self.events.append(item)
+                continue
+            if not isinstance(item, Sample) or item.metric not in declared:
+                raise CollectorError(f"returned something that is not a declared sample or an event: {item!r:.120}")
+            spec = item.metric
+            if len(item.label_values) != len(spec.labels) or not all(isinstance(v, str) for v in item.label_values):
+                raise CollectorError(f"{spec.name}: label values {item.label_values!r} do not match {spec.labels}")
+            if not isinstance(item.value, float) or (math.isinf(item.value) and spec.kind == "counter"):
+                raise CollectorError(f"{spec.name}: value {item.value!r} is not a number")
+            key = (spec.name, item.label_values)
+            if key in self._seen:
+                raise CollectorError(f"{spec.name}{item.label_values}: sample returned twice")
+            self._seen.add(key)
+            self.samples.append(item)
+        return self
+
+
+def check_reading(collector: Collector, items: Iterable[object]) -> Reading:
+    """The checked samples and events of a run; CollectorError if anything is not what the collector declared."""
+    return Reading().take(collector, items)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from hostvigil.collector import Collector, Option
+from hostvigil.collector import Collector, Option, Paths
 
 DEFAULT_PATH = Path("/etc/hostvigil/hostvigil.toml")
 # 9100-9999 is fully allocated on the Prometheus default-port list; see README.
@@ -32,16 +32,6 @@ class ConfigError(Exception):
 
     def __init__(self, source: str, key: str, reason: str) -> None:
         super().__init__(f"{source}: {key}: {reason}" if key else f"{source}: {reason}")
-
-
-@dataclass(frozen=True)
-class Paths:
-    """Roots that every collector reads through; a captured tree works as-is."""
-
-    proc: Path = Path("/proc")
-    sys: Path = Path("/sys")
-    dev: Path = Path("/dev")
-    rootfs: Path = Path("/")
 
 
 @dataclass(frozen=True)

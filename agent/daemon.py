@@ -7,16 +7,19 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 
 from hostvigil.cache import CollectorState, MetricsCache
 from hostvigil.collector import Collector, Services
 from hostvigil.config import Config, parse_listen
+from hostvigil.events import Event
 from hostvigil.forensics.boots import read_boot_id
+from hostvigil.forensics.metrics import CrashCollector
 from hostvigil.forensics.service import Forensics
 from hostvigil.notify import Notifier
+from hostvigil.policy import EventPolicy
 from hostvigil.registry import REGISTRY
 from hostvigil.runner import CommandRunner
 from hostvigil.scheduler import Job, Scheduler
@@ -28,19 +31,33 @@ log = logging.getLogger("hostvigil")
 SYSTEM_STATE_DIR = Path("/var/lib/hostvigil")
 
 
-def build_scheduler(config: Config, only: Sequence[str] = (), daemon: bool = True) -> Scheduler:
-    """A scheduler over the enabled collectors (or exactly `only`, enabled or not).
+def wanted_collectors(config: Config, only: Sequence[str] = (), daemon: bool = True) -> list[str]:
+    """The enabled collectors (or exactly `only`, enabled or not).
 
     One-shot runs (`daemon=False`) leave out collectors that report on the daemon itself.
     """
+    return [
+        name for name, cls in REGISTRY.items()
+        if ((name in only) if only else config.collectors[name].enabled and (daemon or not cls.daemon_only))
+    ]
+
+
+def build_scheduler(
+    config: Config,
+    names: Sequence[str],
+    *,
+    built: Mapping[str, Collector] | None = None,
+    cache: MetricsCache | None = None,
+    events: Callable[[Sequence[Event]], None] = lambda events: None,
+) -> Scheduler:
+    """A scheduler over the named collectors; `built` are those already made with what they need (the daemon's own)."""
+    built = built or {}
     jobs = []
-    for name, cls in REGISTRY.items():
+    for name in names:
         settings = config.collectors[name]
-        wanted = (name in only) if only else settings.enabled and (daemon or not cls.daemon_only)
-        if wanted:
-            jobs.append(Job(cls(settings.options), settings.interval, settings.timeout))
-    cache = MetricsCache([job.name for job in jobs])
-    return Scheduler(jobs, cache, config.paths, CommandRunner())
+        collector = built.get(name) or REGISTRY[name](settings.options)
+        jobs.append(Job(collector, settings.interval, settings.timeout))
+    return Scheduler(jobs, cache or MetricsCache(names), config.paths, CommandRunner(), events=events)
 
 
 def state_dir(config: Config) -> Path:
@@ -68,40 +85,52 @@ def _user_state_dir() -> Path:
 
 
 class Agent:
+    """The running daemon. Built in the order its parts need each other: the cache, the forensics (they read the
+    cache and record what the policy decides), the scheduler (it hands each run's events to the policy)."""
+
     def __init__(self, config: Config, listen: str) -> None:
         self.config = config
         self.listen = listen
-        self.scheduler = build_scheduler(config)
+        self.directory = state_dir(config)
+        names = wanted_collectors(config)
+        self.cache = MetricsCache(names)
+        collectors = {name: REGISTRY[name](config.collectors[name].options) for name in names if name != "crash"}
+        self.forensics = self._forensics(collectors)
+        if "crash" in names:
+            collectors["crash"] = CrashCollector(config.collectors["crash"].options, self.forensics)
+        self.policy = EventPolicy(self.forensics or _Unrecorded())
+        self.scheduler = build_scheduler(config, names, built=collectors, cache=self.cache, events=self.policy.handle)
+        self.scheduler.on_change = self._on_change
         self.notifier = Notifier()
         self.stop_event = threading.Event()
         self._ready = False
-        self.scheduler.on_change = self._on_change
 
     def run(self) -> int:
         host, port = parse_listen(self.listen)
-        directory = state_dir(self.config)
+        forensics = self.forensics
         collectors = {name: job.collector for name, job in self.scheduler.jobs.items()}
-        forensics = self._forensics(directory, collectors)
         server = MetricsServer(
-            (host, port), self.scheduler.cache, self._healthy, lambda: self._ready,
+            (host, port), self.cache, self._healthy, lambda: self._ready,
             (lambda reason: forensics.snapshotter.write_now("manual", reason)) if forensics else None,
         )
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
         if forensics is not None:
-            forensics.start()
+            forensics.start(reported=lambda: self.scheduler.trigger("crash"))
         uevents = UeventListener(
             {name: c.uevent_subsystems for name, c in collectors.items() if c.uevent_subsystems},
             self.scheduler.trigger,
         )
         services = Services(
-            self.config.paths, directory, forensics.boot_id if forensics else "", self.scheduler.hooks, uevents.counts
+            self.config.paths, self.directory, forensics.boot_id if forensics else "",
+            events=lambda event: self.policy.handle([event]), collect_now=self.scheduler.trigger,
+            uevents=uevents.counts,
         )
         for collector in collectors.values():
             collector.start(services)
         uevents.start()
         names = ", ".join(self.scheduler.jobs) or "none"
-        log.info("serving http://%s:%d/metrics; state in %s; collectors: %s", host or "*", port, directory, names)
+        log.info("serving http://%s:%d/metrics; state in %s; collectors: %s", host or "*", port, self.directory, names)
         threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
         threading.Thread(target=self.scheduler.run_forever, name="scheduler", daemon=True).start()
         self.notifier.start_watchdog(lambda: self.scheduler.heartbeat, self.stop_event)
@@ -123,19 +152,16 @@ class Agent:
         log.info("stopped")
         return 0
 
-    def _forensics(self, directory: Path, collectors: dict[str, Collector]) -> Forensics | None:
+    def _forensics(self, collectors: Mapping[str, Collector]) -> Forensics | None:
         """Snapshots and crash reports need the boot id; a captured tree without one runs without them."""
         try:
             boot_id = read_boot_id(self.config.paths.proc)
         except OSError as exc:
             log.warning("crash snapshots and reports are off: %s", exc)
             return None
-        forensics = Forensics(
-            self.config, state_dir=directory, boot_id=boot_id, collectors=collectors,
-            states=self.scheduler.cache.states, collect_now=self.scheduler.trigger,
+        return Forensics(
+            self.config, state_dir=self.directory, boot_id=boot_id, collectors=collectors, states=self.cache.states
         )
-        self.scheduler.hooks = forensics
-        return forensics
 
     def _healthy(self) -> bool:
         return time.monotonic() - self.scheduler.heartbeat < 5.0
@@ -153,7 +179,7 @@ class Agent:
             self.notifier.status(self._summary())
 
     def _summary(self) -> str:
-        states = self.scheduler.cache.states().values()
+        states = self.cache.states().values()
         failing = sorted(s.name for s in states if s.success is False and s.available)
         unavailable = sorted(s.name for s in states if not s.available)
         parts = [f"{len(states) - len(failing) - len(unavailable)}/{len(states)} collectors ok"]
@@ -162,3 +188,13 @@ class Agent:
         if unavailable:
             parts.append("unavailable: " + ", ".join(unavailable))
         return "; ".join(parts)
+
+
+class _Unrecorded:
+    """Where the policy's decisions go when there are no forensics (no boot id): nowhere."""
+
+    def record_event(self, event: Event) -> None:
+        """Nothing keeps this boot's history."""
+
+    def request_snapshot(self, trigger: str, reason: str, *, urgent: bool = False) -> bool:
+        return False

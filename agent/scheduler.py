@@ -17,8 +17,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from hostvigil.cache import CollectorState, MetricsCache
-from hostvigil.collector import Collector, CollectorError, Context, Hooks, Unavailable, check_samples
-from hostvigil.config import Paths
+from hostvigil.collector import Collector, CollectorError, Context, Paths, Reading, Unavailable
+from hostvigil.events import Event
 from hostvigil.runner import CommandRunner
 
 log = logging.getLogger("hostvigil.scheduler")
@@ -54,14 +54,17 @@ class Scheduler:
         cache: MetricsCache,
         paths: Paths,
         runner: CommandRunner,
+        *,
+        events: Callable[[Sequence[Event]], None] = lambda events: None,
         on_change: Callable[[CollectorState], None] = lambda state: None,
     ) -> None:
+        """`events` takes the events of each run (the event policy's handle); `on_change` each published state."""
         self.jobs = {job.name: job for job in jobs}
         self.cache = cache
         self.paths = paths
         self.runner = runner
+        self.events = events
         self.on_change = on_change
-        self.hooks = Hooks()
         self.heartbeat = time.monotonic()
         self._wake = threading.Condition()
         self._stopping = False
@@ -126,10 +129,7 @@ class Scheduler:
         job.run_id += 1
         job.started, job.timed_out = now, False
         job.next_due = now + job.interval  # a trigger during the run sets it back to 0
-        ctx = Context(
-            self.paths, self.runner, now + job.timeout, logging.getLogger(f"hostvigil.{job.name}"), job.noted,
-            self.hooks,
-        )
+        ctx = Context(self.paths, self.runner, now + job.timeout, logging.getLogger(f"hostvigil.{job.name}"), job.noted)
         job.thread = threading.Thread(
             target=self._run, args=(job, job.run_id, ctx), name=f"collector-{job.name}", daemon=True
         )
@@ -145,9 +145,9 @@ class Scheduler:
     def _run(self, job: Job, run_id: int, ctx: Context) -> None:
         start = time.monotonic()
         error, unavailable = "", False
-        samples = []
+        reading = Reading()
         try:
-            samples = check_samples(job.collector, job.collector.collect(ctx))
+            reading.take(job.collector, job.collector.collect(ctx))
         except Unavailable as exc:
             error, unavailable = str(exc), True
         except CollectorError as exc:
@@ -160,6 +160,8 @@ class Scheduler:
             late = job.run_id != run_id or job.timed_out
             job.started, job.thread, job.ran = None, None, True
             self._wake.notify_all()
+        # What changed was seen, whether or not the run is late or failed later: the collector has moved on.
+        self.events(reading.events)
         if late:
             log.info("collector %s: the run that timed out returned after %.1fs", job.name, duration)
             return
@@ -167,7 +169,7 @@ class Scheduler:
             state = self.cache.publish_failure(job.name, error, duration, unavailable=unavailable)
             self._log_failure(state, unavailable)
         else:
-            state = self.cache.publish_success(job.name, samples, duration)
+            state = self.cache.publish_success(job.name, reading.samples, duration)
             if job.name in self._failing:
                 self._failing.discard(job.name)
                 log.info("collector %s recovered", job.name)

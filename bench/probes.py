@@ -50,9 +50,8 @@ from pathlib import Path
 import psutil
 from scrape import MB, BenchError, _cpu_seconds, _free_ports, _positive_int, _raise_interrupt
 
-from hostvigil.collector import Context, Hooks, Services, check_samples
+from hostvigil.collector import Context, Paths, Services, check_reading
 from hostvigil.collectors.probe.collect import ProbeCollector
-from hostvigil.config import Paths
 from hostvigil.runner import CommandRunner
 
 SMOKEPING = "/usr/bin/prometheus-smokeping-prober"
@@ -115,7 +114,7 @@ def _child(targets: str, interval: float) -> int:
     }
     collector = ProbeCollector(options)
     with tempfile.TemporaryDirectory() as state:
-        collector.start(Services(Paths(), Path(state), "", Hooks()))
+        collector.start(Services(Paths(), Path(state), ""))
         engine = collector.engine
         if engine is None:
             print("the probe collector did not start", file=sys.stderr)
@@ -137,7 +136,7 @@ def _child(targets: str, interval: float) -> int:
                     next_collect += COLLECT_EVERY
                     ctx = Context(Paths(), CommandRunner(), time.monotonic() + collector.timeout,
                                   logging.getLogger("bench"))
-                    check_samples(collector, collector.collect(ctx))
+                    check_reading(collector, collector.collect(ctx))
         finally:
             collector.stop()
     return 0

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from hostvigil.collector import Collector, Context, Hooks, Sample, check_samples
-from hostvigil.config import Paths
+from hostvigil.collector import Collector, Context, Paths, Sample, check_reading
+from hostvigil.events import Event
+from hostvigil.policy import EventPolicy
 from hostvigil.runner import CommandRunner
 
 # A real ZFS (zfs-fuse) for the tests that ask for the `zfs_fuse` fixture.
@@ -59,7 +60,7 @@ def run_collector(
     settings = {name: option.default for name, option in cls.options.items()} | options
     collector = cls(settings)
     ctx = Context(paths, runner or CommandRunner(), time.monotonic() + cls.timeout, logging.getLogger("test"))
-    return check_samples(collector, collector.collect(ctx))
+    return check_reading(collector, collector.collect(ctx)).samples
 
 
 def values(samples: list[Sample]) -> dict[tuple[str, tuple[str, ...]], float]:
@@ -67,20 +68,23 @@ def values(samples: list[Sample]) -> dict[tuple[str, tuple[str, ...]], float]:
     return {(s.metric.name, s.label_values): s.value for s in samples}
 
 
-class RecordingHooks(Hooks):
-    """Keeps what a collector asks of the agent: snapshot requests (trigger, reason, urgent) and events (kind,
-    message)."""
+class RecordingHooks:
+    """Keeps what the event policy asks of the agent for the events it is given: snapshot requests (trigger, reason,
+    urgent) and the events kept in the boot's history, as (kind, message) and as the typed events."""
 
     def __init__(self) -> None:
         self.snapshots: list[tuple[str, str, bool]] = []
         self.events: list[tuple[str, str]] = []
+        self.recorded: list[Event] = []
+        self.policy = EventPolicy(self)
 
     def request_snapshot(self, trigger: str, reason: str, *, urgent: bool = False) -> bool:
         self.snapshots.append((trigger, reason, urgent))
         return True
 
-    def record_event(self, kind: str, message: str) -> None:
-        self.events.append((kind, message))
+    def record_event(self, event: Event) -> None:
+        self.events.append((event.kind, event.message))
+        self.recorded.append(event)
 
     def take(self) -> tuple[list[tuple[str, str]], list[tuple[str, str, bool]]]:
         """Events and snapshot requests since the last take."""
@@ -89,13 +93,21 @@ class RecordingHooks(Hooks):
         return events, snapshots
 
 
+def collect_once(collector: Collector, ctx: Context, hooks: RecordingHooks | None = None) -> list[Sample]:
+    """One checked run in `ctx`, its events weighed by the event policy as the scheduler has them weighed."""
+    reading = check_reading(collector, collector.collect(ctx))
+    if hooks is not None:
+        hooks.policy.handle(reading.events)
+    return reading.samples
+
+
 def run_with(
-    collector: Collector, paths: Paths, hooks: Hooks | None = None, noted: set[str] | None = None
+    collector: Collector, paths: Paths, hooks: RecordingHooks | None = None, noted: set[str] | None = None
 ) -> list[Sample]:
-    """One checked run of a collector instance as the scheduler makes it: its hooks, and the same `noted`
-    across runs of one collector."""
+    """One checked run of a collector instance as the scheduler makes it: the policy over its events, and the same
+    `noted` across runs of one collector."""
     ctx = Context(
         paths, CommandRunner(), time.monotonic() + collector.timeout, logging.getLogger("test"),
-        set() if noted is None else noted, hooks or Hooks(),
+        set() if noted is None else noted,
     )
-    return check_samples(collector, collector.collect(ctx))
+    return collect_once(collector, ctx, hooks)

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from hostvigil.cache import MetricsCache
-from hostvigil.collector import Collector, Sample, Services
-from hostvigil.config import Config, Paths, SnapshotConfig
+from hostvigil.collector import Collector, Paths, Sample
+from hostvigil.config import Config, SnapshotConfig
 from hostvigil.forensics.metrics import CrashCollector
 from hostvigil.forensics.service import Forensics
 from hostvigil.registry import REGISTRY
@@ -180,13 +180,10 @@ def test_crash(tmp_path: Path) -> None:
     """The forensics' metrics on a fresh state directory: no previous boot, no report, no snapshot yet."""
     config = Config(snapshots=SnapshotConfig(enabled=False))
     forensics = Forensics(
-        config, state_dir=tmp_path, boot_id="0f2a8a4c-7d0e-4d7b-9f3e-6b1e2f6c8d11", collectors={},
-        states=dict, collect_now=lambda name: None,
+        config, state_dir=tmp_path, boot_id="0f2a8a4c-7d0e-4d7b-9f3e-6b1e2f6c8d11", collectors={}, states=dict
     )
     forensics.start()
-    crash = CrashCollector({})
-    crash.start(Services(config.paths, tmp_path, forensics.boot_id, forensics))
-    samples = run_with(crash, config.paths)
+    samples = run_with(CrashCollector({}, forensics), config.paths)
     check("crash", render("crash", samples))
 
 

@@ -15,8 +15,7 @@ from typing import ClassVar
 import pytest
 
 from hostvigil.cache import MetricsCache
-from hostvigil.collector import Collector, CollectorError, Context, Metrics, Sample, Unavailable
-from hostvigil.config import Paths
+from hostvigil.collector import Collector, CollectorError, Context, Metrics, Paths, Sample, Unavailable
 from hostvigil.runner import CommandRunner
 from hostvigil.scheduler import Job, Scheduler
 from hostvigil.server import MetricsServer

@@ -3,7 +3,8 @@
 state_dir/boots/<boot_id>/ holds `started.json` (written when the agent
 first starts in that boot), `clean` (written and fsynced on an orderly stop,
 removed again if the agent starts anew in the same boot) and `events.jsonl`
-(power and similar events that collectors record, for the crash report). A
+(the events the event policy keeps, one JSON record a line with every field of
+the typed event, for the crash report). A
 boot that has a record but no `clean` marker ended without an orderly stop.
 The first boot the agent ever sees has no predecessor, so an install is
 never reported as a crash.
@@ -18,12 +19,14 @@ import os
 import shutil
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hostvigil import __version__
 from hostvigil.durable import fsync_directory, write_atomically
+from hostvigil.events import STATES, Event
 
 log = logging.getLogger("hostvigil.boots")
 
@@ -37,6 +40,40 @@ class Boot:
     directory: Path
     started: float  # when the agent first started in that boot
     clean: bool
+
+
+@dataclass(frozen=True)
+class RecordedEvent:
+    """An event as the boot's history kept it, read back.
+
+    `subject` and `state` are None for a line written before events were typed (hostvigil
+    0.1): such a line is quoted in a crash report, never interpreted.
+    """
+
+    time: float
+    kind: str
+    message: str
+    subject: str | None = None
+    state: str | None = None
+    initial: bool = False
+    details: Mapping[str, Any] = field(default_factory=dict)  # the kind's own fields: source, on_battery, ...
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> RecordedEvent:
+        """A history line's event; fields of the wrong type are dropped, never trusted."""
+        subject, state = record.get("subject"), record.get("state")
+        typed = isinstance(subject, str) and state in STATES
+        known = {"time", "kind", "message", "subject", "state", "initial"}
+        time_ = record.get("time")
+        return cls(
+            time=float(time_) if isinstance(time_, int | float) else 0.0,
+            kind=str(record.get("kind", "")),
+            message=str(record.get("message", "")),
+            subject=subject if typed else None,
+            state=state if typed else None,
+            initial=record.get("initial") is True,
+            details={key: value for key, value in record.items() if key not in known},
+        )
 
 
 def read_boot_id(proc: Path) -> str:
@@ -91,9 +128,10 @@ class BootHistory:
         earlier = [boot for boot in self.boots() if boot.boot_id != self.boot_id]
         return earlier[-1] if earlier else None
 
-    def record(self, kind: str, message: str) -> None:
+    def record(self, event: Event) -> None:
         """Append an event to this boot's history and fsync it; bounded, so a flapping UPS cannot fill the disk."""
-        line = json.dumps({"time": time.time(), "kind": kind, "message": message}) + "\n"
+        kind = event.kind
+        line = json.dumps({"time": time.time(), **event.record()}) + "\n"
         path = self.directory / "events.jsonl"
         with self._lock:
             try:
@@ -106,8 +144,8 @@ class BootHistory:
             except OSError as exc:
                 log.error("cannot record %s event: %s", kind, exc.strerror, extra={"repeat_key": ("record", kind)})
 
-    def events(self, boot: Boot) -> list[dict[str, Any]]:
-        """A boot's recorded events; a torn last line (the crash) is skipped."""
+    def events(self, boot: Boot) -> list[RecordedEvent]:
+        """A boot's recorded events; a torn last line (the crash) and lines that are no record are skipped."""
         try:
             lines = (boot.directory / "events.jsonl").read_text().splitlines()
         except OSError:
@@ -115,7 +153,9 @@ class BootHistory:
         events = []
         for line in lines:
             with contextlib.suppress(json.JSONDecodeError):
-                events.append(json.loads(line))
+                record = json.loads(line)
+                if isinstance(record, dict):
+                    events.append(RecordedEvent.from_record(record))
         return events
 
     def _prune(self) -> None:

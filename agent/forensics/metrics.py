@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from hostvigil.collector import Collector, Context, Metrics, Sample, Services, Unavailable
+from hostvigil.collector import Collector, Context, Metrics, Sample, Unavailable
 from hostvigil.forensics.report import CAUSES
 from hostvigil.forensics.service import Forensics
 from hostvigil.forensics.snapshots import TRIGGERS
@@ -34,6 +34,8 @@ STORED_BYTES = _snapshots.gauge("stored_bytes", "Bytes of snapshot files kept.")
 
 
 class CrashCollector(Collector):
+    """The forensics' own metrics; the daemon builds it with its Forensics (elsewhere it is unavailable)."""
+
     name = "crash"
     help = "Unclean previous boot, crash reports by cause, and the snapshot recorder's own health."
     namespaces = ("boot", "last_crash", "snapshots")
@@ -43,13 +45,9 @@ class CrashCollector(Collector):
     snapshot_samples = 0  # about the snapshots themselves: nothing a crash snapshot needs
     metrics = (UNCLEAN, REPORTS, LAST_CRASH, WRITTEN, FAILURES, SUPPRESSED, LAST_WRITTEN, STORED, STORED_BYTES)
 
-    def __init__(self, options: Mapping[str, Any]) -> None:
+    def __init__(self, options: Mapping[str, Any], forensics: Forensics | None = None) -> None:
         super().__init__(options)
-        self.forensics: Forensics | None = None
-
-    def start(self, services: Services) -> None:
-        if isinstance(services.hooks, Forensics):
-            self.forensics = services.hooks
+        self.forensics = forensics
 
     def collect(self, ctx: Context) -> Iterator[Sample]:
         forensics = self.forensics

@@ -12,8 +12,9 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
+from hostvigil.collector import Evidence
 from hostvigil.forensics.boots import Boot
-from hostvigil.forensics.evidence import Evidence, Gatherer
+from hostvigil.forensics.evidence import Gatherer
 
 CAUSES = ("kernel_panic", "kernel_oops", "hung_system", "oom", "hardware", "power_loss", "watchdog_reset", "unknown")
 FORMAT = "hostvigil-crash-report/1"
@@ -33,8 +34,7 @@ def classify(evidence: list[Evidence]) -> tuple[str, str]:
 
     panic = first({"panic"})
     if panic is not None:
-        hardware = "machine check" in " ".join([*panic.quote, panic.summary]).lower()
-        return ("hardware" if hardware else "kernel_panic"), panic.summary
+        return ("hardware" if panic.hardware_cause else "kernel_panic"), panic.summary
     for cause, found in (
         ("hardware", first(HARDWARE) or first({"edac"})),
         ("power_loss", first({"power_loss"})),

@@ -1,27 +1,25 @@
 """Crash forensics in the running agent: the flight recorder, the boot record, the reports.
 
-This is what the daemon offers collectors as hooks (a snapshot now, an event
-in the boot's history) and what it does at start (was the previous boot
+This is where the event policy's decisions land (a snapshot now, an event in
+the boot's history), and what the daemon does at start (was the previous boot
 unclean? then write its report, once) and at an orderly stop (a last
 snapshot, then the clean marker).
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from hostvigil.cache import CollectorState
-from hostvigil.collector import Collector, Hooks
-from hostvigil.collectors.ipmi.parse_sel import SelEntry
-from hostvigil.collectors.ipmi.tools import read_sel_evidence
+from hostvigil.collector import Collector
 from hostvigil.config import Config
 from hostvigil.durable import write_atomically
+from hostvigil.events import Event
 from hostvigil.forensics import report as crashreport
 from hostvigil.forensics.boots import BootHistory
 from hostvigil.forensics.contents import SnapshotBuilder
@@ -31,7 +29,6 @@ from hostvigil.runner import CommandRunner
 
 log = logging.getLogger("hostvigil.forensics")
 
-SEL_TIMEOUT = 90.0  # a slow BMC reading its whole event log; the report waits for it in the background
 
 
 class ReportStore:
@@ -68,8 +65,8 @@ class ReportStore:
         return matches[0] if len(matches) == 1 else None
 
 
-class Forensics(Hooks):
-    """The agent's crash-forensics services; also the Hooks collectors call."""
+class Forensics:
+    """The agent's crash-forensics services; also where the event policy records events and asks for snapshots."""
 
     def __init__(
         self,
@@ -79,15 +76,15 @@ class Forensics(Hooks):
         boot_id: str,
         collectors: Mapping[str, Collector],
         states: Callable[[], dict[str, CollectorState]],
-        collect_now: Callable[[str], None],
     ) -> None:
         self.config = config
         self.boot_id = boot_id
         self.history = BootHistory(state_dir, boot_id)
         self.reports = ReportStore(state_dir)
         self.previous_unclean: bool | None = None  # None: no previous boot recorded
-        self._collect_now = collect_now
-        self._sel = _sel_reader(config, state_dir, collectors.get("ipmi"))
+        self._reported: Callable[[], None] = lambda: None
+        self.state_dir = state_dir
+        self.collectors = collectors
         snapshots = config.snapshots
         self.store = SnapshotStore(
             state_dir / "snapshots", snapshots.keep, snapshots.max_bytes, snapshots.max_total_bytes
@@ -95,23 +92,24 @@ class Forensics(Hooks):
         builder = SnapshotBuilder(config.paths.proc, boot_id, collectors, states)
         self.snapshotter = Snapshotter(self.store, builder, snapshots.interval, snapshots.min_gap)
 
-    # -- hooks ----------------------------------------------------------------------
+    # -- what the event policy records ------------------------------------------------
 
     def request_snapshot(self, trigger: str, reason: str, *, urgent: bool = False) -> bool:
         if not self.config.snapshots.enabled:
             return False
         return self.snapshotter.request(trigger, reason, urgent=urgent)
 
-    def record_event(self, kind: str, message: str) -> None:
-        self.history.record(kind, message)
-
-    def collect_now(self, collector: str) -> None:
-        self._collect_now(collector)
+    def record_event(self, event: Event) -> None:
+        self.history.record(event)
 
     # -- lifecycle ------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Record this boot, start the flight recorder, and look at the previous boot in the background."""
+    def start(self, reported: Callable[[], None] = lambda: None) -> None:
+        """Record this boot, start the flight recorder, and look at the previous boot in the background.
+
+        `reported` is called once the previous boot's report is written (the daemon collects its metrics then).
+        """
+        self._reported = reported
         previous = self.history.previous()
         self.history.begin()
         if self.config.snapshots.enabled:
@@ -125,7 +123,9 @@ class Forensics(Hooks):
         previous = self.history.previous()
         if previous is None or previous.clean or self.reports.exists(previous.boot_id):
             return None
-        gatherer = Gatherer(self.config.paths, CommandRunner(), self.store, self.history, self._sel)
+        gatherer = Gatherer(
+            self.config.paths, CommandRunner(), self.store, self.history, self.state_dir, self.collectors
+        )
         report = crashreport.build(previous, self.boot_id, gatherer)
         try:
             path = self.reports.write(report)
@@ -136,7 +136,7 @@ class Forensics(Hooks):
             "the previous boot %s ended without a clean stop: %s (%s); report: %s",
             previous.boot_id, report["cause"], report["decided_by"][:200], path.with_suffix(".txt"),
         )
-        self._collect_now("crash")
+        self._reported()
         return path
 
     def stop(self) -> None:
@@ -148,15 +148,3 @@ class Forensics(Hooks):
             self.history.mark_clean()
         except OSError as exc:
             log.error("clean-stop marker not written: %s", exc.strerror)
-
-
-def _sel_reader(
-    config: Config, state_dir: Path, ipmi: Collector | None
-) -> Callable[[float], Sequence[SelEntry]] | None:
-    """The BMC's event log for the crash report, read as the ipmi collector reads it; None if that is off."""
-    if ipmi is None:
-        return None
-    return functools.partial(
-        read_sel_evidence, CommandRunner(), timeout=SEL_TIMEOUT, tool=ipmi.config["tool"],
-        sdr_cache=state_dir / "ipmi-sdr-cache", sel_clock=ipmi.config["sel_clock"], dev=config.paths.dev,
-    )

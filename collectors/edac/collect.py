@@ -38,6 +38,7 @@ from hostvigil.collectors.edac.metrics import (
     UNCORRECTABLE_NOINFO,
 )
 from hostvigil.collectors.edac.parse import COUNT_FILES, DIMM_COUNT_FILES, DIMM_TEXT_FILES, Controller, parse_controller
+from hostvigil.events import Changes, HardwareEvent
 
 _CONTROLLER = re.compile(r"mc\d+")
 _CSROW = re.compile(r"csrow\d+")
@@ -53,10 +54,10 @@ class EdacCollector(Collector):
 
     def __init__(self, options: Mapping[str, Any]) -> None:
         super().__init__(options)
-        # Per controller: (its uncorrectable count, per DIMM or csrow: its uncorrectable count) at the last run.
-        self._uncorrectable: dict[str, tuple[float | None, dict[str, float]]] | None = None
+        # Per controller: (its uncorrectable count, per DIMM or csrow: its uncorrectable count) at the last look.
+        self._uncorrectable: Changes[str, tuple[float | None, dict[str, float]]] = Changes()
 
-    def collect(self, ctx: Context) -> Iterator[Sample]:
+    def collect(self, ctx: Context) -> Iterator[Sample | HardwareEvent]:
         base = ctx.sys("devices/system/edac/mc")
         try:
             names = sorted((e.name for e in os.scandir(base) if _CONTROLLER.fullmatch(e.name)), key=_number)
@@ -76,7 +77,7 @@ class EdacCollector(Collector):
                 ctx.note_once(f"{name}:{error}", f"EDAC {base / name}/{error}")
             controllers.append(controller)
             yield from _samples(controller)
-        self._watch(ctx, controllers)
+        yield from self._changes(controllers)
 
     def _read(self, ctx: Context, directory: Path) -> Controller:
         errors: list[str] = []
@@ -115,36 +116,31 @@ class EdacCollector(Collector):
         controller = parse_controller(directory.name, files, csrows, dimms)
         return replace(controller, errors=(*errors, *controller.errors))
 
-    def _watch(self, ctx: Context, controllers: list[Controller]) -> None:
-        """Ask for a snapshot and record the event when a controller's uncorrectable errors grew since the last run.
-
-        Nothing at the first run: errors counted before the agent started are not news.
-        """
-        previous = self._uncorrectable
+    def _changes(self, controllers: list[Controller]) -> Iterator[HardwareEvent]:
+        """A controller whose uncorrectable errors grew since the last look (a count first seen has not grown)."""
         current = {c.name: (c.uncorrectable, _parts_uncorrectable(c)) for c in controllers}
-        self._uncorrectable = {**(previous or {}), **current}
-        if previous is None:
-            return
-        for controller in controllers:
-            if controller.name not in previous:
+        by_name = {c.name: c for c in controllers}
+        for change in self._uncorrectable.update(current):
+            if change.was is None:
                 continue
-            was_total, was_parts = previous[controller.name]
-            total, parts = current[controller.name]
+            (total, parts), (was_total, was_parts) = change.now, change.was
             grown = [
                 f"{part} {was_parts[part]:g} -> {count:g}"
                 for part, count in parts.items() if part in was_parts and count > was_parts[part]
             ]
-            details = []
-            if total is not None and was_total is not None and total > was_total:
-                details.append(f"{was_total:g} -> {total:g}")
+            grew = total is not None and was_total is not None and total > was_total
+            details = [f"{was_total:g} -> {total:g}"] if grew else []
             if grown:
                 details.append(f"on {', '.join(grown)}")
             if not details:
                 continue
+            controller = by_name[change.key]
             name = f" ({controller.mc_name})" if controller.mc_name else ""
-            message = f"EDAC {controller.name}{name}: uncorrectable memory errors {'; '.join(details)}"
-            ctx.hooks.record_event("hardware", message)
-            ctx.hooks.request_snapshot("event", message)
+            subject = f"EDAC {controller.name}"
+            yield HardwareEvent(
+                subject=subject, state="degraded",
+                message=f"{subject}{name}: uncorrectable memory errors {'; '.join(details)}",
+            )
 
 
 def _parts_uncorrectable(controller: Controller) -> dict[str, float]:

@@ -26,14 +26,17 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from hostvigil.collector import (
+    BootWindow,
     Collector,
     CollectorError,
     Context,
+    Evidence,
     Option,
     Sample,
     Services,
     Unavailable,
 )
+from hostvigil.collectors.ipmi.evidence import WHERE, sel_evidence
 from hostvigil.collectors.ipmi.metrics import (
     CURRENT,
     FAN_SPEED,
@@ -71,16 +74,21 @@ from hostvigil.collectors.ipmi.tools import (
     missing,
     program,
     read_sel,
+    read_sel_evidence,
     run_locked,
     sdr_cache_dir,
     sensors_from,
     tool_order,
 )
+from hostvigil.events import Changes, PowerEvent
+from hostvigil.procfs import parse_btime
 from hostvigil.runner import CommandResult
 
 # A command is killed at its deadline and reaped for up to a second; the samples must reach the scheduler
 # before the run's own deadline.
 _MARGIN = 2.0
+SDR_CACHE = "ipmi-sdr-cache"  # FreeIPMI's SDR cache, in the state directory
+SEL_EVIDENCE_TIMEOUT = 90.0  # a slow BMC reading its whole event log; the crash report waits in the background
 _PSU_NAME = re.compile(r"(?:^|[\W_])(?:ps|psu|pws|pwr|power\s?supply|power\s?supplies)(?:$|[\W_\d])", re.IGNORECASE)
 _INPUT = re.compile(r"(?:^|[\W_])(?:input|pin)(?:$|[\W_])", re.IGNORECASE)
 _NOT_A_SUPPLY = re.compile(r"mismatch|redundan", re.IGNORECASE)
@@ -115,17 +123,32 @@ class IpmiCollector(Collector):
         super().__init__(options)
         self._cache_dir: Path | None = None
         self._tool: str | None = None  # the tool that answered last
-        self._health: dict[str, bool] | None = None  # supply -> healthy at the last run; None before the first
-        self._redundancy: dict[str, bool] | None = None  # redundancy sensor -> lost at the last run
+        self._health: Changes[str, bool] = Changes()  # supply -> healthy at the last run
+        self._redundancy: Changes[str, bool] = Changes()  # redundancy sensor -> lost at the last run
         self._supplies: set[str] = set()  # sensors once seen with a power supply state
         self._sel: SelLog | None = None  # the latest SEL read, with timestamps
         self._sel_read_at: float | None = None  # time.time() of that read
         self._sel_due = 0.0  # time.monotonic() from which the SEL is read again
 
     def start(self, services: Services) -> None:
-        self._cache_dir = services.state_dir / "ipmi-sdr-cache"
+        self._cache_dir = services.state_dir / SDR_CACHE
 
-    def collect(self, ctx: Context) -> Iterator[Sample]:
+    def crash_evidence(self, boot: BootWindow) -> list[Evidence]:
+        """The SEL entries between the boot's start and this boot's, read as the collector reads the SEL."""
+        try:
+            entries = read_sel_evidence(
+                boot.runner, boot.started, SEL_EVIDENCE_TIMEOUT, tool=self.config["tool"],
+                sdr_cache=boot.state_dir / SDR_CACHE, sel_clock=self.config["sel_clock"], dev=boot.paths.dev,
+            )
+        except CollectorError as exc:
+            return [Evidence("ipmi sel", WHERE, f"not read: {exc}")]
+        try:
+            this_boot: float | None = parse_btime((boot.paths.proc / "stat").read_text())
+        except (OSError, ValueError):
+            this_boot = None  # every entry since the previous boot's start is quoted
+        return sel_evidence(entries, this_boot)
+
+    def collect(self, ctx: Context) -> Iterator[Sample | PowerEvent]:
         tools = tool_order(self.config["tool"])
         clock = clock_option(self.config["sel_clock"])
         cache_dir = sdr_cache_dir(self._cache_dir)
@@ -159,7 +182,7 @@ class IpmiCollector(Collector):
     def _budget(self, ctx: Context) -> float:
         return min(float(self.config["command_timeout"]), ctx.remaining() - _MARGIN)
 
-    def _sensor_samples(self, ctx: Context, sensor_list: SensorList) -> Iterator[Sample]:
+    def _sensor_samples(self, ctx: Context, sensor_list: SensorList) -> Iterator[Sample | PowerEvent]:
         sensors = sensor_list.sensors
         labels = unique_labels(sensors)
         supplies: list[_Supply] = []
@@ -182,7 +205,7 @@ class IpmiCollector(Collector):
             yield PSU_HEALTHY(supply.status.healthy, supply.label)
         yield PSU_INSTALLED(sum(supply.status.present for supply in supplies))
         yield PSU_HEALTHY_SUPPLIES(sum(supply.status.healthy for supply in supplies))
-        self._watch(ctx, supplies, redundancy)
+        yield from self._changes(ctx, supplies, redundancy)
 
     def _supply_status(self, sensor: Sensor, label: str, kind: str) -> PsuStatus | None:
         """The state of a power supply sensor; None for other sensors. A sensor once seen with a supply state
@@ -198,32 +221,37 @@ class IpmiCollector(Collector):
             self._supplies.add(label)
         return status
 
-    def _watch(self, ctx: Context, supplies: list[_Supply], redundancy: dict[str, bool]) -> None:
-        """A power event and a snapshot when a supply stops being healthy or redundancy is lost (not at the
-        first run: what was already wrong then is in the metrics, not news); the recovery is recorded too, so
-        the crash report does not take a supply that came back for a power loss."""
-        health = {supply.label: supply.status.healthy for supply in supplies}
-        if self._health is not None:
-            for supply in supplies:
-                was = self._health.get(supply.label)
-                if not supply.status.healthy and was:
-                    self._event(ctx, f"PSU {supply.label} {', '.join(supply.status.problems())}")
-                elif supply.status.healthy and was is False:
-                    ctx.hooks.record_event("power", f"PSU {supply.label} healthy again")
-        if self._redundancy is not None:
-            for sensor, lost in redundancy.items():
-                if lost and self._redundancy.get(sensor) is False:
-                    self._event(ctx, f"PSU redundancy lost ({sensor})")
-                elif not lost and self._redundancy.get(sensor):
-                    ctx.hooks.record_event("power", f"PSU redundancy restored ({sensor})")
-        self._health = health
-        self._redundancy = redundancy
-
-    @staticmethod
-    def _event(ctx: Context, message: str) -> None:
-        ctx.log.warning("%s", message)
-        ctx.hooks.record_event("power", message)
-        ctx.hooks.request_snapshot("event", message)
+    def _changes(self, ctx: Context, supplies: list[_Supply], redundancy: dict[str, bool]) -> Iterator[PowerEvent]:
+        """A supply that stops being healthy, or redundancy that is lost, is a power event; so is the recovery, so
+        that the crash report does not take a supply that came back for a power loss. A supply whose input is lost
+        while another one still feeds the host leaves the host degraded; with none healthy left, it lost power."""
+        healthy_left = any(supply.status.healthy for supply in supplies)
+        by_label = {supply.label: supply for supply in supplies}
+        for change in self._health.update({s.label: s.status.healthy for s in supplies}, forget=True):
+            supply, subject = by_label[change.key], f"PSU {change.key}"
+            if change.now and change.was is False:
+                yield PowerEvent(subject=subject, source="psu", state="restored", message=f"{subject} healthy again")
+            elif not change.now and change.was is not False:
+                message = f"{subject} {', '.join(supply.status.problems())}"
+                if not change.first:
+                    ctx.log.warning("%s", message)
+                # Found so at first sight, the host evidently has power from elsewhere.
+                lost = supply.status.input_lost and not healthy_left and not change.first
+                yield PowerEvent(
+                    subject=subject, source="psu", state="lost" if lost else "degraded", message=message,
+                    initial=change.first,
+                )
+        for change in self._redundancy.update(redundancy, forget=True):
+            subject = f"PSU redundancy ({change.key})"
+            if change.now and change.was is not True:
+                message = f"PSU redundancy lost ({change.key})"
+                if not change.first:
+                    ctx.log.warning("%s", message)
+                yield PowerEvent(subject=subject, source="psu", state="degraded", message=message, initial=change.first)
+            elif not change.now and change.was:
+                yield PowerEvent(
+                    subject=subject, source="psu", state="restored", message=f"PSU redundancy restored ({change.key})"
+                )
 
     def _read_sel(self, ctx: Context, tool: str, cache_dir: Path, clock: str) -> None:
         """Refresh the kept SEL; on failure the previous read is kept (its time is exported) and the reason noted."""

@@ -44,6 +44,11 @@ class SelEntry:
             return False
         return kind != "memory" or "uncorrectable" in self.event.lower()
 
+    @property
+    def power_loss(self) -> bool:
+        """A power unit's AC lost, power off or power down: the whole host's power, not one PSU's of a pair."""
+        return self.kind == "power_unit" and any(words in self.event.lower() for words in _POWER_LOSS_EVENTS)
+
 
 @dataclass(frozen=True)
 class SelLog:
@@ -73,6 +78,8 @@ SEL_KINDS = tuple(sorted(set(_SEL_KINDS.values())))
 _ASSERTION = {"asserted": True, "deasserted": False, "assertion event": True, "deassertion event": False}
 _IPMITOOL_TIME = re.compile(r"^(?P<clock>\d{1,2}:\d{2}:\d{2})(?:\s+(?P<ampm>AM|PM))?(?:\s+(?P<zone>[A-Za-z][\w+-]*))?$")
 _KERNEL_PANIC = "linux kernel panic"
+# A power unit's event offsets that mean the host lost its power (IPMI 2.0 table 42-3, sensor type 09h).
+_POWER_LOSS_EVENTS = ("ac lost", "power off", "power down")
 
 
 def sel_kind(sensor_type: str | None, event: str) -> str | None:

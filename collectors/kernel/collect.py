@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
 from hostvigil import procfs
-from hostvigil.collector import Collector, Context, Hooks, Option, Sample, Services
+from hostvigil.collector import BootWindow, Collector, Context, Evidence, Option, Sample, Services
+from hostvigil.collectors.kernel.evidence import crash_evidence
 from hostvigil.collectors.kernel.follower import KmsgFollower
 from hostvigil.collectors.kernel.metrics import (
     BOOT_INFO,
@@ -42,6 +43,7 @@ from hostvigil.collectors.kernel.metrics import (
 )
 from hostvigil.collectors.kernel.parse import KernelEvent, is_critical
 from hostvigil.collectors.kernel.parse_crash import TAINT_FLAGS, journal_storage
+from hostvigil.events import Event, KernelLogEvent
 
 PANIC_SYSCTLS = {
     "kernel.panic": "sys/kernel/panic",
@@ -71,14 +73,14 @@ class KernelCollector(Collector):
     def __init__(self, options: Mapping[str, Any]) -> None:
         super().__init__(options)
         self.follower: KmsgFollower | None = None
-        self._hooks = Hooks()
+        self._report: Callable[[Event], None] = lambda event: None
 
     def start(self, services: Services) -> None:
         if not self.config.get("follow_kmsg", True):
             return
-        self._hooks = services.hooks
+        self._report = services.events
         follower = KmsgFollower(
-            services.paths.dev / "kmsg", self._on_event, lambda: self._hooks.collect_now(self.name),
+            services.paths.dev / "kmsg", self._on_event, lambda: services.collect_now(self.name),
             int(self.config.get("max_lines_per_second", 10000)),
         )
         try:
@@ -109,10 +111,15 @@ class KernelCollector(Collector):
             culprit = f" ({event.comm}, pid {event.pid})" if event.comm else ""
             log.log(logging.WARNING if critical else logging.INFO, "kernel %s: %s%s", event.cls, event.message, culprit)
         if critical and first:
-            self._hooks.request_snapshot("event", f"kernel {event.cls}: {event.message[:200]}")
+            self._report(KernelLogEvent(
+                subject=event.cls, state="critical", message=f"kernel {event.cls}: {event.message[:200]}"
+            ))
 
     def snapshot_extra(self) -> dict[str, Any]:
         return self.follower.snapshot() if self.follower is not None else {}
+
+    def crash_evidence(self, boot: BootWindow) -> list[Evidence]:
+        return crash_evidence(boot)
 
     def collect(self, ctx: Context) -> Iterator[Sample]:
         yield from self._events()

@@ -200,5 +200,6 @@ def _summary(event: KernelEvent, when: float, repeats: int) -> dict[str, Any]:
         "fingerprint": event.fingerprint,
         "seen": repeats,
         "critical": is_critical(event),
+        "cause": event.fields.get("cause"),
         "lines": [line[:MAX_LINE] for line in event.lines[:40]],
     }

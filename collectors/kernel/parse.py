@@ -30,6 +30,9 @@ MULTILINE: frozenset[str] = frozenset({
     "rcu_stall", "mce",
 })
 MAX_FUNCTIONS = 6  # ABRT/satyr koops duphash: the first six frames
+# fields["cause"] of a panic the hardware caused: the kernel's machine-check handler panicked ("Fatal machine
+# check", "Machine check from unknown source"), or a machine check is reported within the panic.
+MACHINE_CHECK = "machine_check"
 HEAD_LINES = 40  # ABRT: a start line with no backtrace within 40 lines is a report of its own
 INTERLEAVED_LINES = 10  # events of other kinds amid a report before it is taken as over (a flood never pauses)
 _DEVICE_FIELDS = ("device", "interface", "vdev", "pool", "controller", "zone")
@@ -382,6 +385,8 @@ def _event(cls: str, message: str, usec: int | None, fields: dict[str, str], lin
         if key in fields:
             device = fields[key]
             break
+    if cls == "panic" and any("machine check" in line.lower() for line in lines):
+        fields = {**fields, "cause": MACHINE_CHECK}
     if functions:
         identity = [cls, *functions]
     else:  # the line itself, numbers collapsed but the device kept whole (sda1 and sda2 differ)

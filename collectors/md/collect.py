@@ -34,6 +34,7 @@ from hostvigil.collectors.md.metrics import (
     SYNC_SPEED,
 )
 from hostvigil.collectors.md.parse import MdArray, MdStat, MdSysfs, parse_md_sysfs, parse_mdstat
+from hostvigil.events import Changes, StorageEvent
 
 _SYSFS_ARRAY_STATE = {
     "clear": "inactive", "inactive": "inactive", "suspended": "active", "readonly": "read_only",
@@ -60,10 +61,9 @@ class MdCollector(Collector):
 
     def __init__(self, options: Mapping[str, Any]) -> None:
         super().__init__(options)
-        # Per array: (missing, failed) at the last run; None until the first run is done.
-        self._health: dict[str, tuple[int, int]] | None = None
+        self._health: Changes[str, tuple[int, int]] = Changes()  # array -> (missing, failed) at the last look
 
-    def collect(self, ctx: Context) -> Iterator[Sample]:
+    def collect(self, ctx: Context) -> Iterator[Sample | StorageEvent]:
         mdstat_path = ctx.proc("mdstat")
         stat = ctx.parse(mdstat_path, parse_mdstat) or MdStat((), (), (), ())
         arrays = {array.name: array for array in stat.arrays}
@@ -84,7 +84,7 @@ class MdCollector(Collector):
             if array is None and sysfs is None:
                 continue
             yield from self._array(name, array, sysfs, health)
-        self._watch(ctx, health)
+        yield from self._changes(health)
 
     def _sysfs_arrays(self, ctx: Context) -> list[str]:
         try:
@@ -145,25 +145,20 @@ class MdCollector(Collector):
         yield INFO(1, name, _level(array, sysfs), _metadata(array, sysfs))
         yield from _member_states(name, array, sysfs)
 
-    def _watch(self, ctx: Context, health: dict[str, tuple[int, int]]) -> None:
-        """Ask for a snapshot when an array has more members missing, or missing and failed, than at the last run.
+    def _changes(self, health: dict[str, tuple[int, int]]) -> Iterator[StorageEvent]:
+        """An array with more members missing, or missing and failed, than at the last look.
 
         An array absent from a run (stopped, or its entry unparseable) keeps its last
         values, so one that comes back degraded still counts.
         """
-        previous = self._health
-        self._health = {**(previous or {}), **health}
-        if previous is None:
-            return
-        for name, (missing, failed) in health.items():
-            if name not in previous:
-                continue
-            was_missing, was_failed = previous[name]
+        for change in self._health.update(health):
+            (missing, failed), (was_missing, was_failed) = change.now, change.was or (0, 0)
             if missing > was_missing or missing + failed > was_missing + was_failed:
-                ctx.hooks.request_snapshot(
-                    "event",
-                    f"md array {name} degraded: {missing} missing, {failed} failed "
-                    f"(was {was_missing} missing, {was_failed} failed)",
+                subject = f"md array {change.key}"
+                was = "" if change.first else f" (was {was_missing} missing, {was_failed} failed)"
+                yield StorageEvent(
+                    subject=subject, state="degraded", initial=change.first,
+                    message=f"{subject} degraded: {missing} missing, {failed} failed{was}",
                 )
 
 

@@ -109,7 +109,7 @@ class NetworkCollector(Collector):
         if services.paths.sys.resolve() != Path("/sys") or services.paths.proc.resolve() != Path("/proc"):
             return  # a captured tree: netlink would report this host's links, not the tree's
         self.watcher.set_default_interfaces(_default_route_interfaces(services.paths.proc, self.wanted))
-        self.watcher.start(services.hooks)
+        self.watcher.start(services.events, services.collect_now)
 
     def stop(self) -> None:
         self.watcher.stop()

@@ -23,8 +23,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from hostvigil.collector import Hooks
 from hostvigil.collectors.network.parse import IFF_LOWER_UP, IFF_UP, NetDevice
+from hostvigil.events import Event, LinkEvent
 
 log = logging.getLogger("hostvigil.network")
 
@@ -35,7 +35,6 @@ MAX_LOSSES = 100_000  # losses one look can add (a counter gone wrong must not f
 MAX_MESSAGES_PER_SECOND = 2000  # beyond this the kernel's socket buffer takes the storm; a re-read follows
 COLLECT_SPACING = 0.25  # seconds between two runs of the collector asked for by events
 SNAPSHOT_EVENTS = 50
-RECORD_SPACING = 60.0  # seconds: a default route interface's losses kept in the boot's history at most this often
 RESYNC_TIMEOUT = 5.0  # seconds for a re-read of every link
 RESYNC_EVERY = 300.0  # seconds between two re-reads of every link when nothing else asks for one
 BURST = 50  # messages since the last re-read after which every link is read again once it is quiet
@@ -44,7 +43,7 @@ MAX_REOPEN_WAIT = 30.0  # seconds between two attempts to reopen a failing netli
 
 
 @dataclass(frozen=True)
-class LinkEvent:
+class LinkChange:
     """A change of an interface's link: lost (count > 1 when several losses fell between two looks) or restored."""
 
     time: float  # Unix time it was seen
@@ -79,17 +78,17 @@ class LinkWatcher:
     def __init__(self, wanted: Callable[[str], bool], collector: str = "network") -> None:
         self.wanted = wanted
         self.collector = collector
-        self.hooks = Hooks()
+        self.report: Callable[[Event], None] = lambda event: None  # the event policy, in the daemon
+        self.collect_now: Callable[[str], None] = lambda collector: None
         self.mode = "polling"  # or "netlink" while messages are being read
         self.malformed = 0
         self._state: OrderedDict[str, _LinkState] = OrderedDict()  # least recently changed first
-        self._events: dict[str, deque[LinkEvent]] = {}
+        self._events: dict[str, deque[LinkChange]] = {}
         self._losses: dict[str, deque[list[int]]] = {}  # per interface: [minute (monotonic // 60), losses]
         self._last_change: dict[str, float] = {}
         self._default_interfaces: frozenset[str] = frozenset()
-        self._lost_default: dict[str, float] = {}  # default-route interfaces without link: since when (monotonic)
-        self._default_noted: dict[str, float] = {}  # when a loss of each was last kept (monotonic)
-        self._default_passed: dict[str, int] = {}  # losses passed over since
+        # Interfaces without link: since when (monotonic), and whether they carried a default route when it went.
+        self._down_since: dict[str, tuple[float, bool]] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._ready = threading.Event()
@@ -99,9 +98,14 @@ class LinkWatcher:
 
     # -- lifecycle --------------------------------------------------------------------
 
-    def start(self, hooks: Hooks, wait: float = 2.0) -> None:
-        """Listen for link messages on a thread of its own; returns once listening (or fallen back to polling)."""
-        self.hooks = hooks
+    def start(
+        self, report: Callable[[Event], None], collect_now: Callable[[str], None], wait: float = 2.0
+    ) -> None:
+        """Listen for link messages on a thread of its own; returns once listening (or fallen back to polling).
+
+        `report` takes the link events, `collect_now` runs the collector when a link changed.
+        """
+        self.report, self.collect_now = report, collect_now
         self._thread = threading.Thread(target=self._run, name="link-events", daemon=True)
         self._thread.start()
         self._ready.wait(wait)
@@ -272,13 +276,12 @@ class LinkWatcher:
         """An interface was removed: its state goes; its events stay until they age out."""
         with self._lock:
             self._state.pop(name, None)
-            self._lost_default.pop(name, None)
-            self._default_passed.pop(name, None)
+            self._down_since.pop(name, None)
 
     def update(
         self, name: str, *, link: bool, admin_up: bool, operstate: str, down_count: int | None, source: str,
         index: int | None = None,
-    ) -> list[LinkEvent]:
+    ) -> list[LinkChange]:
         """Take a look at an interface's link; the events it makes (none for the first look at an interface).
 
         Losses come from the kernel's carrier_down_count where it has one (so losses between two looks
@@ -286,7 +289,7 @@ class LinkWatcher:
         drivers that do not count it.
         """
         now, wall = time.monotonic(), time.time()
-        notes: list[tuple[str, str]] = []  # (what to do, message) once the lock is released
+        reports: list[LinkEvent] = []  # for the event policy, once the lock is released
         with self._lock:
             previous = self._state.get(name)
             if previous is not None and None not in (index, previous.index) and index != previous.index:
@@ -305,9 +308,9 @@ class LinkWatcher:
             losses = min(_losses(previous, state), MAX_LOSSES)
             events = []
             if losses:
-                events.append(LinkEvent(wall, now, name, "carrier_lost", losses, admin_up, operstate, source))
+                events.append(LinkChange(wall, now, name, "carrier_lost", losses, admin_up, operstate, source))
             if link and (losses or not previous.link):
-                events.append(LinkEvent(wall, now, name, "carrier_restored", 1, admin_up, operstate, source))
+                events.append(LinkChange(wall, now, name, "carrier_restored", 1, admin_up, operstate, source))
             changed = bool(events) or operstate != previous.operstate
             if events:
                 self._state.move_to_end(name)
@@ -315,14 +318,14 @@ class LinkWatcher:
                 if losses:
                     self._count_losses(name, losses, now)
                 self._last_change[name] = wall
-                notes += self._default_route_notes(name, events, now)
+                reports = [self._event(name, change, now) for change in events]
         for event in events:
             log.log(logging.WARNING if event.kind == "carrier_lost" else logging.INFO,
                     "%s: %s%s (%s, operstate %s, %s)", name, event.kind.replace("_", " "),
                     f" {event.count} times" if event.count > 1 else "",
                     "admin up" if event.admin_up else "admin down", event.operstate, event.source,
                     extra={"repeat_key": ("link-event", name, event.kind)})  # a flapping link logs once in 10 min
-        self._act(notes)
+        self._report(reports)
         if changed and source == "netlink":
             self._request_collect(now)
         return events
@@ -334,37 +337,27 @@ class LinkWatcher:
             self._losses.pop(oldest, None)
             self._last_change.pop(oldest, None)
 
-    def _default_route_notes(self, name: str, events: list[LinkEvent], now: float) -> list[tuple[str, str]]:
-        """Snapshot and history entries for the default route interface: at most one loss a minute is kept
-        (the next one kept says how many were passed over), and the return of each loss kept."""
-        notes = []
-        for event in events:
-            if event.kind == "carrier_lost" and name in self._default_interfaces:
-                if name in self._lost_default or now - self._default_noted.get(name, -RECORD_SPACING) < RECORD_SPACING:
-                    self._default_passed[name] = self._default_passed.get(name, 0) + event.count
-                    continue
-                how = "lost carrier" if event.admin_up else "was set down"
-                times = f" ({event.count} times since the last look)" if event.count > 1 else ""
-                passed = self._default_passed.pop(name, 0)
-                more = f"; {passed} more losses since the last one kept" if passed else ""
-                message = f"default route interface {name} {how}{times}{more}"
-                notes += [("snapshot", message), ("event", message)]
-                self._lost_default[name] = now
-                self._default_noted[name] = now
-            elif event.kind == "carrier_restored" and name in self._lost_default:
-                since = self._lost_default.pop(name)
-                notes.append(("event", f"default route interface {name} has link again after {now - since:.0f} s"))
-        return notes
+    def _event(self, name: str, change: LinkChange, now: float) -> LinkEvent:
+        """A change as the event the policy weighs: a default route interface's link is host-threatening."""
+        if change.kind == "carrier_restored":  # the return of a default route's link, even if the route went
+            since, default = self._down_since.pop(name, (now, name in self._default_interfaces))
+            what = f"default route interface {name}" if default else f"interface {name}"
+            return LinkEvent(subject=name, state="restored", default_route=default,
+                             message=f"{what} has link again after {now - since:.0f} s")
+        default = name in self._default_interfaces
+        what = f"default route interface {name}" if default else f"interface {name}"
+        self._down_since.setdefault(name, (now, default))
+        how = "lost carrier" if change.admin_up else "was set down"
+        times = f" ({change.count} times since the last look)" if change.count > 1 else ""
+        return LinkEvent(subject=name, state="lost", default_route=default, losses=change.count,
+                         message=f"{what} {how}{times}")
 
-    def _act(self, notes: list[tuple[str, str]]) -> None:
-        for what, message in notes:
+    def _report(self, events: list[LinkEvent]) -> None:
+        for event in events:
             try:
-                if what == "snapshot":
-                    self.hooks.request_snapshot("event", message)
-                else:
-                    self.hooks.record_event("network", message)
-            except Exception as exc:  # noqa: BLE001 - the agent's hooks must not end the watcher
-                log.error("link events: %s not kept: %s", what, exc)
+                self.report(event)
+            except Exception as exc:  # noqa: BLE001 - the agent's policy must not end the watcher
+                log.error("link events: %s not reported: %s", event.message, exc)
 
     def _request_collect(self, now: float) -> None:
         """Run the collector now, or when the spacing has passed (the last change of a burst is never lost)."""
@@ -380,7 +373,7 @@ class LinkWatcher:
     def _collect(self, now: float) -> None:
         self._last_collect, self._collect_due = now, None
         try:
-            self.hooks.collect_now(self.collector)
+            self.collect_now(self.collector)
         except Exception as exc:  # noqa: BLE001
             log.error("link events: collecting %s failed: %s", self.collector, exc)
 

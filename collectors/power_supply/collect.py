@@ -40,6 +40,10 @@ from hostvigil.collectors.power_supply.parse import (
     parse_power_supply,
     power_state,
 )
+from hostvigil.events import PowerEvent, State
+
+# The subject of this collector's power events: the host's own supplies, taken together.
+HOST = "host power supplies"
 
 
 class PowerSupplyCollector(Collector):
@@ -60,7 +64,7 @@ class PowerSupplyCollector(Collector):
         self._state: PowerState | None = None
         self._ran = False
 
-    def collect(self, ctx: Context) -> Iterator[Sample]:
+    def collect(self, ctx: Context) -> Iterator[Sample | PowerEvent]:
         supplies = []
         for name in self._names(ctx):
             supply, errors = self._read(ctx, name)
@@ -78,7 +82,7 @@ class PowerSupplyCollector(Collector):
         state = power_state(supplies)
         if state is not None:
             yield ON_BATTERY(state.on_battery)
-        self._watch(ctx, supplies, state)
+        yield from self._changes(supplies, state)
 
     def _names(self, ctx: Context) -> list[str]:
         try:
@@ -109,10 +113,11 @@ class PowerSupplyCollector(Collector):
             return None, errors
         return supply, errors + [f"{directory}/{error}" for error in supply.errors]
 
-    def _watch(self, ctx: Context, supplies: list[PowerSupply], state: PowerState | None) -> None:
-        """Record AC lost and restored, and ask for a snapshot when AC is lost or a battery turns critical.
+    def _changes(self, supplies: list[PowerSupply], state: PowerState | None) -> Iterator[PowerEvent]:
+        """AC lost and restored, and a battery turning critical while the host runs on it, as power events.
 
-        The first run only records an AC already lost: a restart of the agent is no power event.
+        The state first seen (at agent start, or when the supplies appear) is reported as initial: a restart of the
+        agent is no power event, but a host already on battery is news for the crash report.
         """
         previous, first = self._state, not self._ran
         self._ran = True
@@ -120,25 +125,30 @@ class PowerSupplyCollector(Collector):
             return  # no entries (left, or never there): the last known state stays for when they return
         self._state = state
         by_name = {s.name: s for s in supplies}
+
+        def event(now: State, message: str, initial: bool = False) -> PowerEvent:
+            return PowerEvent(
+                subject=HOST, source="power_supply", state=now, on_battery=state.on_battery, message=message,
+                initial=initial,
+            )
+
         if previous is None:
+            when = "at agent start" if first else "when the supplies appeared"
             if state.on_battery:
                 offline = [m for m, on in state.mains.items() if not on]
-                when = "at agent start" if first else "when the supplies appeared"
-                ctx.hooks.record_event("power", f"AC lost: {_lost_text(state, by_name, offline)} ({when})")
+                yield event("lost", f"AC lost: {_lost_text(state, by_name, offline)} ({when})", initial=True)
+                for name in sorted(state.critical):
+                    yield event("critical", _critical_text(by_name[name]), initial=True)
             return
         went_off = [m for m, on in state.mains.items() if not on and previous.mains.get(m) is True]
         came_on = [m for m, on in state.mains.items() if on and previous.mains.get(m) is False]
         if went_off or (state.on_battery and not previous.on_battery):
-            message = f"AC lost: {_lost_text(state, by_name, went_off)}"
-            ctx.hooks.record_event("power", message)
-            ctx.hooks.request_snapshot("event", message)
+            yield event("lost" if state.on_battery else "degraded", f"AC lost: {_lost_text(state, by_name, went_off)}")
         if came_on or (previous.on_battery and not state.on_battery):
-            ctx.hooks.record_event("power", f"AC restored: {_restored_text(by_name, came_on)}")
-        for name in sorted(state.critical - previous.critical):
-            if state.on_battery:
-                message = f"battery critical: {name}{by_name[name].charge_text()}, host on battery"
-                ctx.hooks.record_event("power", message)
-                ctx.hooks.request_snapshot("event", message, urgent=True)
+            yield event("restored", f"AC restored: {_restored_text(by_name, came_on)}")
+        if state.on_battery:
+            for name in sorted(state.critical - previous.critical):
+                yield event("critical", _critical_text(by_name[name]))
 
 
 def _lost_text(state: PowerState, by_name: Mapping[str, PowerSupply], offline: list[str]) -> str:
@@ -151,6 +161,10 @@ def _lost_text(state: PowerState, by_name: Mapping[str, PowerSupply], offline: l
     still = sorted(m for m, on in state.mains.items() if on)
     tail = f"{', '.join(still)} still online" if still else "host on battery" if state.on_battery else ""
     return "; ".join(part for part in (", ".join(parts), tail) if part) or "mains offline"
+
+
+def _critical_text(battery: PowerSupply) -> str:
+    return f"battery critical: {battery.name}{battery.charge_text()}, host on battery"
 
 
 def _restored_text(by_name: Mapping[str, PowerSupply], came_on: list[str]) -> str:

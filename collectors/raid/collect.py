@@ -50,6 +50,7 @@ from hostvigil.collectors.raid.parse import (
     parse_controllers,
     parse_drives,
 )
+from hostvigil.events import StorageEvent
 from hostvigil.runner import CommandResult
 
 T = TypeVar("T")
@@ -70,24 +71,31 @@ class RaidState:
     physical_drives: Mapping[str, str]
 
 
-def snapshot_reasons(previous: RaidState | None, current: RaidState) -> list[str]:
-    """One reason per host-threatening change since the previous run; none on the first run.
+def raid_changes(previous: RaidState | None, current: RaidState) -> list[StorageEvent]:
+    """The host-threatening changes since the previous run, as storage events (initial on the first).
 
-    A virtual drive leaving Optl, or going offline from any state (the mail
-    store is gone), and a known drive turning Failed, Offln or UBad count.
+    A virtual drive leaving Optl, or going offline from any state (the mail store is
+    gone: lost), and a known drive turning Failed, Offln or UBad count.
     """
-    if previous is None:
-        return []
-    reasons = []
+    events = []
     for vd, state in current.virtual_drives.items():
-        before = previous.virtual_drives.get(vd)
-        if before is not None and before != state and (before == "Optl" or state == "OfLn"):
-            reasons.append(f"RAID virtual drive {vd} went from {before} to {state}")
+        before = previous.virtual_drives.get(vd) if previous else None
+        left_optimal = before not in (None, state) and (before == "Optl" or state == "OfLn")
+        if (before is None and state != "Optl") or left_optimal:
+            subject = f"RAID virtual drive {vd}"
+            events.append(StorageEvent(
+                subject=subject, state="lost" if state == "OfLn" else "degraded", initial=before is None,
+                message=f"{subject} went from {before} to {state}" if before else f"{subject} is {state}",
+            ))
     for drive, state in current.physical_drives.items():
-        before = previous.physical_drives.get(drive)
-        if before is not None and before != state and state in BAD_DRIVE_STATES:
-            reasons.append(f"RAID drive {drive} went from {before} to {state}")
-    return reasons
+        before = previous.physical_drives.get(drive) if previous else None
+        if state in BAD_DRIVE_STATES and before != state:
+            subject = f"RAID drive {drive}"
+            events.append(StorageEvent(
+                subject=subject, state="degraded", initial=before is None,
+                message=f"{subject} went from {before} to {state}" if before else f"{subject} is {state}",
+            ))
+    return events
 
 
 def _failing_in_use(ctx: Context, controllers: Iterable[Controller], failing: Mapping[str, str]) -> list[Sample]:
@@ -162,7 +170,7 @@ class RaidCollector(Collector):
         # as on the SMART side, since growth is seen only between two runs
         self._failing: dict[str, tuple[str | None, str]] = {}
 
-    def collect(self, ctx: Context) -> list[Sample]:
+    def collect(self, ctx: Context) -> list[Sample | StorageEvent]:
         selector = self._selector()
         tool, result = self._run_controllers(ctx, selector)
         controllers, failures = _parse(result, parse_controllers)
@@ -192,11 +200,12 @@ class RaidCollector(Collector):
 
         samples.extend(_failing_in_use(ctx, controllers, self._latch(latest)))
         current = RaidState(vd_states, {drive_id: state for drive_id, (_, state) in pd_states.items()})
-        for reason in snapshot_reasons(self._previous, current):
-            ctx.log.warning("%s", reason)
-            ctx.hooks.request_snapshot("event", reason)
+        events = raid_changes(self._previous, current)
+        for event in events:
+            if not event.initial:
+                ctx.log.warning("%s", event.message)
         self._previous, self.drives = current, latest
-        return samples
+        return [*samples, *events]
 
     def _latch(self, latest: Mapping[str, DriveInfo]) -> dict[str, str]:
         """Failing drives, found now or before, forgotten once a drive is replaced or gone."""

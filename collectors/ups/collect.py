@@ -33,6 +33,7 @@ from hostvigil.collectors.ups import nut_client
 from hostvigil.collectors.ups.metrics import _SPECIFIC, ERRORS, FLAGS, INFO, METRICS, STATUS, UP, VARIABLE
 from hostvigil.collectors.ups.nut_client import REASONS, TLS_MODES, NutError, Reason
 from hostvigil.collectors.ups.parse import UpsVariables, measurements, number
+from hostvigil.events import PowerEvent, State
 
 # Status words that are no flag and no news: upsd's placeholder until the driver's first data (NUT 2.8).
 _PLACEHOLDERS = frozenset({"WAIT"})
@@ -103,7 +104,7 @@ class UpsCollector(Collector):
         self._watch: dict[str, _Watch] = {}
         self._last: dict[str, dict[str, Any]] = {}  # label -> status summary for snapshots; replaced whole
 
-    def collect(self, ctx: Context) -> Iterator[Sample]:
+    def collect(self, ctx: Context) -> Iterator[Sample | PowerEvent]:
         settings = _settings(self.config)
         server = parse_address(str(self.config["server"]), "server")
         configured = _targets(self.config["upses"], server)
@@ -130,13 +131,13 @@ class UpsCollector(Collector):
                 error = errors.get(label) or NutError("other", f"UPS {label}: not read")
                 self._errors[label][error.reason] += 1
                 ctx.note_once(f"error:{label}:{error.reason}", f"UPS {label}: {error}")
-                self._lost(ctx, label, error)
+                yield from self._lost(label, error)
                 yield UP(0, label)
                 last[label] = {"up": False, "error": error.reason, **self._status_of(label)}
             else:
                 yield UP(1, label)
                 yield from _samples(ctx, label, variables)
-                self._changed(ctx, label, variables, now)
+                yield from self._changed(label, variables, now)
                 last[label] = {"up": True, **self._status_of(label), **_battery(variables)}
             for reason in REASONS:
                 yield ERRORS(self._errors[label][reason], label, reason)
@@ -216,46 +217,51 @@ class UpsCollector(Collector):
             **({"on_battery_seconds": round(time.monotonic() - since, 1)} if since is not None else {}),
         }
 
-    def _changed(self, ctx: Context, label: str, variables: UpsVariables, now: float) -> None:
-        """Record on battery, battery low, FSD and back on line, and ask for snapshots, as the status changes.
+    def _changed(self, label: str, variables: UpsVariables, now: float) -> Iterator[PowerEvent]:
+        """On battery, battery low, FSD and back on line power, as the status changes.
 
-        A UPS first seen on battery (the agent started during an outage) is recorded once too.
+        A UPS first seen on battery (the agent started during an outage) is reported too, as initial.
         """
         words = variables.status or ()
+        first = label not in self._watch
         watch = self._watch.setdefault(label, _Watch())
         status, previous = set(words), set(watch.status)
         watch.status, watch.lost_noted = words, False
         on_battery = "OB" in status
         battery = _battery_text(variables)
-        started = on_battery and watch.on_battery_since is None
-        low = on_battery and "LB" in status and not {"OB", "LB"} <= previous
-        forced = "FSD" in status and "FSD" not in previous
-        if started:
+        subject = f"UPS {label}"
+
+        def event(state: State, message: str, reason: str = "") -> PowerEvent:
+            return PowerEvent(
+                subject=subject, source="ups", state=state, on_battery=True, message=message, reason=reason,
+                initial=first,
+            )
+
+        if on_battery and watch.on_battery_since is None:
             watch.on_battery_since = now
-            ctx.hooks.record_event("power", f"UPS {label} on battery{battery}")
-        if low:
-            ctx.hooks.record_event("power", f"UPS {label} battery low: imminent power loss{battery}")
-        if forced:
-            ctx.hooks.record_event("power", f"UPS {label} forced shutdown (FSD): imminent power loss{battery}")
-        if low or forced:
-            what = "forced shutdown (FSD)" if forced else "battery low"
-            ctx.hooks.request_snapshot("event", f"imminent power loss: UPS {label} {what}{battery}", urgent=True)
-        elif started:
-            ctx.hooks.request_snapshot("event", f"UPS {label} on battery{battery}")
+            yield event("lost", f"{subject} on battery{battery}")
+        if on_battery and "LB" in status and not {"OB", "LB"} <= previous:
+            yield event("critical", f"{subject} battery low: imminent power loss{battery}",
+                        f"imminent power loss: {subject} battery low{battery}")
+        if "FSD" in status and "FSD" not in previous:
+            yield event("critical", f"{subject} forced shutdown (FSD): imminent power loss{battery}",
+                        f"imminent power loss: {subject} forced shutdown (FSD){battery}")
         if "OL" in status and not on_battery and watch.on_battery_since is not None:
             seconds = round(now - watch.on_battery_since)
             watch.on_battery_since = None
-            ctx.hooks.record_event("power", f"UPS {label} back on line power after {seconds} s on battery")
+            yield event("restored", f"{subject} back on line power after {seconds} s on battery")
 
-    def _lost(self, ctx: Context, label: str, error: NutError) -> None:
+    def _lost(self, label: str, error: NutError) -> Iterator[PowerEvent]:
         """Contact lost with a UPS that was on battery: it may have shut down, and the host with it."""
         watch = self._watch.get(label)
         if watch is None or watch.on_battery_since is None or watch.lost_noted:
             return
         watch.lost_noted = True
         message = f"UPS {label} lost contact while on battery ({error.reason}): the UPS may have shut down"
-        ctx.hooks.record_event("power", message)
-        ctx.hooks.request_snapshot("event", f"imminent power loss: {message}", urgent=True)
+        yield PowerEvent(
+            subject=f"UPS {label}", source="ups", state="critical", on_battery=True, message=message,
+            reason=f"imminent power loss: {message}",
+        )
 
 
 def _read_server(

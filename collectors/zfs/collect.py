@@ -53,6 +53,7 @@ from hostvigil.collectors.zfs.metrics import (
 from hostvigil.collectors.zfs.parse import Pool, Vdev
 from hostvigil.collectors.zfs.parse_json import parse_list_json, parse_status_json
 from hostvigil.collectors.zfs.parse_status import parse_status_text
+from hostvigil.events import Changes, StorageEvent
 from hostvigil.procfs import parse_mounts
 from hostvigil.runner import CommandResult
 
@@ -63,6 +64,8 @@ _ERROR_TYPES = ("read", "write", "checksum")
 # zpool without a kernel module (OpenZFS) or a daemon (zfs-fuse) to talk to
 _NOT_RUNNING = re.compile(r"failed to initialize (the )?(ZFS|libzfs) library|modules are not loaded", re.IGNORECASE)
 _LIST_COLUMNS = ("name", "size", "alloc", "free", "frag", "cap", "health")
+_HEALTHY = ("ONLINE", "AVAIL", "INUSE")  # spares are AVAIL or INUSE
+_DATA_GONE = ("FAULTED", "UNAVAIL", "SUSPENDED")
 
 
 class ZfsCollector(Collector):
@@ -80,10 +83,10 @@ class ZfsCollector(Collector):
 
     def __init__(self, options: Mapping[str, Any]) -> None:
         super().__init__(options)
-        self._states: dict[tuple[str, str], str] | None = None  # (pool, vdev or "") -> state, of the last run
+        self._states: Changes[tuple[str, str], str] = Changes()  # (pool, vdev or "") -> state, of the last run
         self._known: set[str] = set()  # pools seen by a full backend, for the kstat stand-in
 
-    def collect(self, ctx: Context) -> Iterator[Sample]:
+    def collect(self, ctx: Context) -> Iterator[Sample | StorageEvent]:
         backend = str(self.config["backend"])
         if backend not in ("auto", *BACKENDS):
             raise CollectorError(f"backend = {backend!r}: expected auto or one of {', '.join(BACKENDS)}")
@@ -92,7 +95,7 @@ class ZfsCollector(Collector):
         system = _system_pools(ctx)
         for pool in pools:
             yield from _pool_samples(pool, system)
-        self._notice_changes(ctx, pools)
+        yield from self._changes(ctx, pools)
 
     def _pools(self, ctx: Context, backend: str) -> tuple[list[Pool], str]:
         """Pools from the first backend that answers; the kstat states when the commands do not."""
@@ -182,25 +185,24 @@ class ZfsCollector(Collector):
             raise CollectorError("no time left for zpool before the collector's timeout")
         return ctx.runner.run(argv, timeout)
 
-    def _notice_changes(self, ctx: Context, pools: list[Pool]) -> None:
-        """A pool or vdev leaving ONLINE asks for a crash snapshot (not at the first run)."""
+    def _changes(self, ctx: Context, pools: list[Pool]) -> Iterator[StorageEvent]:
+        """A pool or vdev leaving ONLINE: lost when its data is gone (FAULTED, UNAVAIL, SUSPENDED), else degraded."""
         states = {(pool.name, ""): pool.state for pool in pools}
         for pool in pools:
             for vdev in _walk(pool.vdevs):
                 states[(pool.name, vdev.name)] = vdev.state
-        previous = self._states
-        self._states = states
-        if previous is None:
-            return
-        changes = [
-            f"ZFS pool {pool}" + (f" vdev {vdev}" if vdev else "") + f" went from ONLINE to {state}"
-            for (pool, vdev), state in states.items()
-            if previous.get((pool, vdev)) == "ONLINE" and state not in ("ONLINE", "AVAIL", "INUSE")
-        ]
-        if changes:  # one snapshot for what one run saw, however many vdevs it names
-            reason = "; ".join(changes)
-            ctx.log.warning("%s", reason)
-            ctx.hooks.request_snapshot("event", reason[:500])
+        for change in self._states.update(states, forget=True):
+            if change.now in _HEALTHY or change.was not in (None, "ONLINE"):
+                continue
+            (pool_name, vdev_name), state = change.key, change.now
+            subject = f"ZFS pool {pool_name}" + (f" vdev {vdev_name}" if vdev_name else "")
+            message = f"{subject} went from ONLINE to {state}" if change.was else f"{subject} is {state}"
+            if not change.first:
+                ctx.log.warning("%s", message)
+            yield StorageEvent(
+                subject=subject, state="lost" if state in _DATA_GONE else "degraded", message=message,
+                initial=change.first,
+            )
 
 
 def _pool_samples(pool: Pool, system: Mapping[str, set[str]]) -> Iterator[Sample]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from hostvigil.cache import MetricsCache
-from hostvigil.collector import Hooks, Unavailable
+from hostvigil.collector import Unavailable
 from hostvigil.collectors.edac.collect import EdacCollector, parse_controller
 from tests.conftest import RecordingHooks, fixture_paths, run_collector, run_with, values
 from tests.power_supply.test_collect import copy_tree
@@ -123,8 +123,8 @@ def test_unreadable_count_costs_only_that_series(tmp_path: Path, caplog: pytest.
     (root / MC0 / "ce_count").symlink_to("/proc/self/mem")
     collector, noted = EdacCollector({}), set[str]()
     with caplog.at_level(logging.WARNING):
-        got = values(run_with(collector, fixture_paths(root), Hooks(), noted))
-        run_with(collector, fixture_paths(root), Hooks(), noted)
+        got = values(run_with(collector, fixture_paths(root), None, noted))
+        run_with(collector, fixture_paths(root), None, noted)
     assert ("hostvigil_edac_correctable_errors_total", ("mc0",)) not in got
     assert got[("hostvigil_edac_uncorrectable_errors_total", ("mc0",))] == 5
     assert got[("hostvigil_edac_read_errors", ("mc0",))] == 1

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from hostvigil.cache import MetricsCache
-from hostvigil.collector import Hooks, Unavailable
+from hostvigil.collector import Unavailable
 from hostvigil.collectors.hwmon.collect import HwmonCollector, chip_label, clean_chip_name
 from tests.conftest import fixture_paths, run_collector, values
 from tests.power_supply.test_collect import copy_tree, run_with
@@ -134,8 +134,8 @@ def test_sensor_failing_with_eio_costs_only_that_sensor(tmp_path: Path, caplog: 
     (root / "sys/devices/platform/applesmc.768/fan2_input").write_text("\n")
     collector, noted = HwmonCollector({"exclude_chips": [], "thermal_throttle": True}), set[str]()
     with caplog.at_level(logging.WARNING):
-        got = values(run_with(collector, fixture_paths(root), Hooks(), noted))
-        run_with(collector, fixture_paths(root), Hooks(), noted)
+        got = values(run_with(collector, fixture_paths(root), None, noted))
+        run_with(collector, fixture_paths(root), None, noted)
     chip = "platform_coretemp_0"
     assert [labels for name, labels in got if labels[:2] == (chip, "temp2")] == [], "the whole sensor is left out"
     assert set(series(got, "hostvigil_hwmon_temperature_celsius", chip)) == {("temp1",), ("temp3",), ("temp4",),

@@ -13,14 +13,15 @@ from typing import Any
 
 import pytest
 
-from hostvigil.collector import CollectorError, Context, Sample, Unavailable, check_samples
+from hostvigil.collector import CollectorError, Context, Sample, Unavailable, check_reading
 from hostvigil.collectors.ipmi import tools as ipmi_tools
 from hostvigil.collectors.ipmi.collect import IpmiCollector
 from hostvigil.collectors.ipmi.tools import read_sel_evidence
+from hostvigil.forensics.boots import RecordedEvent
 from hostvigil.forensics.evidence import power_lost_at_end
 from hostvigil.runner import CommandRunner
 from tests import test_conformance
-from tests.conftest import FIXTURES, RecordingHooks, fixture_paths, require_tool, values
+from tests.conftest import FIXTURES, RecordingHooks, collect_once, fixture_paths, require_tool, values
 
 IPMI = FIXTURES / "ipmi"
 DELL = IPMI / "rubyipmi__spec_fixtures_freeipmi_dell_sensors.txt"
@@ -83,12 +84,11 @@ class Fake:
 
     def ctx(self, timeout: float = IpmiCollector.timeout) -> Context:
         return Context(
-            fixture_paths(self.tmp_path), self.runner, time.monotonic() + timeout, logging.getLogger("test"),
-            set(), self.hooks,
+            fixture_paths(self.tmp_path), self.runner, time.monotonic() + timeout, logging.getLogger("test"), set()
         )
 
     def samples(self, collector: IpmiCollector, timeout: float = IpmiCollector.timeout) -> list[Sample]:
-        return check_samples(collector, collector.collect(self.ctx(timeout)))
+        return collect_once(collector, self.ctx(timeout), self.hooks)
 
     def run(
         self, collector: IpmiCollector, timeout: float = IpmiCollector.timeout
@@ -202,7 +202,7 @@ def test_supply_losing_its_input_is_a_power_event(tmp_path: Path) -> None:
     fake.run(collector)
     assert fake.hooks.events[1:] == [("power", "PSU Status healthy again")]
     assert len(fake.hooks.snapshots) == 1  # a recovery is recorded, not snapshotted
-    assert power_lost_at_end([{"kind": k, "message": m} for k, m in fake.hooks.events]) is None
+    assert power_lost_at_end([RecordedEvent.from_record(e.record()) for e in fake.hooks.recorded]) is None
 
 
 def test_redundancy_lost_is_a_power_event(tmp_path: Path) -> None:
@@ -224,7 +224,7 @@ def test_redundancy_lost_is_a_power_event(tmp_path: Path) -> None:
     fake.answer({"ipmi-sensors": {"file": str(HP_THRESHOLDS)}, "ipmi-sel": {"text": ""}})
     fake.run(collector)
     assert fake.hooks.events[1:] == [("power", f"PSU redundancy restored ({sensor})")]
-    assert power_lost_at_end([{"kind": k, "message": m} for k, m in fake.hooks.events]) is None
+    assert power_lost_at_end([RecordedEvent.from_record(e.record()) for e in fake.hooks.recorded]) is None
 
 
 def test_sel_is_read_less_often_and_kept(tmp_path: Path) -> None:
@@ -247,7 +247,7 @@ def test_sel_is_read_less_often_and_kept(tmp_path: Path) -> None:
     noted: set[str] = set()
     ctx = fake.ctx()
     ctx.noted = noted
-    got = values(check_samples(collector, collector.collect(ctx)))
+    got = values(check_reading(collector, collector.collect(ctx)).samples)
     assert got[("hostvigil_ipmi_sel_events_total", ("power_supply",))] == 1
     assert any(key.startswith("sel:") and "exit status 1" in key for key in noted)
 

@@ -9,12 +9,11 @@ from pathlib import Path
 import pytest
 
 from hostvigil.cache import MetricsCache
-from hostvigil.collector import CollectorError
+from hostvigil.collector import CollectorError, Paths
 from hostvigil.collectors.disk_health import active_members, base_device
 from hostvigil.collectors.md.collect import MdCollector
 from hostvigil.collectors.md.metrics import MEMBER_STATES, STATES
 from hostvigil.collectors.md.parse import parse_mdstat
-from hostvigil.config import Paths
 from tests.conftest import FIXTURES, RecordingHooks, fixture_paths, run_collector, run_with, values
 from tests.md.test_parse import FLAGGED_MEMBERS
 

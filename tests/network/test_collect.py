@@ -21,12 +21,13 @@ from typing import Any
 import pyroute2
 import pytest
 
+from hostvigil import policy
 from hostvigil.cache import CollectorState, MetricsCache
-from hostvigil.collector import Context, Hooks, Services, check_samples
-from hostvigil.collectors.network import link_watch as link_events
+from hostvigil.collector import Context, Paths, Services, check_reading
 from hostvigil.collectors.network.collect import DEFAULT_EXCLUDE, NetworkCollector, interface_filter
 from hostvigil.collectors.network.link_watch import MAX_EVENTS, LinkWatcher
-from hostvigil.config import Paths
+from hostvigil.events import Event
+from hostvigil.policy import EventPolicy
 from hostvigil.runner import CommandRunner
 from hostvigil.scheduler import Job, Scheduler
 from tests.conftest import FIXTURES, TREES, fixture_paths, run_collector, values
@@ -202,16 +203,22 @@ def test_interface_filter() -> None:
 # -- the link watcher, fed directly --------------------------------------------------------
 
 
-class RecordingHooks(Hooks):
+class RecordingHooks:
+    """What the watcher's events, weighed by the event policy, and its collect requests come to, in order."""
+
     def __init__(self) -> None:
         self.calls: list[tuple[str, str]] = []
+        self.policy = EventPolicy(self)
 
     def request_snapshot(self, trigger: str, reason: str, *, urgent: bool = False) -> bool:
         self.calls.append(("snapshot", reason))
         return True
 
-    def record_event(self, kind: str, message: str) -> None:
-        self.calls.append((kind, message))
+    def record_event(self, event: Event) -> None:
+        self.calls.append((event.kind, event.message))
+
+    def report(self, event: Event) -> None:
+        self.policy.handle([event])
 
     def collect_now(self, collector: str) -> None:
         self.calls.append(("collect", collector))
@@ -220,7 +227,7 @@ class RecordingHooks(Hooks):
 def watcher_with_hooks() -> tuple[LinkWatcher, RecordingHooks]:
     watcher = LinkWatcher(interface_filter([], DEFAULT_EXCLUDE))
     hooks = RecordingHooks()
-    watcher.hooks = hooks
+    watcher.report, watcher.collect_now = hooks.report, hooks.collect_now
     return watcher, hooks
 
 
@@ -263,7 +270,7 @@ def test_default_route_losses_kept_at_most_once_a_minute(monkeypatch: pytest.Mon
     assert look(watcher, False, 2) == ["carrier_lostx1"]  # counted, but not kept again within the minute
     assert look(watcher, True, 2) == ["carrier_restoredx1"]
     assert [what for what, _ in hooks.calls if what != "collect"] == []
-    monkeypatch.setattr(link_events, "RECORD_SPACING", 0.0)
+    monkeypatch.setattr(policy, "SPACING", {"network": 0.0})
     look(watcher, False, 2, admin_up=False)
     assert [call for call in hooks.calls if call[0] != "collect"] == [
         ("snapshot", "default route interface eth0 was set down; 1 more losses since the last one kept"),
@@ -336,7 +343,7 @@ def test_polling_when_netlink_cannot_be_opened(
     monkeypatch.setattr(pyroute2, "AsyncIPRoute", NoNetlink)
     collector = NetworkCollector({name: option.default for name, option in NetworkCollector.options.items()})
     hooks = RecordingHooks()
-    collector.watcher.start(hooks)
+    collector.watcher.start(hooks.report, hooks.collect_now)
     assert collector.watcher.mode == "polling"
     assert "netlink not available (Protocol not supported)" in caplog.text
 
@@ -349,7 +356,7 @@ def test_polling_when_netlink_cannot_be_opened(
 
     def run() -> dict[tuple[str, tuple[str, ...]], float]:
         ctx = Context(fixture_paths(tree), CommandRunner(), time.monotonic() + 10, logging.getLogger("test"))
-        return values(check_samples(collector, collector.collect(ctx)))
+        return values(check_reading(collector, collector.collect(ctx)).samples)
 
     before = run()
     assert before[(N + "link_events_watching", ())] == 0
@@ -405,21 +412,15 @@ def test_live_carrier_of_a_down_interface_reads_einval(netns_pair: NetnsPair) ->
     assert got[(N + "default_route", (pair.left_if, "ipv4"))] == 1
 
 
-class PrintingHooks(Hooks):
-    """The agent's hooks inside the harness: print what is asked, and run the collector when asked."""
-
-    def __init__(self, scheduler: Scheduler) -> None:
-        self.scheduler = scheduler
+class PrintingRecorder:
+    """The forensics inside the harness: print what the event policy asks for."""
 
     def request_snapshot(self, trigger: str, reason: str, *, urgent: bool = False) -> bool:
         emit("snapshot", trigger=trigger, reason=reason)
         return True
 
-    def record_event(self, kind: str, message: str) -> None:
-        emit("event", event_kind=kind, message=message)
-
-    def collect_now(self, collector: str) -> None:
-        self.scheduler.trigger(collector)
+    def record_event(self, event: Event) -> None:
+        emit("event", event_kind=event.kind, message=event.message)
 
 
 _emit_lock = threading.Lock()
@@ -434,9 +435,10 @@ def harness() -> None:
     """Inside a namespace: the collector under the real scheduler and its link watcher, until stdin closes."""
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     collector = NetworkCollector({name: option.default for name, option in NetworkCollector.options.items()})
-    scheduler = Scheduler([Job(collector, 60.0, 10.0)], MetricsCache(["network"]), Paths(), CommandRunner())
-    hooks = PrintingHooks(scheduler)
-    scheduler.hooks = hooks
+    policy = EventPolicy(PrintingRecorder())
+    scheduler = Scheduler(
+        [Job(collector, 60.0, 10.0)], MetricsCache(["network"]), Paths(), CommandRunner(), events=policy.handle
+    )
 
     def published(state: CollectorState) -> None:
         got = values(state.samples)
@@ -448,7 +450,9 @@ def harness() -> None:
              default=sorted(k[1][0] for k in got if k[0] == N + "default_route"))
 
     scheduler.on_change = published
-    collector.start(Services(Paths(), Path("/nonexistent"), "", hooks))
+    collector.start(Services(
+        Paths(), Path("/nonexistent"), "", events=lambda event: policy.handle([event]), collect_now=scheduler.trigger
+    ))
     threading.Thread(target=scheduler.run_forever, daemon=True).start()
     emit("ready", mode=collector.watcher.mode)
     sys.stdin.read()

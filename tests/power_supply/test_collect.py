@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 
 from hostvigil.cache import MetricsCache
-from hostvigil.collector import Hooks
+from hostvigil.collector import Paths
 from hostvigil.collectors.power_supply.collect import CAPACITY_LEVELS, STATUSES, PowerSupplyCollector
-from hostvigil.config import Paths
 from tests.conftest import TREES, RecordingHooks, fixture_paths, run_collector, run_with, values
 
 Values = dict[tuple[str, tuple[str, ...]], float]
@@ -194,8 +193,8 @@ def test_unreadable_attribute_costs_only_that_attribute(tmp_path: Path, caplog: 
     (root / BAT0 / "capacity").write_text("eighty\n")
     collector, noted = PowerSupplyCollector({}), set[str]()
     with caplog.at_level(logging.WARNING):
-        got = values(run_with(collector, fixture_paths(root), Hooks(), noted))
-        run_with(collector, fixture_paths(root), Hooks(), noted)
+        got = values(run_with(collector, fixture_paths(root), None, noted))
+        run_with(collector, fixture_paths(root), None, noted)
     assert ("hostvigil_power_supply_voltage_volts", ("BAT0",)) not in got
     assert ("hostvigil_power_supply_capacity_ratio", ("BAT0",)) not in got
     assert got[("hostvigil_power_supply_read_errors", ("BAT0",))] == 2

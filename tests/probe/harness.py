@@ -27,9 +27,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hostvigil.cache import MetricsCache
-from hostvigil.collector import CollectorError, Context, Hooks, Services, check_samples
+from hostvigil.collector import CollectorError, Context, Paths, Services, check_reading
 from hostvigil.collectors.probe.collect import ProbeCollector
-from hostvigil.config import Paths
 from hostvigil.runner import CommandRunner
 
 if TYPE_CHECKING:
@@ -45,7 +44,7 @@ def main() -> int:
     options = {name: option.default for name, option in ProbeCollector.options.items()} | spec.get("options", {})
     collector = ProbeCollector(options)
     with tempfile.TemporaryDirectory() as state:
-        collector.start(Services(Paths(), Path(state), "", Hooks()))
+        collector.start(Services(Paths(), Path(state), ""))
         ctx = Context(Paths(), CommandRunner(), time.monotonic() + collector.timeout, logging.getLogger("harness"))
         engine = collector.engine
         if engine is None:
@@ -65,7 +64,7 @@ def main() -> int:
                 break
         elapsed = time.monotonic() - start
         ctx.deadline = time.monotonic() + collector.timeout
-        samples = check_samples(collector, collector.collect(ctx))
+        samples = check_reading(collector, collector.collect(ctx)).samples
         icmp = {"ipv4": engine.icmp_kind(socket.AF_INET), "ipv6": engine.icmp_kind(socket.AF_INET6)}
         stopping = time.monotonic()
         collector.stop()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from hostvigil.collector import CollectorError, Hooks, Services, Unavailable
+from hostvigil.collector import CollectorError, Services, Unavailable
 from hostvigil.collectors.probe.collect import ProbeCollector, parse_target, parse_targets
 from hostvigil.collectors.probe.engine import Target
 from tests import test_conformance
@@ -93,7 +93,7 @@ def test_outside_the_daemon_the_collector_is_unavailable() -> None:
 def test_bad_options_fail_the_collector_with_the_key_and_start_nothing(options: dict[str, object],
                                                                        message: str) -> None:
     collector = ProbeCollector({name: o.default for name, o in ProbeCollector.options.items()} | options)
-    collector.start(Services(fixture_paths("none"), Path("/nonexistent"), "", Hooks()))
+    collector.start(Services(fixture_paths("none"), Path("/nonexistent"), ""))
     assert collector.engine is None
     with pytest.raises(CollectorError, match=message):
         run_with(collector, fixture_paths("none"))
@@ -102,7 +102,7 @@ def test_bad_options_fail_the_collector_with_the_key_and_start_nothing(options: 
 def test_nothing_to_probe_is_unavailable(tmp_path: Path) -> None:
     """No targets, and a /proc without routing tables: no gateway either."""
     collector = ProbeCollector({name: o.default for name, o in ProbeCollector.options.items()})
-    collector.start(Services(fixture_paths(tmp_path), tmp_path, "", Hooks()))
+    collector.start(Services(fixture_paths(tmp_path), tmp_path, ""))
     try:
         with pytest.raises(Unavailable, match="no targets configured and no default gateway"):
             run_with(collector, fixture_paths(tmp_path))

@@ -14,11 +14,11 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector as RegistryCollector
 
 from hostvigil.cache import families
-from hostvigil.collector import CollectorError, Context, Hooks, Sample, Unavailable, check_samples
-from hostvigil.collectors.raid.collect import RaidCollector, RaidState, failing_online_drives, snapshot_reasons
+from hostvigil.collector import CollectorError, Context, Sample, Unavailable
+from hostvigil.collectors.raid.collect import RaidCollector, RaidState, failing_online_drives, raid_changes
 from hostvigil.collectors.raid.parse import parse_controllers, parse_drives
 from hostvigil.runner import CommandRunner
-from tests.conftest import RecordingHooks, fixture_paths, values
+from tests.conftest import RecordingHooks, collect_once, fixture_paths, values
 from tests.raid.test_parse import (
     CONTROLLERS,
     DRIVES,
@@ -47,19 +47,19 @@ def fake_tool(bin_dir: Path, outputs: dict[str, Path | str], name: str = "storcl
 
 
 def samples(
-    collector: RaidCollector, bin_dir: Path, hooks: Hooks | None = None, noted: set[str] | None = None
+    collector: RaidCollector, bin_dir: Path, hooks: RecordingHooks | None = None, noted: set[str] | None = None
 ) -> list[Sample]:
     """One checked run in a Context of our own, the fake tool's directory first on PATH."""
     ctx = Context(
         fixture_paths(bin_dir.parent), CommandRunner(bin_dirs=[str(bin_dir)]),
         time.monotonic() + RaidCollector.timeout, logging.getLogger("test"),
-        noted=set() if noted is None else noted, hooks=hooks or Hooks(),
+        noted=set() if noted is None else noted,
     )
-    return check_samples(collector, collector.collect(ctx))
+    return collect_once(collector, ctx, hooks)
 
 
 def run(
-    collector: RaidCollector, bin_dir: Path, hooks: Hooks | None = None, noted: set[str] | None = None
+    collector: RaidCollector, bin_dir: Path, hooks: RecordingHooks | None = None, noted: set[str] | None = None
 ) -> dict[tuple[str, tuple[str, ...]], float]:
     return values(samples(collector, bin_dir, hooks, noted))
 
@@ -70,6 +70,11 @@ def new_collector(**options: object) -> RaidCollector:
 
 def series(got: dict[tuple[str, tuple[str, ...]], float], name: str) -> dict[tuple[str, ...], float]:
     return {labels: value for (metric, labels), value in got.items() if metric == f"hostvigil_raid_{name}"}
+
+
+def reasons(previous: RaidState | None, current: RaidState) -> list[str]:
+    """What would ask for a snapshot: the changes since a previous run (first sightings are no news)."""
+    return [event.message for event in raid_changes(previous, current) if not event.initial]
 
 
 def test_healthy_host(tmp_path: Path) -> None:
@@ -177,17 +182,17 @@ def test_virtual_drive_leaving_optimal() -> None:
     )
     assert healthy.virtual_drives == {"/c0/v0": "Optl"}
     degraded = RaidState({"/c0/v0": "Dgrd"}, {**healthy.physical_drives, "/c0/e252/s4": "Failed"})
-    assert snapshot_reasons(None, healthy) == []
-    assert snapshot_reasons(healthy, healthy) == []
-    assert snapshot_reasons(healthy, degraded) == [
+    assert reasons(None, healthy) == []
+    assert reasons(healthy, healthy) == []
+    assert reasons(healthy, degraded) == [
         "RAID virtual drive /c0/v0 went from Optl to Dgrd",
         "RAID drive /c0/e252/s4 went from Onln to Failed",
     ]
     rebuilding = RaidState({"/c0/v0": "Dgrd"}, {**healthy.physical_drives, "/c0/e252/s4": "Rbld"})
-    assert snapshot_reasons(degraded, rebuilding) == []  # recovery in progress is not a new threat
+    assert reasons(degraded, rebuilding) == []  # recovery in progress is not a new threat
     offline = RaidState({"/c0/v0": "OfLn"}, degraded.physical_drives)
-    assert snapshot_reasons(degraded, offline) == ["RAID virtual drive /c0/v0 went from Dgrd to OfLn"]
-    assert snapshot_reasons(offline, healthy) == []
+    assert reasons(degraded, offline) == ["RAID virtual drive /c0/v0 went from Dgrd to OfLn"]
+    assert reasons(offline, healthy) == []
 
 
 def test_failing_online_drives() -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from hostvigil.collector import CollectorError, Context, Sample, Unavailable, check_samples
+from hostvigil.collector import CollectorError, Context, Sample, Unavailable, check_reading
 from hostvigil.collectors.disk_health import failing
 from hostvigil.collectors.smart import collect as smart
 from hostvigil.collectors.smart.collect import SmartCollector
@@ -99,7 +99,7 @@ class Fake:
             fixture_paths(self.tmp_path), self.runner, time.monotonic() + timeout, logging.getLogger("test"),
             noted if noted is not None else set(),
         )
-        return check_samples(collector, collector.collect(ctx))
+        return check_reading(collector, collector.collect(ctx)).samples
 
 
 def make(**options: object) -> SmartCollector:
@@ -416,7 +416,7 @@ def test_the_real_smartctl_on_a_disk_without_smart(tmp_path: Path) -> None:
     collector = make(devices=[device], scan=False)
     ctx = Context(fixture_paths(Path("/")), CommandRunner(bin_dirs=[str(Path(smartctl).parent)]),
                   time.monotonic() + 60, logging.getLogger("test"))
-    got = values(check_samples(collector, collector.collect(ctx)))
+    got = values(check_reading(collector, collector.collect(ctx)).samples)
     if got[("hostvigil_smart_readable", (device,))] == 0:  # a VM's disk, as in CI
         assert series(got, device) == {"hostvigil_smart_readable"}  # nothing stale or made up beside it
     else:  # a real disk on a developer's machine

@@ -20,12 +20,12 @@ from pathlib import Path
 import pytest
 
 from hostvigil.cache import MetricsCache
-from hostvigil.collector import CollectorError, Context, Hooks, Sample, Unavailable, check_samples
+from hostvigil.collector import CollectorError, Context, Unavailable, check_reading
 from hostvigil.collectors.ups.collect import FLAGS, UpsCollector, nut_client, parse_address
 from hostvigil.collectors.ups.nut_client import MAX_LINE_BYTES, NutError
 from hostvigil.collectors.ups.parse import split_words
 from hostvigil.runner import CommandRunner
-from tests.conftest import FIXTURES, RecordingHooks, fixture_paths, free_port, values
+from tests.conftest import FIXTURES, RecordingHooks, collect_once, fixture_paths, free_port, values
 from tests.ups.nut import NutServer
 
 CAPTURES = FIXTURES / "nut" / "upsd-2.8.0"
@@ -36,14 +36,14 @@ def collector(**options: object) -> UpsCollector:
     return UpsCollector({name: option.default for name, option in UpsCollector.options.items()} | options)
 
 
-def run(ups: UpsCollector, hooks: Hooks | None = None, noted: set[str] | None = None) -> Values:
+def run(ups: UpsCollector, hooks: RecordingHooks | None = None, noted: set[str] | None = None) -> Values:
     """One checked run within the collector's own timeout, as the scheduler gives it."""
     start = time.monotonic()
     ctx = Context(
         fixture_paths("none"), CommandRunner(), start + UpsCollector.timeout, logging.getLogger("test"),
-        noted if noted is not None else set(), hooks or Hooks(),
+        noted if noted is not None else set(),
     )
-    samples: list[Sample] = check_samples(ups, ups.collect(ctx))
+    samples = collect_once(ups, ctx, hooks)
     assert time.monotonic() - start < UpsCollector.timeout, "a run must end before its deadline"
     return values(samples)
 
@@ -58,7 +58,9 @@ def errors(got: Values, ups: str = "dummy") -> dict[str, float]:
             and labels[0] == ups and v}
 
 
-def until(ups: UpsCollector, hooks: Hooks, done: Callable[[Values], bool], every: float, limit: float) -> float:
+def until(
+    ups: UpsCollector, hooks: RecordingHooks, done: Callable[[Values], bool], every: float, limit: float
+) -> float:
     """Run every `every` seconds until done(values); the seconds that took."""
     start = time.monotonic()
     while True:
@@ -115,7 +117,7 @@ def test_exposition_passes_promtool(shared_upsd: NutServer, promtool: str) -> No
     ctx = Context(fixture_paths("none"), CommandRunner(), time.monotonic() + UpsCollector.timeout,
                   logging.getLogger("test"))
     cache = MetricsCache(["ups"])
-    cache.publish_success("ups", check_samples(ups, ups.collect(ctx)), 0.01)
+    cache.publish_success("ups", check_reading(ups, ups.collect(ctx)).samples, 0.01)
     body, _ = cache.render()
     assert b'hostvigil_ups_errors_total{reason="unknown_ups",ups="nope@127.0.0.1:' in body
     lint = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True, check=False)

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from hostvigil.collector import Context, Hooks, Unavailable, check_samples
+from hostvigil.collector import Context, Unavailable
 from hostvigil.collectors.zfs.collect import ZfsCollector
 from hostvigil.runner import CommandRunner
-from tests.conftest import FIXTURES, TREES, RecordingHooks, fixture_paths, values
+from tests.conftest import FIXTURES, TREES, RecordingHooks, collect_once, fixture_paths, values
 from tests.zfs.zfsfuse import ZfsFuse
 
 ZFS = FIXTURES / "zfs"
@@ -63,11 +63,11 @@ def make(**options: object) -> ZfsCollector:
 
 
 def collect(
-    collector: ZfsCollector, runner: CommandRunner, root: Path, hooks: Hooks | None = None, timeout: float = 30
+    collector: ZfsCollector, runner: CommandRunner, root: Path, hooks: RecordingHooks | None = None,
+    timeout: float = 30,
 ) -> Got:
-    ctx = Context(fixture_paths(root), runner, time.monotonic() + timeout, logging.getLogger("test"),
-                  hooks=hooks or Hooks())
-    return values(check_samples(collector, collector.collect(ctx)))
+    ctx = Context(fixture_paths(root), runner, time.monotonic() + timeout, logging.getLogger("test"))
+    return values(collect_once(collector, ctx, hooks))
 
 
 def states(got: Got, metric: str) -> dict[tuple[str, ...], str]:
