@@ -10,6 +10,7 @@ started again until it has gone, so a dying disk cannot pile up processes.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import selectors
 import signal
@@ -26,7 +27,8 @@ _CHUNK = 65536
 
 @dataclass(frozen=True)
 class CommandResult:
-    """What a command did. `status` is None when it did not exit (timed out, stuck, not run)."""
+    """What a command did. `status` is None when it did not exit: it timed out, or was not run (`error` says why,
+    and the flags say which: not installed, not permitted, or the same command still stuck from an earlier run)."""
 
     argv: tuple[str, ...]
     status: int | None
@@ -36,6 +38,9 @@ class CommandResult:
     timed_out: bool = False
     truncated: bool = False
     error: str = ""
+    not_found: bool = False  # no such program
+    permission_denied: bool = False  # the program could not be executed
+    stuck: bool = False  # not started: its run from before is still in D state
 
     @property
     def ok(self) -> bool:
@@ -72,7 +77,9 @@ class CommandRunner:
         key = tuple(argv)
         start = time.monotonic()
         if self._still_stuck(key):
-            return CommandResult(key, None, b"", b"", 0.0, error="previous run is still stuck, not started again")
+            return CommandResult(
+                key, None, b"", b"", 0.0, error="previous run is still stuck, not started again", stuck=True
+            )
         try:
             proc = subprocess.Popen(
                 key,
@@ -84,7 +91,10 @@ class CommandRunner:
                 close_fds=True,
             )
         except OSError as exc:
-            return CommandResult(key, None, b"", b"", time.monotonic() - start, error=exc.strerror or str(exc))
+            return CommandResult(
+                key, None, b"", b"", time.monotonic() - start, error=exc.strerror or str(exc),
+                not_found=exc.errno == errno.ENOENT, permission_denied=exc.errno in (errno.EACCES, errno.EPERM),
+            )
         deadline = start + timeout
         out, err, truncated, timed_out = self._communicate(proc, stdin, deadline)
         status: int | None = None

@@ -49,6 +49,16 @@ def test_missing_command() -> None:
     result = CommandRunner().run(["hostvigil-no-such-tool"], timeout=5)
     assert result.status is None
     assert "No such file" in result.describe()
+    assert (result.not_found, result.permission_denied, result.stuck) == (True, False, False)
+
+
+def test_a_command_that_may_not_run(tmp_path: Path) -> None:
+    """Why a command did not run is a field, so that no caller reads it from the words of the error."""
+    tool = tmp_path / "zpool"
+    tool.write_text("#!/bin/sh\nexit 0\n")
+    tool.chmod(0o644)  # not executable: EACCES, for root too
+    result = CommandRunner().run([str(tool)], timeout=5)
+    assert (result.status, result.not_found, result.permission_denied) == (None, False, True)
 
 
 def test_bin_dirs_come_first(tmp_path: Path) -> None:
@@ -68,6 +78,8 @@ def test_a_stuck_command_is_not_started_again() -> None:
         result = runner.run(argv, timeout=5)
         assert result.status is None
         assert "still stuck" in result.describe()
+        assert result.stuck
+        assert not result.not_found
         assert runner.stuck() == [argv]
         assert runner.run(["true"], timeout=5).ok  # other commands are unaffected
     finally:

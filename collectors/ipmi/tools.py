@@ -12,7 +12,6 @@ of date, so the cost is paid once.
 
 from __future__ import annotations
 
-import errno
 import os
 import tempfile
 import threading
@@ -158,7 +157,7 @@ def program(tool: str) -> str:
 
 def missing(result: CommandResult) -> bool:
     """Whether the command could not be started because it is not installed."""
-    return result.status is None and result.error == os.strerror(errno.ENOENT)
+    return result.not_found
 
 
 def output(result: CommandResult, dev: Path) -> str:

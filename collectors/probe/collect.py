@@ -19,15 +19,12 @@ Probes need the running daemon, so the collector is daemon-only.
 
 from __future__ import annotations
 
-import ipaddress
-import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
 from hostvigil.collector import Collector, CollectorError, Context, Option, Sample, Services, Unavailable
-from hostvigil.collectors.probe.engine import MIN_INTERVAL, REASONS, ProbeEngine, Target, TargetReport
+from hostvigil.collectors.probe.engine import MIN_INTERVAL, REASONS, ProbeEngine, TargetReport
 from hostvigil.collectors.probe.metrics import (
-    _STATS,
     INFO,
     LOSS,
     METRICS,
@@ -36,62 +33,11 @@ from hostvigil.collectors.probe.metrics import (
     REFUSED,
     RTT,
     SENT,
+    STAT_LABELS,
     TARGET_ERROR,
 )
-from hostvigil.collectors.probe.targets import GATEWAY_LABELS, TargetWatcher
-
-_HOST = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,252})$")
-_FORMS = 'use "HOST" or "icmp:HOST" for ICMP echo, "tcp:HOST:PORT" for TCP, IPv6 literals in brackets'
-
-
-def parse_target(entry: str) -> Target:
-    """A target from its config entry, labelled with the entry itself; ValueError names the entry."""
-    protocol, sep, rest = entry.partition(":")
-    if not (sep and protocol in ("icmp", "tcp")):
-        protocol, rest = "icmp", entry
-    if protocol == "icmp":
-        return Target(entry, "icmp", _host(entry, rest, bare_ipv6=True))
-    host, sep, port = rest.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f'target "{entry}": a TCP target needs a port from 1 to 65535 ({_FORMS})')
-    return Target(entry, "tcp", _host(entry, host, bare_ipv6=False), int(port))
-
-
-def parse_targets(entries: Iterable[str]) -> list[Target]:
-    """Targets of the `targets` option; ValueError on a bad entry, a repeated one, or a gateway's label."""
-    targets: list[Target] = []
-    for entry in entries:
-        target = parse_target(entry)
-        if entry in GATEWAY_LABELS.values():
-            raise ValueError(f'target "{entry}": that is the label of the default gateway; write "icmp:{entry}" '
-                             f"to probe a host of that name")
-        if any(t.label == entry for t in targets):
-            raise ValueError(f'target "{entry}" is listed twice')
-        targets.append(target)
-    return targets
-
-
-def _host(entry: str, text: str, *, bare_ipv6: bool) -> str:
-    if text.startswith("[") and text.endswith("]"):
-        inner = text[1:-1]
-        if _ipv6(inner):
-            return inner
-        raise ValueError(f'target "{entry}": {text} is not an IPv6 address')
-    if ":" in text:
-        if bare_ipv6 and _ipv6(text):
-            return text
-        raise ValueError(f'target "{entry}": {text!r} is not a host name or address ({_FORMS})')
-    if not _HOST.match(text) or ".." in text:
-        raise ValueError(f'target "{entry}": {text!r} is not a host name or address ({_FORMS})')
-    return text
-
-
-def _ipv6(text: str) -> bool:
-    try:
-        ipaddress.IPv6Address(text)
-    except ValueError:
-        return False
-    return True
+from hostvigil.collectors.probe.parse import parse_targets
+from hostvigil.collectors.probe.targets import TargetWatcher
 
 
 class ProbeCollector(Collector):
@@ -186,7 +132,7 @@ def _samples(report: TargetReport) -> Iterator[Sample]:
         yield PROBES(stats.probes, label, window)
         yield LOSS(stats.loss_ratio, label, window)
         for q, seconds in stats.rtt_quantiles:
-            yield RTT(seconds, label, window, _STATS[q])
+            yield RTT(seconds, label, window, STAT_LABELS[q])
     for reason in REASONS:
         yield TARGET_ERROR(reason in report.errors, label, reason)
     if report.address is not None:

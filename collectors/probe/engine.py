@@ -41,7 +41,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from hostvigil.collectors.probe.history import (
     LOST,
@@ -52,10 +52,10 @@ from hostvigil.collectors.probe.history import (
     window_slots,
     window_stats,
 )
+from hostvigil.collectors.probe.parse import Target
 
 log = logging.getLogger("hostvigil.probe")
 
-Protocol = Literal["icmp", "tcp"]
 SockAddr = tuple[Any, ...]
 
 MIN_INTERVAL = 0.01
@@ -72,16 +72,6 @@ _SOL_RAW = 255
 _ICMP_RETRY = 60.0  # seconds before trying again to open an ICMP socket that was refused
 _RECV_BATCH = 256
 _MAX_WAIT = 1.0
-
-
-@dataclass(frozen=True)
-class Target:
-    """What to probe: the series' label, the protocol, a host name or address, and the TCP port (0 for ICMP)."""
-
-    label: str
-    protocol: Protocol
-    host: str
-    port: int = 0
 
 
 # -- the engine ------------------------------------------------------------------------------------

@@ -60,5 +60,6 @@ INFO = _probe.gauge(
     "target", "protocol", "address",
 )
 METRICS = (SENT, RECEIVED, REFUSED, LOSS, RTT, PROBES, TARGET_ERROR, INFO)
+
 # The `stat` label of rtt_seconds for each of history.QUANTILES ("quantile" is for summaries only).
-_STATS = {0.0: "min", 0.5: "p50", 0.9: "p90", 0.99: "p99", 1.0: "max"}
+STAT_LABELS = {0.0: "min", 0.5: "p50", 0.9: "p90", 0.99: "p99", 1.0: "max"}

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from hostvigil.collectors.network.parse_route import Route, default_routes, parse_ipv6_route, parse_route
-from hostvigil.collectors.probe.engine import ProbeEngine, SockAddr, Target
+from hostvigil.collectors.probe.engine import ProbeEngine, SockAddr
+from hostvigil.collectors.probe.parse import GATEWAY_LABELS, Target
 
 log = logging.getLogger("hostvigil.probe")
 
-GATEWAY_LABELS: dict[int, str] = {socket.AF_INET: "gateway", socket.AF_INET6: "gateway6"}
 
 Lookup = Callable[..., list[tuple[Any, ...]]]
 

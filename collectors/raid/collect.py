@@ -10,8 +10,6 @@ turning Failed/Offln/UBad asks for a crash snapshot at once.
 
 from __future__ import annotations
 
-import errno
-import os
 import shlex
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -239,7 +237,7 @@ class RaidCollector(Collector):
             candidates = [tool for tool in usual if tool == self._tool] + [tool for tool in usual if tool != self._tool]
         for tool in candidates:
             result = ctx.runner.run([*tool, selector, "show", "all", "J"], ctx.remaining())
-            if result.status is None and result.error == os.strerror(errno.ENOENT):
+            if result.not_found:
                 continue
             self._tool = tool
             return tool, result

@@ -146,7 +146,7 @@ class SmartCollector(Collector):
             _check_json_support(result)
             return self._scan_failed(ctx, f"exit status {result.status}, output {exc}")
         for device in scanned:
-            if device.error and "Permission denied" in device.error and os.geteuid() != 0:
+            if device.permission_denied and os.geteuid() != 0:
                 raise Unavailable(f"smartctl needs root to open {device.name}: {device.error}")
         self._scanned = scanned
         return True
@@ -179,9 +179,9 @@ class SmartCollector(Collector):
         report, reason = _report(result)
         if report is not None and not report.standby and (report.exit_status is None or report.exit_status.unreadable):
             reason = "; ".join(report.errors) or f"smartctl exit status {result.status}"
-            report = None
-            if "Permission denied" in reason and os.geteuid() != 0:
+            if report.permission_denied and os.geteuid() != 0:
                 raise Unavailable(f"smartctl needs root to open {device.name}: {reason}")
+            report = None
         return _Outcome(device, report, reason)
 
     def _failing_now(self, ctx: Context, label: str, report: SmartReport) -> int:
@@ -245,7 +245,7 @@ def _report(result: CommandResult) -> tuple[SmartReport | None, str]:
 
 
 def _check_runnable(result: CommandResult) -> None:
-    if result.status is None and not result.timed_out and "No such file" in result.error:
+    if result.not_found:
         raise Unavailable("smartctl is not installed (Debian package smartmontools, 7.0 or later for --json)")
 
 

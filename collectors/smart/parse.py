@@ -82,6 +82,11 @@ class ScanDevice:
     protocol: str | None
     error: str | None = None
 
+    @property
+    def permission_denied(self) -> bool:
+        """The open failed for want of privilege."""
+        return _denied(self.error or "")
+
 
 @dataclass(frozen=True)
 class AtaAttribute:
@@ -144,6 +149,11 @@ class SmartReport:
     def attribute(self, attribute_id: int) -> AtaAttribute | None:
         return next((a for a in self.attributes if a.id == attribute_id), None)
 
+    @property
+    def permission_denied(self) -> bool:
+        """smartctl could not open the device for want of privilege."""
+        return any(_denied(error) for error in self.errors)
+
 
 def decode_exit_status(status: int) -> ExitStatus:
     """smartctl's exit status (0-255) split into its eight bits."""
@@ -151,6 +161,11 @@ def decode_exit_status(status: int) -> ExitStatus:
         raise ValueError(f"smartctl exit status {status} is not in 0-255")
     bit = [bool(status >> n & 1) for n in range(8)]
     return ExitStatus(status, *bit)
+
+
+def _denied(message: str) -> bool:
+    """smartctl's message says the open failed for want of privilege (it prints strerror(EACCES))."""
+    return "Permission denied" in message
 
 
 def parse_scan(text: str) -> list[ScanDevice]:

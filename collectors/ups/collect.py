@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 
 from hostvigil.collector import Collector, CollectorError, Context, Option, Sample, Unavailable
 from hostvigil.collectors.ups import nut_client
-from hostvigil.collectors.ups.metrics import _SPECIFIC, ERRORS, FLAGS, INFO, METRICS, STATUS, UP, VARIABLE
+from hostvigil.collectors.ups.metrics import ERRORS, FLAGS, INFO, METRICS, STATUS, UP, VARIABLE, VARIABLE_METRICS
 from hostvigil.collectors.ups.nut_client import REASONS, TLS_MODES, NutError, Reason
 from hostvigil.collectors.ups.parse import UpsVariables, measurements, number
 from hostvigil.events import PowerEvent, State
@@ -303,7 +303,7 @@ def _samples(ctx: Context, label: str, variables: UpsVariables) -> Iterator[Samp
         for flag in FLAGS:
             yield STATUS(flag in status, label, flag)
     for name, value in measurements(variables.values).items():
-        specific = _SPECIFIC.get(name)
+        specific = VARIABLE_METRICS.get(name)
         if specific is None:
             yield VARIABLE(value, label, name)
         else:

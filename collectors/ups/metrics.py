@@ -61,8 +61,9 @@ METRICS = (
     STATUS, UP, ERRORS, CHARGE, RUNTIME, BATTERY_VOLTAGE, LOAD, INPUT_VOLTAGE, OUTPUT_VOLTAGE, INPUT_FREQUENCY,
     OUTPUT_FREQUENCY, TEMPERATURE, VARIABLE, INFO,
 )
+
 # Variables with a metric of their own: (metric, scale to base units, extra label values: the temperature's sensor).
-_SPECIFIC: dict[str, tuple[MetricSpec, float, tuple[str, ...]]] = {
+VARIABLE_METRICS: dict[str, tuple[MetricSpec, float, tuple[str, ...]]] = {
     "battery.charge": (CHARGE, 0.01, ()),
     "battery.runtime": (RUNTIME, 1.0, ()),
     "battery.voltage": (BATTERY_VOLTAGE, 1.0, ()),

@@ -129,7 +129,7 @@ class ZfsCollector(Collector):
         zpool = str(self.config["command"])
         if backend in ("auto", "json"):
             status = self._run(ctx, [zpool, "status", "-j", "--json-int"])
-            if status.status is None and not status.timed_out and "stuck" not in status.error:
+            if status.not_found:
                 return None, "missing"
             if status.ok:
                 try:
@@ -147,7 +147,7 @@ class ZfsCollector(Collector):
         status = self._run(ctx, [zpool, "status", "-p", "-P"])
         if not status.ok and not _hung(status) and status.status is not None:
             status = self._run(ctx, [zpool, "status"])  # zfs-fuse knows neither -p nor -P
-        if status.status is None and not status.timed_out and "stuck" not in status.error:
+        if status.not_found:
             return None, "missing"
         if not status.ok and _NOT_RUNNING.search(status.stderr.decode(errors="replace")):
             return None, "not running"
@@ -257,7 +257,7 @@ def _bare(name: str, state: str) -> Pool:
 
 
 def _hung(result: CommandResult) -> bool:
-    return result.timed_out or "stuck" in result.error
+    return result.timed_out or result.stuck
 
 
 def _parsed(result: CommandResult, parser: Any) -> Mapping[str, parse.PoolSpace]:

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from hostvigil.collector import CollectorError, Services, Unavailable
-from hostvigil.collectors.probe.collect import ProbeCollector, parse_target, parse_targets
-from hostvigil.collectors.probe.engine import Target
+from hostvigil.collectors.probe.collect import ProbeCollector
+from hostvigil.collectors.probe.parse import Target, parse_target, parse_targets
 from tests import test_conformance
 from tests.conftest import fixture_paths, run_collector, run_with
 from tests.netns import NetnsPair

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from hostvigil.collectors.network.parse_route import Route, parse_ipv6_route, parse_route
-from hostvigil.collectors.probe.engine import ProbeEngine, Target
+from hostvigil.collectors.probe.engine import ProbeEngine
 from hostvigil.collectors.probe.history import (
     LOST,
     MAX_SLOTS,
@@ -31,6 +31,7 @@ from hostvigil.collectors.probe.history import (
     window_slots,
     window_stats,
 )
+from hostvigil.collectors.probe.parse import Target
 from hostvigil.collectors.probe.targets import TargetWatcher, default_gateway, gateway_address
 from tests.conftest import FIXTURES
 from tests.netns import NetnsPair
