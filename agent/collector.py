@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 from hostvigil.events import Event
+from hostvigil.sources import Sources
 
 if TYPE_CHECKING:
     from hostvigil.runner import CommandRunner
@@ -111,6 +112,7 @@ class Services:
     events: Callable[[Event], None] = lambda event: None
     collect_now: Callable[[str], None] = lambda collector: None
     uevents: Mapping[str, int] = field(default_factory=dict)  # kernel uevents seen so far, by subsystem
+    sources: Sources = field(default_factory=Sources)  # where a collector's start() adds the sources it starts
 
 
 @dataclass

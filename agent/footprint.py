@@ -7,6 +7,7 @@ from collections.abc import Iterator, Mapping
 import psutil
 
 from hostvigil.collector import Collector, Context, Metrics, Sample, Services
+from hostvigil.sources import Sources
 
 _agent = Metrics("agent")
 
@@ -24,22 +25,33 @@ UEVENTS = _agent.counter(
     "Kernel uevents received, by subsystem; the collectors that watch a subsystem run at once on its events.",
     "subsystem",
 )
+SOURCE_UP = _agent.gauge(
+    "source_up",
+    "1 while a long-running source reads (kmsg, link-events, probe, probe-targets, ups-<server>), 0 while it waits "
+    "to be retried after a failure or has given up (the reason is logged).",
+    "source",
+)
+SOURCE_RESTARTS = _agent.counter(
+    "source_restarts_total", "Times a long-running source failed and was started again after a backoff.", "source"
+)
 
 
 class AgentCollector(Collector):
     name = "agent"
-    help = "The hostvigil process itself: memory, CPU, threads, file descriptors, stuck commands."
+    help = "The hostvigil process itself: memory, CPU, threads, file descriptors, stuck commands, its sources."
     interval = 15.0
     timeout = 5.0
-    metrics = (RSS, CPU, THREADS, FDS, STUCK, UEVENTS)
+    metrics = (RSS, CPU, THREADS, FDS, STUCK, UEVENTS, SOURCE_UP, SOURCE_RESTARTS)
 
     def __init__(self, options: dict[str, object]) -> None:
         super().__init__(options)
         self._process = psutil.Process()
         self._uevents: Mapping[str, int] = {}
+        self._sources = Sources()
 
     def start(self, services: Services) -> None:
         self._uevents = services.uevents
+        self._sources = services.sources
 
     def collect(self, ctx: Context) -> Iterator[Sample]:
         with self._process.oneshot():
@@ -52,3 +64,6 @@ class AgentCollector(Collector):
         yield STUCK(len(ctx.runner.stuck()))
         for subsystem, count in sorted(dict(self._uevents).items()):
             yield UEVENTS(count, subsystem)
+        for source in sorted(self._sources, key=lambda source: source.name):
+            yield SOURCE_UP(source.up, source.name)
+            yield SOURCE_RESTARTS(source.restarts, source.name)

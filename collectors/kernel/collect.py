@@ -9,7 +9,6 @@ the previous boot, and panic settings that reboot instead of hanging forever.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -84,26 +83,16 @@ class KernelCollector(Collector):
             int(self.config.get("max_lines_per_second", 10000)),
         )
         try:
-            follower.open()
+            follower.open()  # at start, so that a missing privilege is said once and plainly
         except OSError as exc:
             log.warning("kernel events not watched: %s: %s (needs root or CAP_SYSLOG)", follower.path, exc.strerror)
             return
         self.follower = follower
-        threading.Thread(target=self._follow, name="kmsg", daemon=True).start()
+        services.sources.add(follower).start()
 
     def stop(self) -> None:
         if self.follower is not None:
             self.follower.stop()
-
-    def _follow(self) -> None:
-        follower = self.follower
-        if follower is None:
-            return
-        try:
-            follower.run()
-        except OSError as exc:
-            log.error("following %s stopped: %s", follower.path, exc.strerror)
-        self.follower = None
 
     def _on_event(self, event: KernelEvent, first: bool) -> None:
         critical = is_critical(event)
@@ -129,7 +118,7 @@ class KernelCollector(Collector):
 
     def _events(self) -> Iterator[Sample]:
         follower = self.follower
-        yield FOLLOWING(1 if follower is not None else 0)
+        yield FOLLOWING(1 if follower is not None and follower.up else 0)
         if follower is None:
             return
         with follower.lock:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from hostvigil.collectors.kernel.parse import EventAssembler, KernelEvent, is_critical, parse_record, suppressed_count
+from hostvigil.sources import Source
 
 log = logging.getLogger("hostvigil.kernel")
 
@@ -34,8 +35,15 @@ MAX_FINGERPRINTS = 1000
 _READ_SIZE = 8192  # a record is at most ~1 KiB of text plus its dictionary lines
 
 
-class KmsgFollower:
-    """Reads kernel records on a thread of its own and keeps counters and a bounded tail."""
+class KmsgFollower(Source):
+    """Reads kernel records on a source thread of its own and keeps counters and a bounded tail.
+
+    A read that fails reopens the device (after the Source's backoff); the records it
+    hands out again from the start of the ring buffer are known by their sequence
+    numbers and skipped.
+    """
+
+    retrying = "reopening it"
 
     def __init__(
         self,
@@ -44,6 +52,7 @@ class KmsgFollower:
         on_change: Callable[[], None] = lambda: None,
         max_lines_per_second: int = 10000,
     ) -> None:
+        super().__init__("kmsg")
         self.path = path
         self.on_event = on_event  # (event, first time this fingerprint is seen); only for live events
         self.on_change = on_change  # the counters moved: publish them (called from this thread, rate-limited)
@@ -62,7 +71,6 @@ class KmsgFollower:
         self.lock = threading.Lock()
         self._assembler = EventAssembler()
         self._last_seq: int | None = None
-        self._stop = threading.Event()
         self._fd: int | None = None
         self._changed = False
         self._notified = 0.0
@@ -72,16 +80,19 @@ class KmsgFollower:
     def open(self) -> int:
         """Open the device now, so that a missing privilege is known at start; OSError if it cannot be read."""
         self._fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
+        self.up = True  # following from here on, even before the thread reads
         return self._fd
 
     def run(self) -> None:
         fd = self._fd if self._fd is not None else self.open()
+        self._fd = None  # this run closes it; the next one opens it anew
+        self.running()
         poller = select.poll()
         poller.register(fd, select.POLLIN)
         window_start, window_lines = time.monotonic(), 0
         last_feed = time.monotonic()
         try:
-            while not self._stop.is_set():
+            while not self.stopping.is_set():
                 ready = poller.poll(self._poll_timeout() * 1000)
                 if ready:
                     count = self._drain(fd, self.max_lines_per_second - window_lines)
@@ -98,13 +109,10 @@ class KmsgFollower:
                     window_start, window_lines = now, 0
                 elif window_lines >= self.max_lines_per_second:
                     # Over budget: let the ring buffer take the rest; the sequence gap counts it.
-                    self._stop.wait(1.0 - (now - window_start))
+                    self.stopping.wait(1.0 - (now - window_start))
                     window_start, window_lines = time.monotonic(), 0
         finally:
             os.close(fd)
-
-    def stop(self) -> None:
-        self._stop.set()
 
     def _poll_timeout(self) -> float:
         """Wake for the end of a multi-line event and for the trailing refresh of the counters."""
@@ -140,6 +148,8 @@ class KmsgFollower:
             log.debug("unreadable kmsg record: %s", exc)
             return
         with self.lock:
+            if self._last_seq is not None and record.sequence <= self._last_seq:
+                return  # read before the device was reopened
             if self._last_seq is not None and record.sequence > self._last_seq + 1:
                 self.gaps += 1
                 self.dropped += record.sequence - self._last_seq - 1

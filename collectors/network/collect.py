@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from hostvigil.collector import Collector, CollectorError, Context, Option, Sample, Services
+from hostvigil.collectors.network.carrier import CarrierCounter
 from hostvigil.collectors.network.link_watch import LinkWatcher
 from hostvigil.collectors.network.metrics import (
     ADMIN_UP,
@@ -54,6 +55,7 @@ from hostvigil.collectors.network.parse import (
     parse_softnet,
 )
 from hostvigil.collectors.network.parse_route import default_routes, parse_ipv6_route, parse_route
+from hostvigil.events import LinkEvent
 
 DUPLEXES = ("full", "half", "unknown")
 # Interfaces that come and go with containers and VMs, or that never carry a host's own traffic.
@@ -101,23 +103,25 @@ class NetworkCollector(Collector):
         self.wanted = interface_filter(
             [str(p) for p in self.config.get("include", [])], [str(p) for p in self.config.get("exclude", [])]
         )
-        self.watcher = LinkWatcher(self.wanted, self.name)
+        self.carrier = CarrierCounter()
+        self.watcher = LinkWatcher(self.carrier, self.wanted, self.name)
 
     def start(self, services: Services) -> None:
         if not self.config.get("watch_links", True):
             return
         if services.paths.sys.resolve() != Path("/sys") or services.paths.proc.resolve() != Path("/proc"):
             return  # a captured tree: netlink would report this host's links, not the tree's
-        self.watcher.set_default_interfaces(_default_route_interfaces(services.paths.proc, self.wanted))
-        self.watcher.start(services.events, services.collect_now)
+        self.carrier.set_default_interfaces(_default_route_interfaces(services.paths.proc, self.wanted))
+        services.sources.add(self.watcher)
+        self.watcher.listen(services.events, services.collect_now)
 
     def stop(self) -> None:
         self.watcher.stop()
 
     def snapshot_extra(self) -> dict[str, Any]:
-        return self.watcher.snapshot()
+        return self.carrier.snapshot(self.watcher.mode)
 
-    def collect(self, ctx: Context) -> Iterator[Sample]:
+    def collect(self, ctx: Context) -> Iterator[Sample | LinkEvent]:
         yield WATCHING(self.watcher.mode == "netlink")
         yield from self._routes(ctx)
         yield from self._interfaces(ctx)
@@ -140,9 +144,9 @@ class NetworkCollector(Collector):
         carriers = {(route.interface, family) for route, family in routes if route.is_default}
         for interface, family in sorted(carriers):
             yield DEFAULT_ROUTE(1, interface, family)
-        self.watcher.set_default_interfaces({interface for interface, _ in carriers})
+        self.carrier.set_default_interfaces({interface for interface, _ in carriers})
 
-    def _interfaces(self, ctx: Context) -> Iterator[Sample]:
+    def _interfaces(self, ctx: Context) -> Iterator[Sample | LinkEvent]:
         directory = ctx.sys("class/net")
         try:
             names = sorted(entry.name for entry in os.scandir(directory) if entry.is_dir())
@@ -163,7 +167,8 @@ class NetworkCollector(Collector):
             if device is None:
                 continue  # removed while being read
             yield PARSE_ERRORS(0, source)
-            self.watcher.observe(name, device)
+            if not self.watcher.up:  # netlink says it in order; a read now would run ahead of its messages
+                yield from self.carrier.observe(name, device)
             yield from self._interface(name, device)
 
     def _interface(self, name: str, device: NetDevice) -> Iterator[Sample]:
@@ -186,8 +191,8 @@ class NetworkCollector(Collector):
         ):
             if value is not None:
                 yield spec(value, name)
-        yield LINK_LOSSES(self.watcher.losses_last_hour(name), name)
-        last = self.watcher.last_change(name)
+        yield LINK_LOSSES(self.carrier.losses_last_hour(name), name)
+        last = self.carrier.last_change(name)
         if last is not None:
             yield LAST_CHANGE(last, name)
         for file, value in device.statistics.items():

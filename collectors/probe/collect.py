@@ -75,8 +75,8 @@ class ProbeCollector(Collector):
             engine, targets, proc=services.paths.proc if self.config.get("gateway", True) else None,
             resolve_interval=float(self.config.get("resolve_interval", 300.0)),
         )
-        engine.start()
-        watcher.start()
+        services.sources.add(engine).start()
+        services.sources.add(watcher).start()
         self.engine, self.watcher = engine, watcher
 
     def stop(self) -> None:
@@ -91,8 +91,8 @@ class ProbeCollector(Collector):
         engine = self.engine
         if engine is None:
             raise Unavailable("loss probes run only in the daemon (hostvigil run)")
-        if engine.failure is not None:
-            raise CollectorError(engine.failure)
+        if not engine.up and engine.last_error is not None:
+            raise CollectorError(f"the probe thread failed ({engine.last_error}) and is being restarted")
         reports = engine.report()
         if not reports:
             raise Unavailable("nothing to probe: no targets configured and no default gateway found")

@@ -53,6 +53,7 @@ from hostvigil.collectors.probe.history import (
     window_stats,
 )
 from hostvigil.collectors.probe.parse import Target
+from hostvigil.sources import Source
 
 log = logging.getLogger("hostvigil.probe")
 
@@ -176,17 +177,24 @@ def open_icmp(family: int) -> tuple[socket.socket, bool]:
     return sock, True
 
 
-class ProbeEngine:
-    """Sends, matches and expires the probes of every target on one daemon thread."""
+class ProbeEngine(Source):
+    """Sends, matches and expires the probes of every target on one source thread.
+
+    The targets, their counters and histories outlive the thread's sockets: a run
+    that fails closes its sockets, and the next one (after the Source's backoff)
+    opens new ones and probes on.
+    """
+
+    retrying = "probing again with new sockets"
 
     def __init__(self, interval: float = 1.0, timeout: float = 1.0) -> None:
+        super().__init__("probe")
         if interval < MIN_INTERVAL:
             raise ValueError(f"probe interval {interval:g} s is below the minimum of {MIN_INTERVAL:g} s")
         if not 0 < timeout <= interval:
             raise ValueError(f"probe timeout {timeout:g} s must be above 0 and at most the interval ({interval:g} s)")
         self.interval = interval
         self.timeout = timeout
-        self.failure: str | None = None  # why the thread stopped, if it did on its own
         self._lock = threading.Lock()
         self._states: dict[str, _TargetState] = {}
         self._icmp: dict[int, _IcmpSocket] = {}
@@ -196,12 +204,10 @@ class ProbeEngine:
         self._nonce = secrets.token_bytes(8)
         self._probes = 0
         self._epoch = time.monotonic()
-        # Sockets and the selector exist from start() on, so an engine never started holds none.
+        # Sockets and the selector exist while the thread runs, so an engine never started holds none.
         self._selector: selectors.BaseSelector
         self._wake_r: socket.socket
         self._wake_w: socket.socket | None = None
-        self._stopping = False
-        self._thread: threading.Thread | None = None
 
     # -- control, from other threads --
 
@@ -243,21 +249,8 @@ class ProbeEngine:
         with self._lock:
             return list(self._states)
 
-    def start(self) -> None:
-        self._selector = selectors.DefaultSelector()
-        self._wake_r, wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        wake_w.setblocking(False)
-        self._selector.register(self._wake_r, selectors.EVENT_READ, self._drain_wake)
-        self._wake_w = wake_w
-        self._thread = threading.Thread(target=self._run, name="probe", daemon=True)
-        self._thread.start()
-
-    def stop(self, wait: float = 2.0) -> None:
-        self._stopping = True
+    def wake(self) -> None:
         self._wake()
-        if self._thread is not None:
-            self._thread.join(wait)
 
     def report(self) -> list[TargetReport]:
         """Every target's counters, errors and windows; the windows are computed off the probe thread's lock."""
@@ -278,9 +271,17 @@ class ProbeEngine:
 
     # -- the probe thread --
 
-    def _run(self) -> None:
+    def run(self) -> None:
+        with self._lock:
+            self._selector = selectors.DefaultSelector()
+            self._wake_r, wake_w = socket.socketpair()
+            self._wake_r.setblocking(False)
+            wake_w.setblocking(False)
+            self._selector.register(self._wake_r, selectors.EVENT_READ, self._drain_wake)
+            self._wake_w = wake_w
+        self.running()
         try:
-            while not self._stopping:
+            while not self.stopping.is_set():
                 with self._lock:
                     now = time.monotonic()
                     self._expire(now)
@@ -291,9 +292,6 @@ class ProbeEngine:
                 for key, _ in events:
                     with self._lock:
                         key.data(now)
-        except Exception as exc:  # reported by the collector, which then fails
-            log.exception("the probe thread stopped")
-            self.failure = f"the probe thread stopped: {exc}"
         finally:
             with self._lock:
                 self._close()
@@ -503,6 +501,7 @@ class ProbeEngine:
         self._wake_r.close()
         if self._wake_w is not None:
             self._wake_w.close()
+            self._wake_w = None
 
 
 # -- names and gateways ----------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from typing import Any
 from hostvigil.collectors.network.parse_route import Route, default_routes, parse_ipv6_route, parse_route
 from hostvigil.collectors.probe.engine import ProbeEngine, SockAddr
 from hostvigil.collectors.probe.parse import GATEWAY_LABELS, Target
+from hostvigil.sources import Source
 
 log = logging.getLogger("hostvigil.probe")
 
@@ -33,7 +34,7 @@ class _Lookup:
     late_noted: bool = False
 
 
-class TargetWatcher:
+class TargetWatcher(Source):
     """Gives the engine its targets' addresses: names looked up on threads of their own, gateways from the routes.
 
     getaddrinfo has no timeout of its own that the agent controls, so each lookup runs
@@ -61,23 +62,22 @@ class TargetWatcher:
         gateway_every: float = 10.0,
         lookup: Lookup = socket.getaddrinfo,
     ) -> None:
+        super().__init__("probe-targets")
         self.engine = engine
         self.targets = {target.label: target for target in targets}
         self.proc = proc
         self.resolve_interval = resolve_interval
         self.resolve_timeout = resolve_timeout
-        self.retry = min(retry, resolve_interval)
+        self.retry_after = min(retry, resolve_interval)
         self.gateway_every = gateway_every
         self.lookup = lookup
         self._lookups: dict[str, _Lookup] = {}
         self._next: dict[str, float] = {}
         self._next_gateway = 0.0
         self._route_errors: set[str] = set()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        """Add the targets (literal addresses take effect at once), then follow names and routes on a thread."""
+        """Add the targets (literal addresses take effect at once), then follow names and routes on the thread."""
         for target in self.targets.values():
             self.engine.add_target(target)
             numeric = _numeric(target.host, target.port)
@@ -87,18 +87,14 @@ class TargetWatcher:
             else:
                 self._next[target.label] = 0.0
         self.tick(time.monotonic())
-        self._thread = threading.Thread(target=self._run, name="probe-targets", daemon=True)
-        self._thread.start()
+        super().start()
 
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.1):
-            try:
-                self.tick(time.monotonic())
-            except Exception:  # a bad route file or lookup result must not stop the lookups
-                log.exception("following probe targets")
+    def run(self) -> None:
+        """Look names and routes up, ten times a second; a failure (a bad route file, an odd lookup result) is
+        retried after the Source's backoff."""
+        self.running()
+        while not self.stopping.wait(0.1):
+            self.tick(time.monotonic())
 
     def tick(self, now: float) -> None:
         for label, target in self.targets.items():
@@ -140,7 +136,7 @@ class TargetWatcher:
         del self._lookups[label]
         if lookup.result is None:
             self.engine.set_error(label, "resolve", lookup.error or f"{target.host}: did not resolve")
-            self._next[label] = now + self.retry
+            self._next[label] = now + self.retry_after
             return
         self.engine.set_error(label, "resolve", None)
         self._next[label] = now + self.resolve_interval

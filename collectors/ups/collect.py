@@ -4,14 +4,15 @@ A mail host on a UPS has minutes between "on battery" and the power going, so up
 polled every 2 s and the transitions are recorded as power events in the boot's history
 and taken as crash snapshots: on battery, battery low or a forced shutdown (the last
 warning, urgent), back on line power, and contact lost with a UPS that was on battery
-(it may have shut down). The crash report reads the events' opening words.
+(it may have shut down).
 
-Each server gets one connection per run (TLS when upsd offers it, see nut_client) on a
-thread of its own, so a dead or slow server costs only its UPSes: a UPS that cannot be
-read this run has no readings in it, reports hostvigil_ups_up 0 and counts the reason in
-hostvigil_ups_errors_total; the run itself succeeds. An ERR from upsd (unknown UPS,
-driver not connected, data stale) costs only that UPS; a timeout or garbage costs the
-rest of that server's run, because the connection is then out of step with upsd.
+Each server is read by a poller of its own (poller.py): in the daemon a source thread on a
+connection kept open (TLS when upsd offers it, see nut_client), elsewhere once per run. A
+dead or slow server costs only its UPSes: a UPS that cannot be read has no readings in
+the run, reports hostvigil_ups_up 0 and counts the reason in hostvigil_ups_errors_total;
+the run itself succeeds. An ERR from upsd (unknown UPS, driver not connected, data stale)
+costs only that UPS; a timeout or garbage costs the rest of that server's read, because
+the connection is then out of step with upsd.
 
 UPS labels: the name upsd lists for UPSes read from `server`, the entry as configured
 ("name@host[:port]") for the others. LB while on line power (a UPS recharging after an
@@ -24,15 +25,16 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from hostvigil.collector import Collector, CollectorError, Context, Option, Sample, Unavailable
+from hostvigil.collector import Collector, CollectorError, Context, Option, Sample, Services, Unavailable
 from hostvigil.collectors.ups import nut_client
 from hostvigil.collectors.ups.metrics import ERRORS, FLAGS, INFO, METRICS, STATUS, UP, VARIABLE, VARIABLE_METRICS
-from hostvigil.collectors.ups.nut_client import REASONS, TLS_MODES, NutError, Reason
+from hostvigil.collectors.ups.nut_client import REASONS, TLS_MODES, NutError
 from hostvigil.collectors.ups.parse import UpsVariables, measurements, number
+from hostvigil.collectors.ups.poller import Server, ServerRead, Settings, Target, UpsPoller, failed
 from hostvigil.events import PowerEvent, State
 
 # Status words that are no flag and no news: upsd's placeholder until the driver's first data (NUT 2.8).
@@ -40,35 +42,8 @@ _PLACEHOLDERS = frozenset({"WAIT"})
 
 DEFAULT_SERVER = "127.0.0.1:3493"
 _MARGIN = 0.2  # seconds kept between the last read's deadline and the run's
+STALE = 3  # a poller's read older than this many intervals is no longer the UPS's state
 _ADDRESS = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^\s:@\[\]]+))(?::(?P<port>\d{1,5}))?$")
-
-
-@dataclass(frozen=True)
-class Target:
-    """A UPS to read: its series' label, its name on upsd, and the server."""
-
-    label: str
-    ups: str
-    host: str
-    port: int
-
-
-@dataclass(frozen=True)
-class _Settings:
-    tls: str
-    ca_file: str | None
-    username: str | None
-    password: str | None
-
-
-@dataclass
-class _ServerRun:
-    """What one server's thread found: a reading or an error per UPS, or why the server could not be listed."""
-
-    readings: dict[str, UpsVariables] = field(default_factory=dict)  # label -> variables
-    errors: dict[str, NutError] = field(default_factory=dict)  # label -> why it could not be read
-    listed: list[Target] | None = None  # LIST UPS, when the server was listed and answered
-    list_error: NutError | None = None
 
 
 @dataclass
@@ -99,37 +74,52 @@ class UpsCollector(Collector):
 
     def __init__(self, options: Mapping[str, Any]) -> None:
         super().__init__(options)
-        self._errors: dict[str, dict[Reason, int]] = {}  # label -> reason -> failed reads
-        self._listed: dict[tuple[str, int], list[Target]] = {}  # server -> its UPSes at the last LIST UPS
+        self._pollers: dict[Server, UpsPoller] = {}  # made at the first run, or at start
+        self._polling = False  # the pollers read on their own threads (the daemon)
         self._watch: dict[str, _Watch] = {}
         self._last: dict[str, dict[str, Any]] = {}  # label -> status summary for snapshots; replaced whole
 
+    def start(self, services: Services) -> None:
+        """Keep each server's connection open on a poller thread, unless the host has no NUT at all (nothing
+        configured, nothing answering on the default server): then each run tries once, as without the daemon."""
+        try:
+            pollers = self._make_pollers(lambda: services.collect_now(self.name))
+        except CollectorError:
+            return  # the runs say what is wrong with the options
+        if self._unconfigured():
+            (first,) = pollers.values()
+            read = first.read_once(time.monotonic() + self.timeout)
+            if read.list_error is not None and read.list_error.reason == "unreachable":
+                return
+        self._pollers, self._polling = pollers, True
+        for poller in pollers.values():
+            services.sources.add(poller).start()
+
+    def stop(self) -> None:
+        if self._polling:
+            for poller in self._pollers.values():
+                poller.stop()
+
     def collect(self, ctx: Context) -> Iterator[Sample | PowerEvent]:
-        settings = _settings(self.config)
+        if not self._pollers:
+            self._pollers = self._make_pollers()
+        reads = self._latest(ctx) if self._polling else self._read(ctx)
         server = parse_address(str(self.config["server"]), "server")
-        configured = _targets(self.config["upses"], server)
-        servers: dict[tuple[str, int], list[Target]] = {}
-        for target in configured:
-            servers.setdefault((target.host, target.port), []).append(target)
-        if not configured:
-            servers[server] = []
-        runs = self._read(ctx, servers, not configured, settings)
-        targets = configured or self._listed_targets(ctx, server, runs[server])
+        targets = _targets(self.config["upses"], server) or self._listed_targets(ctx, server, reads[server])
 
         readings: dict[str, UpsVariables] = {}
         errors: dict[str, NutError] = {}
-        for run in runs.values():
-            readings.update(run.readings)
-            errors.update(run.errors)
+        for read in reads.values():
+            readings.update(read.readings)
+            errors.update(read.errors)
         labels = [target.label for target in targets]
-        self._errors = {label: self._errors.get(label, dict.fromkeys(REASONS, 0)) for label in labels}
+        failures = {t.label: self._pollers[(t.host, t.port)].failures.get(t.label, {}) for t in targets}
         now = time.monotonic()
         last: dict[str, dict[str, Any]] = {}
         for label in labels:
             variables = readings.get(label)
             if variables is None:
                 error = errors.get(label) or NutError("other", f"UPS {label}: not read")
-                self._errors[label][error.reason] += 1
                 ctx.note_once(f"error:{label}:{error.reason}", f"UPS {label}: {error}")
                 yield from self._lost(label, error)
                 yield UP(0, label)
@@ -140,29 +130,28 @@ class UpsCollector(Collector):
                 yield from self._changed(label, variables, now)
                 last[label] = {"up": True, **self._status_of(label), **_battery(variables)}
             for reason in REASONS:
-                yield ERRORS(self._errors[label][reason], label, reason)
+                yield ERRORS(failures[label].get(reason, 0), label, reason)
         self._watch = {label: watch for label, watch in self._watch.items() if label in labels}
         self._last = last
 
-    def _listed_targets(self, ctx: Context, server: tuple[str, int], run: _ServerRun) -> list[Target]:
+    def _listed_targets(self, ctx: Context, server: Server, read: ServerRead) -> list[Target]:
         """The UPSes of `server` by its LIST UPS; when that failed, the last list's UPSes, each with the error.
 
         With nothing configured and nothing listening on the default server, the host has
         no NUT: Unavailable, not a failing collector.
         """
         where = f"upsd {server[0]}:{server[1]}"
-        if run.listed is not None:
-            if not run.listed:
+        if read.listed is not None:
+            if not read.listed:
                 ctx.note_once(f"empty:{server}", f"{where} serves no UPS")
-            self._listed[server] = run.listed
-            return run.listed
-        error = run.list_error or NutError("other", f"{where}: no answer")
-        if server not in self._listed:
+            return read.listed
+        error = read.list_error or NutError("other", f"{where}: no answer")
+        listed = self._pollers[server].known()
+        if listed is None:
             if error.reason == "unreachable" and self._unconfigured():
                 raise Unavailable(f"no upsd on {server[0]}:{server[1]} ({str(error).removeprefix(where + ': ')})")
             raise CollectorError(str(error))
-        run.errors = {target.label: error for target in self._listed[server]}
-        return self._listed[server]
+        return listed
 
     def snapshot_extra(self) -> dict[str, Any]:
         return {"ups": self._last} if self._last else {}
@@ -172,37 +161,61 @@ class UpsCollector(Collector):
 
     # -- reading ----------------------------------------------------------------------
 
-    def _read(
-        self, ctx: Context, servers: Mapping[tuple[str, int], list[Target]], listing: bool, settings: _Settings
-    ) -> dict[tuple[str, int], _ServerRun]:
+    def _make_pollers(self, changed: Callable[[], None] = lambda: None) -> dict[Server, UpsPoller]:
+        """One poller per server: the configured UPSes grouped by server, or every UPS of `server`."""
+        settings = _settings(self.config)
+        server = parse_address(str(self.config["server"]), "server")
+        configured = _targets(self.config["upses"], server)
+        by_server: dict[Server, list[Target]] = {}
+        for target in configured:
+            by_server.setdefault((target.host, target.port), []).append(target)
+        servers: dict[Server, list[Target] | None] = {**by_server} if configured else {server: None}
+        return {
+            address: UpsPoller(address, targets, settings, interval=self.interval, timeout=self.timeout,
+                               changed=changed)
+            for address, targets in servers.items()
+        }
+
+    def _latest(self, ctx: Context) -> dict[Server, ServerRead]:
+        """Each poller's latest read; one that has none yet is waited for until the run's deadline, and one older
+        than STALE reads is reported timed out (its poller counts its own failed attempts)."""
+        reads = {}
+        for server, poller in self._pollers.items():
+            poller.first_read.wait(max(0.0, ctx.deadline - time.monotonic() - _MARGIN))
+            latest, read_at = poller.latest, poller.read_at
+            if latest is None or read_at is None or time.monotonic() - read_at > STALE * self.interval:
+                late = NutError("timeout", f"upsd {server[0]}:{server[1]}: no read for {STALE * self.interval:g} s")
+                latest = failed(late, poller.known())
+            reads[server] = latest
+        return reads
+
+    def _read(self, ctx: Context) -> dict[Server, ServerRead]:
         """Each server read on a thread of its own, all by the run's deadline; one not done by then timed out.
 
         Daemon threads, not a pool: a thread stuck past its deadline (a name lookup has
         none) must neither hold up the next run nor the agent's exit.
         """
         deadline = ctx.deadline - _MARGIN
-        timeout = max(0.05, deadline - time.monotonic())
-        runs: dict[tuple[str, int], _ServerRun] = {}
+        reads: dict[Server, ServerRead] = {}
 
-        def read(server: tuple[str, int], targets: list[Target] | None) -> None:
-            runs[server] = _read_server(server, targets, settings, timeout, deadline)
+        def read(server: Server, poller: UpsPoller) -> None:
+            reads[server] = poller.read_once(deadline)
 
         threads = [
-            threading.Thread(
-                target=read, args=(server, None if listing else targets), name=f"ups-{server[0]}:{server[1]}",
-                daemon=True,
-            )
-            for server, targets in servers.items()
+            threading.Thread(target=read, args=(server, poller), name=poller.name, daemon=True)
+            for server, poller in self._pollers.items()
         ]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join(max(0.0, ctx.deadline - time.monotonic() - _MARGIN / 2))
-        done = dict(runs)
-        for server, targets in servers.items():
-            if server not in done:
+        done = dict(reads)
+        for server, poller in self._pollers.items():
+            if server in done:
+                poller.count(poller.keep(done[server]))
+            else:
                 late = NutError("timeout", f"upsd {server[0]}:{server[1]}: no answer before the run's deadline")
-                done[server] = _ServerRun(errors={t.label: late for t in targets}, list_error=late)
+                done[server] = poller.timed_out(late)
         return done
 
     # -- events -------------------------------------------------------------------------
@@ -262,36 +275,6 @@ class UpsCollector(Collector):
             subject=f"UPS {label}", source="ups", state="critical", on_battery=True, message=message,
             reason=f"imminent power loss: {message}",
         )
-
-
-def _read_server(
-    server: tuple[str, int], targets: Sequence[Target] | None, settings: _Settings, timeout: float, deadline: float
-) -> _ServerRun:
-    """One connection: LIST UPS when targets is None, then LIST VAR of each UPS. Runs on its own thread."""
-    run = _ServerRun()
-    host, port = server
-    try:
-        client = nut_client.connect(
-            host, port, timeout=timeout, tls=settings.tls, ca_file=settings.ca_file, username=settings.username,
-            password=settings.password, deadline=deadline,
-        )
-    except NutError as exc:
-        run.list_error = exc
-        run.errors = {target.label: exc for target in targets or ()}
-        return run
-    with client:
-        if targets is None:
-            try:
-                targets = run.listed = [Target(entry.name, entry.name, host, port) for entry in client.list_ups()]
-            except NutError as exc:
-                run.list_error = exc
-                return run
-        for target in targets:
-            try:
-                run.readings[target.label] = client.list_var(target.ups)
-            except NutError as exc:
-                run.errors[target.label] = exc
-    return run
 
 
 def _samples(ctx: Context, label: str, variables: UpsVariables) -> Iterator[Sample]:
@@ -359,7 +342,7 @@ def _targets(entries: Sequence[str], server: tuple[str, int]) -> list[Target]:
     return list(targets.values())
 
 
-def _settings(config: Mapping[str, Any]) -> _Settings:
+def _settings(config: Mapping[str, Any]) -> Settings:
     tls = str(config["tls"])
     if tls not in TLS_MODES:
         raise CollectorError(f"tls: must be one of {', '.join(TLS_MODES)}, not {tls!r}")
@@ -380,5 +363,5 @@ def _settings(config: Mapping[str, Any]) -> _Settings:
             raise CollectorError(f"password_file {password_file}: {reason}") from None
         if not password:
             raise CollectorError(f"password_file {password_file}: empty first line, no password")
-    return _Settings(tls, ca_file, username, password)
+    return Settings(tls, ca_file, username, password)
 

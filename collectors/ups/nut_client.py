@@ -109,6 +109,11 @@ class NutClient:
     def where(self) -> str:
         return _where(self.host, self.port)
 
+    @property
+    def failure(self) -> NutError | None:
+        """The error that put the connection out of step with upsd, if one did: it is of no further use."""
+        return self._broken
+
     # -- requests -------------------------------------------------------------------
 
     def list_ups(self) -> tuple[UpsEntry, ...]:

@@ -24,8 +24,9 @@ import pytest
 from hostvigil import policy
 from hostvigil.cache import CollectorState, MetricsCache
 from hostvigil.collector import Context, Paths, Services, check_reading
+from hostvigil.collectors.network.carrier import MAX_EVENTS, CarrierCounter
 from hostvigil.collectors.network.collect import DEFAULT_EXCLUDE, NetworkCollector, interface_filter
-from hostvigil.collectors.network.link_watch import MAX_EVENTS, LinkWatcher
+from hostvigil.collectors.network.link_watch import LinkWatcher
 from hostvigil.events import Event
 from hostvigil.policy import EventPolicy
 from hostvigil.runner import CommandRunner
@@ -225,7 +226,7 @@ class RecordingHooks:
 
 
 def watcher_with_hooks() -> tuple[LinkWatcher, RecordingHooks]:
-    watcher = LinkWatcher(interface_filter([], DEFAULT_EXCLUDE))
+    watcher = LinkWatcher(CarrierCounter(), interface_filter([], DEFAULT_EXCLUDE))
     hooks = RecordingHooks()
     watcher.report, watcher.collect_now = hooks.report, hooks.collect_now
     return watcher, hooks
@@ -233,14 +234,17 @@ def watcher_with_hooks() -> tuple[LinkWatcher, RecordingHooks]:
 
 def look(watcher: LinkWatcher, link: bool, down_count: int | None, *, admin_up: bool = True,
          source: str = "netlink", name: str = "eth0", index: int | None = 7) -> list[str]:
-    events = watcher.update(name, link=link, admin_up=admin_up, operstate="up" if link else "down",
-                            down_count=down_count, source=source, index=index)
-    return [f"{e.kind}x{e.count}" for e in events]
+    """A look at a link, from a netlink message (reported, and a collect asked for) or from a poll."""
+    seen = {"link": link, "admin_up": admin_up, "operstate": "up" if link else "down", "down_count": down_count,
+            "index": index}
+    events = watcher.update(name, **seen) if source == "netlink" else watcher.carrier.update(
+        name, source=source, **seen).events
+    return [f"carrier_{event.state}x{event.losses}" for event in events]
 
 
 def test_carrier_loss_of_the_default_route_interface() -> None:
     watcher, hooks = watcher_with_hooks()
-    watcher.set_default_interfaces({"eth0"})
+    watcher.carrier.set_default_interfaces({"eth0"})
     assert look(watcher, True, 3) == []  # the first look is the baseline
     assert look(watcher, False, 4) == ["carrier_lostx1"]
     assert hooks.calls == [
@@ -249,19 +253,19 @@ def test_carrier_loss_of_the_default_route_interface() -> None:
         ("collect", "network"),
     ]
     hooks.calls.clear()
-    watcher.set_default_interfaces(set())  # the route is gone while the link is down: its return still counts
+    watcher.carrier.set_default_interfaces(set())  # the route is gone while the link is down: its return still counts
     assert look(watcher, True, 4) == ["carrier_restoredx1"]
     assert hooks.calls[0][0] == "network"
     assert hooks.calls[0][1].startswith("default route interface eth0 has link again after ")
-    assert watcher.losses_last_hour("eth0") == 1
-    last = watcher.last_change("eth0")
+    assert watcher.carrier.losses_last_hour("eth0") == 1
+    last = watcher.carrier.last_change("eth0")
     assert last is not None
     assert abs(last - time.time()) < 5
 
 
 def test_default_route_losses_kept_at_most_once_a_minute(monkeypatch: pytest.MonkeyPatch) -> None:
     watcher, hooks = watcher_with_hooks()
-    watcher.set_default_interfaces({"eth0"})
+    watcher.carrier.set_default_interfaces({"eth0"})
     look(watcher, True, 0)
     look(watcher, False, 1)
     look(watcher, True, 1)
@@ -276,7 +280,7 @@ def test_default_route_losses_kept_at_most_once_a_minute(monkeypatch: pytest.Mon
         ("snapshot", "default route interface eth0 was set down; 1 more losses since the last one kept"),
         ("network", "default route interface eth0 was set down; 1 more losses since the last one kept"),
     ]
-    assert watcher.losses_last_hour("eth0") == 3
+    assert watcher.carrier.losses_last_hour("eth0") == 3
 
 
 def test_losses_between_two_looks_count_from_carrier_down_count() -> None:
@@ -284,10 +288,10 @@ def test_losses_between_two_looks_count_from_carrier_down_count() -> None:
     watcher, hooks = watcher_with_hooks()
     look(watcher, True, 10, source="poll")
     assert look(watcher, True, 13, source="poll") == ["carrier_lostx3", "carrier_restoredx1"]
-    assert watcher.losses_last_hour("eth0") == 3
+    assert watcher.carrier.losses_last_hour("eth0") == 3
     assert hooks.calls == []  # not a default route interface; polls run inside a collection already
     assert look(watcher, False, 13, admin_up=False) == ["carrier_lostx1"]  # set down, driver kept carrier
-    assert watcher.losses_last_hour("eth0") == 4
+    assert watcher.carrier.losses_last_hour("eth0") == 4
 
 
 def test_stale_messages_and_recreated_interfaces() -> None:
@@ -297,7 +301,7 @@ def test_stale_messages_and_recreated_interfaces() -> None:
     assert look(watcher, False, 2) == []  # queued before the re-read: older than what is known
     assert look(watcher, True, 0, index=8) == []  # removed and created again under the same name
     assert look(watcher, False, 1, index=8) == ["carrier_lostx1"]
-    assert watcher.losses_last_hour("eth0") == 4
+    assert watcher.carrier.losses_last_hour("eth0") == 4
 
 
 def test_drivers_that_do_not_count_being_set_down() -> None:
@@ -311,7 +315,7 @@ def test_drivers_that_do_not_count_being_set_down() -> None:
     assert look(watcher2, False, 6, admin_up=False) == ["carrier_lostx1"]  # this driver counts it
     look(watcher2, True, 6)
     assert look(watcher2, False, 6, admin_up=False) == []  # so the same count means it was seen already
-    assert (watcher.losses_last_hour("eth0"), watcher2.losses_last_hour("eth0")) == (1, 1)
+    assert (watcher.carrier.losses_last_hour("eth0"), watcher2.carrier.losses_last_hour("eth0")) == (1, 1)
 
 
 def test_bounded_and_malformed() -> None:
@@ -319,10 +323,10 @@ def test_bounded_and_malformed() -> None:
     look(watcher, True, 0)
     for count in range(1, 2 * MAX_EVENTS):
         look(watcher, count % 2 == 0, count // 2 + count % 2)
-    snapshot = watcher.snapshot()
+    snapshot = watcher.carrier.snapshot(watcher.mode)
     assert len(snapshot["link_events"]) == 50
     assert snapshot["link_events"][-1]["interface"] == "eth0"
-    assert watcher.losses_last_hour("eth0") == MAX_EVENTS  # every loss counts, beyond the events kept
+    assert watcher.carrier.losses_last_hour("eth0") == MAX_EVENTS  # every loss counts, beyond the events kept
     watcher.handle_message({"event": "RTM_NEWLINK", "IFLA_IFNAME": "eth0", "flags": "bogus"})
     watcher.handle_message(object())
     watcher.handle_message({"event": "RTM_NEWLINK", "IFLA_IFNAME": "veth0"})  # excluded: ignored
@@ -343,7 +347,7 @@ def test_polling_when_netlink_cannot_be_opened(
     monkeypatch.setattr(pyroute2, "AsyncIPRoute", NoNetlink)
     collector = NetworkCollector({name: option.default for name, option in NetworkCollector.options.items()})
     hooks = RecordingHooks()
-    collector.watcher.start(hooks.report, hooks.collect_now)
+    collector.watcher.listen(hooks.report, hooks.collect_now)
     assert collector.watcher.mode == "polling"
     assert "netlink not available (Protocol not supported)" in caplog.text
 
@@ -355,8 +359,11 @@ def test_polling_when_netlink_cannot_be_opened(
         (uplink / name).write_text(value)
 
     def run() -> dict[tuple[str, tuple[str, ...]], float]:
+        """A collection, its events weighed by the policy as the scheduler has them weighed."""
         ctx = Context(fixture_paths(tree), CommandRunner(), time.monotonic() + 10, logging.getLogger("test"))
-        return values(check_reading(collector, collector.collect(ctx)).samples)
+        reading = check_reading(collector, collector.collect(ctx))
+        hooks.policy.handle(reading.events)
+        return values(reading.samples)
 
     before = run()
     assert before[(N + "link_events_watching", ())] == 0

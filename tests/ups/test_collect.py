@@ -20,11 +20,12 @@ from pathlib import Path
 import pytest
 
 from hostvigil.cache import MetricsCache
-from hostvigil.collector import CollectorError, Context, Unavailable, check_reading
+from hostvigil.collector import CollectorError, Context, Services, Unavailable, check_reading
 from hostvigil.collectors.ups.collect import FLAGS, UpsCollector, nut_client, parse_address
 from hostvigil.collectors.ups.nut_client import MAX_LINE_BYTES, NutError
 from hostvigil.collectors.ups.parse import split_words
 from hostvigil.runner import CommandRunner
+from hostvigil.sources import Sources
 from tests.conftest import FIXTURES, RecordingHooks, collect_once, fixture_paths, free_port, values
 from tests.ups.nut import NutServer
 
@@ -194,6 +195,40 @@ def test_power_events_from_on_battery_to_forced_shutdown_and_back(upsd: NutServe
     assert snapshots == []
     assert "on_battery_seconds" not in ups.snapshot_extra()["ups"]["dummy"]
     assert time.monotonic() - started < 5
+
+
+def test_the_daemon_keeps_a_connection_open_and_runs_the_collector_when_the_status_changes(upsd: NutServer) -> None:
+    """Started as the daemon starts it: a poller thread reads upsd on one connection kept open, and a change of
+    status runs the collector at once; upsd going away and coming back costs a reconnect, not the collector."""
+    asked = threading.Event()
+    registry = Sources()
+    ups = collector(server=f"127.0.0.1:{upsd.port}")
+    ups.start(Services(fixture_paths("none"), Path("/nonexistent"), "", collect_now=lambda name: asked.set(),
+                       sources=registry))
+    hooks = RecordingHooks()
+    try:
+        (poller,) = registry
+        assert poller.name == f"ups-127.0.0.1:{upsd.port}"
+        assert flags(run(ups, hooks)) == {"OL"}
+        assert poller.up
+        upsd.set_vars(ups_status="OB DISCHRG", battery_charge="61", battery_runtime="1500")
+        assert asked.wait(10), "a status change asks for a run"
+        assert "OB" in flags(run(ups, hooks))
+        assert hooks.take()[0] == [("power", "UPS dummy on battery (charge 61%, runtime 1500 s)")]
+
+        upsd.stop_upsd()
+        until(ups, hooks, lambda got: got[("hostvigil_ups_up", ("dummy",))] == 0, 0.5, 15)
+        ((kind, message),), snapshots = hooks.take()
+        assert (kind, snapshots[0][2]) == ("power", True)
+        assert message.startswith("UPS dummy lost contact while on battery (")
+        assert not poller.up
+        upsd.start_upsd()
+        until(ups, hooks, lambda got: got[("hostvigil_ups_up", ("dummy",))] == 1, 0.5, 40)
+        assert poller.up
+        assert poller.restarts >= 1
+        assert errors(run(ups, hooks)), "the lost connection is a failed read"
+    finally:
+        ups.stop()
 
 
 def test_error_paths_of_a_real_upsd(nut_server: NutServer) -> None:
