@@ -234,8 +234,10 @@ class Collector:
     def stop(self) -> None:
         """Stop what start() started; called on shutdown."""
 
-    def snapshot_extra(self) -> dict[str, Any]:
-        """Plain data a crash snapshot keeps beyond the samples (e.g. the kernel event tail); small."""
+    def snapshot_extra(self) -> Mapping[str, Any]:
+        """Plain data a crash snapshot keeps beyond the samples (e.g. the kernel event tail); small. Its shape is
+        the collector's to declare (a TypedDict beside the code that writes it), and to read back in
+        crash_evidence, where older agents' snapshots may lack what it adds later."""
         return {}
 
     def crash_evidence(self, boot: BootWindow) -> list[Evidence]:

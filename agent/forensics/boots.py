@@ -46,8 +46,8 @@ class Boot:
 class RecordedEvent:
     """An event as the boot's history kept it, read back.
 
-    `subject` and `state` are None for a line written before events were typed (hostvigil
-    0.1): such a line is quoted in a crash report, never interpreted.
+    `subject` and `state` are None for a line an agent wrote before events were typed (only
+    kind and message): such a line is quoted in a crash report, never interpreted.
     """
 
     time: float

@@ -21,7 +21,7 @@ from typing import Any
 from hostvigil import __version__
 from hostvigil.cache import CollectorState
 from hostvigil.collector import Collector
-from hostvigil.forensics.snapshots import FORMAT
+from hostvigil.forensics.snapshots import FORMAT, Process, Processes, Reading, Snapshot
 from hostvigil.procfs import ProcStat, parse_stat
 
 TOP = 10
@@ -70,7 +70,7 @@ class SnapshotBuilder:
         self._cpu: dict[int, int] = {}
         self._cpu_time = time.monotonic()
 
-    def __call__(self, trigger: str, reason: str) -> dict[str, Any]:
+    def __call__(self, trigger: str, reason: str) -> Snapshot:
         now = time.time()
         return {
             "format": FORMAT,
@@ -86,8 +86,8 @@ class SnapshotBuilder:
             "processes": self._processes(),
         }
 
-    def _readings(self, now: float) -> dict[str, Any]:
-        readings = {}
+    def _readings(self, now: float) -> dict[str, Reading]:
+        readings: dict[str, Reading] = {}
         for name, state in self.states().items():
             collector = self.collectors.get(name)
             limit = collector.snapshot_samples if collector else 0
@@ -102,18 +102,18 @@ class SnapshotBuilder:
             }
         return readings
 
-    def _contributions(self) -> dict[str, Any]:
-        extra = {}
+    def _contributions(self) -> dict[str, dict[str, Any]]:
+        extra: dict[str, dict[str, Any]] = {}
         for name, collector in self.collectors.items():
             try:
                 data = collector.snapshot_extra()
             except Exception as exc:  # noqa: BLE001 - a collector's bug must not cost the snapshot
                 data = {"error": f"{type(exc).__name__}: {exc}"}
             if data:
-                extra[name] = data
+                extra[name] = dict(data)
         return extra
 
-    def _processes(self) -> dict[str, Any]:
+    def _processes(self) -> Processes:
         stats = list(self._read_stats())
         now = time.monotonic()
         elapsed = max(now - self._cpu_time, 1e-3)
@@ -139,7 +139,7 @@ class SnapshotBuilder:
             except (OSError, ValueError):
                 continue  # exited while we looked, or not a process directory
 
-    def _describe(self, stat: ProcStat, cpu_share: Mapping[int, float]) -> dict[str, Any]:
+    def _describe(self, stat: ProcStat, cpu_share: Mapping[int, float]) -> Process:
         try:
             raw = (self.proc / str(stat.pid) / "cmdline").read_bytes()[:MAX_CMDLINE]
         except OSError:

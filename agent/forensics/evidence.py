@@ -14,11 +14,10 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from hostvigil.collector import BootWindow, Collector, Evidence, Paths
 from hostvigil.forensics.boots import Boot, BootHistory, RecordedEvent
-from hostvigil.forensics.snapshots import SnapshotError, SnapshotStore
+from hostvigil.forensics.snapshots import Snapshot, SnapshotError, SnapshotStore
 from hostvigil.runner import CommandRunner
 
 log = logging.getLogger("hostvigil.forensics")
@@ -38,7 +37,7 @@ class Gatherer:
     state_dir: Path
     collectors: Mapping[str, Collector]
 
-    def gather(self, boot: Boot) -> tuple[list[Evidence], dict[str, Any] | None]:
+    def gather(self, boot: Boot) -> tuple[list[Evidence], Snapshot | None]:
         snapshots = self._snapshots(boot)
         events = self.history.events(boot)
         last = snapshots[-1] if snapshots else None
@@ -57,9 +56,9 @@ class Gatherer:
         rank = {source: index for index, source in enumerate(ORDER)}
         return sorted(evidence, key=lambda e: rank.get(e.source, len(ORDER))), last
 
-    def _snapshots(self, boot: Boot, keep: int = 3) -> list[dict[str, Any]]:
+    def _snapshots(self, boot: Boot, keep: int = 3) -> list[Snapshot]:
         """The boot's last snapshots, oldest first; damaged files are skipped."""
-        found: list[dict[str, Any]] = []
+        found: list[Snapshot] = []
         if self.store is None:
             return found
         for path in reversed(self.store.paths()):
@@ -74,7 +73,7 @@ class Gatherer:
         return found[::-1]
 
 
-def _from_snapshots(snapshots: list[dict[str, Any]]) -> list[Evidence]:
+def _from_snapshots(snapshots: list[Snapshot]) -> list[Evidence]:
     """The last snapshot (the last sign of life), and the event snapshots before it."""
     if not snapshots:
         return []

@@ -19,13 +19,17 @@ from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict, cast
 
 from hostvigil.durable import write_atomically
 
 log = logging.getLogger("hostvigil.snapshots")
 
-FORMAT = "hostvigil-snapshot/1"
+# /2: kernel events in the kernel collector's contribution say their cause ("machine_check"), and the
+# sections have the typed shapes below and beside each collector.
+# /1 documents have the same shape without it, and are read as they are.
+FORMAT = "hostvigil-snapshot/2"
+READABLE = ("hostvigil-snapshot/1", FORMAT)
 SUFFIX = ".json"
 TRIGGERS = ("periodic", "event", "shutdown", "manual")
 # An urgent snapshot request waits no longer than this after the last event snapshot.
@@ -36,27 +40,77 @@ class SnapshotError(ValueError):
     """A file in the snapshot directory that is not a complete, intact snapshot."""
 
 
-def encode(doc: dict[str, Any]) -> bytes:
+class Reading(TypedDict):
+    """A collector's latest readings as a snapshot keeps them: its state, and its samples as [name, labels, value]."""
+
+    success: bool | None
+    error: str | None
+    age_seconds: float | None
+    samples: list[list[Any]]
+    samples_dropped: int
+
+
+class Process(TypedDict):
+    pid: int
+    comm: str
+    state: str
+    rss_bytes: int
+    cpu_ratio: float
+    cmdline: list[str]
+
+
+class Processes(TypedDict):
+    """The top processes by memory and by CPU since the previous snapshot, and every process in D state."""
+
+    count: int
+    cpu_window_seconds: float
+    top_rss: list[Process]
+    top_cpu: list[Process]
+    d_state: list[Process]
+
+
+class Snapshot(TypedDict):
+    """A snapshot document. A section is None when the snapshot had to be shrunk (`truncated` names them);
+    `contributions` holds each collector's snapshot_extra, in the shape that collector declares."""
+
+    format: str
+    boot_id: str
+    time: float
+    time_iso: str
+    trigger: str
+    reason: str
+    hostname: str
+    agent_version: str
+    collectors: dict[str, Reading] | None
+    contributions: dict[str, dict[str, Any]] | None
+    processes: Processes | None
+    truncated: NotRequired[list[str]]
+
+
+def encode(doc: Snapshot) -> bytes:
     """The file content of a snapshot: its JSON with a checksum of everything else inside."""
-    body = {key: value for key, value in doc.items() if key != "sha256"}
+    body: dict[str, Any] = {key: value for key, value in doc.items() if key != "sha256"}
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
     body["sha256"] = hashlib.sha256(canonical.encode()).hexdigest()
     return json.dumps(body, sort_keys=True, indent=1, default=str).encode() + b"\n"
 
 
-def decode(data: bytes, source: str) -> dict[str, Any]:
-    """A snapshot read back and verified; SnapshotError naming the file otherwise."""
+def decode(data: bytes, source: str) -> Snapshot:
+    """A snapshot of a format this agent reads, verified; SnapshotError naming the file otherwise."""
     try:
         doc = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise SnapshotError(f"{source}: not a snapshot: {exc}") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT or "sha256" not in doc:
-        raise SnapshotError(f"{source}: not a {FORMAT} document")
+    if not isinstance(doc, dict) or doc.get("format") not in READABLE or "sha256" not in doc:
+        raise SnapshotError(f"{source}: not a snapshot of {' or '.join(READABLE)}")
     expected = doc.pop("sha256")
     canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"))
     if hashlib.sha256(canonical.encode()).hexdigest() != expected:
         raise SnapshotError(f"{source}: checksum mismatch (damaged or edited)")
-    return doc
+    if not (isinstance(doc.get("boot_id"), str) and isinstance(doc.get("time"), int | float)
+            and isinstance(doc.get("trigger"), str) and isinstance(doc.get("reason"), str)):
+        raise SnapshotError(f"{source}: no boot_id, time, trigger or reason")
+    return cast(Snapshot, doc)
 
 
 class SnapshotStore:
@@ -74,7 +128,7 @@ class SnapshotStore:
         for stale in directory.glob(f".*{SUFFIX}.*"):  # temp files of a writer that died mid-write
             stale.unlink(missing_ok=True)
 
-    def write(self, doc: dict[str, Any]) -> Path:
+    def write(self, doc: Snapshot) -> Path:
         """Write a snapshot, shrinking it under max_bytes first; OSError (disk full) leaves the store as it was."""
         data = self._fit(doc)
         stamp = datetime.fromtimestamp(doc["time"], UTC).strftime("%Y%m%dT%H%M%S.%f")
@@ -88,7 +142,7 @@ class SnapshotStore:
         """Snapshot files, oldest first (temp files, whose names start with ".", are not snapshots)."""
         return sorted(p for p in self.directory.glob(f"*{SUFFIX}") if not p.name.startswith("."))
 
-    def read(self, path: Path) -> dict[str, Any]:
+    def read(self, path: Path) -> Snapshot:
         try:
             data = path.read_bytes()
         except OSError as exc:
@@ -100,17 +154,19 @@ class SnapshotStore:
         sizes = [_size(p) for p in self.paths()]
         return len(sizes), sum(sizes)
 
-    def _fit(self, doc: dict[str, Any]) -> bytes:
+    def _fit(self, doc: Snapshot) -> bytes:
         """Encode, dropping the bulkiest optional parts until the snapshot fits max_bytes."""
         data = encode(doc)
-        dropped = []
+        fitted = Snapshot(**doc)  # a copy: the caller's document stays whole
+        dropped: list[str] = []
         for section in ("collectors", "processes", "contributions"):  # least telling first
             if len(data) <= self.max_bytes:
                 break
-            if section in doc:
-                doc = {**doc, section: None}
+            if section in fitted:
+                fitted[section] = None
                 dropped.append(section)
-                data = encode({**doc, "truncated": dropped})
+                fitted["truncated"] = dropped
+                data = encode(fitted)
         return data
 
     def _prune(self) -> None:
@@ -144,7 +200,7 @@ class Snapshotter:
     def __init__(
         self,
         store: SnapshotStore,
-        build: Callable[[str, str], dict[str, Any]],
+        build: Callable[[str, str], Snapshot],
         interval: float = 60.0,
         min_gap: float = 10.0,
     ) -> None:

@@ -5,8 +5,8 @@ DIMM starts corrupting mail or panicking the kernel; an uncorrectable error is
 already data lost. Counts are kept per memory controller, per chip-select row
 and its channels (the older csrow layout) and per DIMM or rank (the newer
 layout), with the slot labels the drivers or ras-mc-ctl gave them. A run that
-sees an uncorrectable count grow asks for a crash snapshot and records the
-error in the boot's history. VMs and hosts without ECC memory have no EDAC
+sees an uncorrectable count grow reports a hardware event, which the event
+policy keeps in the boot's history with a crash snapshot. VMs and hosts without ECC memory have no EDAC
 driver: the collector is unavailable there, with the reason.
 """
 

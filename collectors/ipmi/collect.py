@@ -4,14 +4,14 @@ One of our outages began with a dodgy power supply: the BMC knew before anyone
 else did. So each power supply's discrete state (present, failed, predicting
 failure, input lost or out of range, configuration error) and the BMC's own
 redundancy sensor are exported, and a supply that stops being healthy, or
-redundancy that is lost, is recorded as a power event and asks for a crash
-snapshot. Temperatures, fans, voltages, currents and power come along, with the
+redundancy that is lost, is a power event (kept in the boot's history with a
+crash snapshot, by the event policy). Temperatures, fans, voltages, currents and power come along, with the
 BMC's state of each sensor.
 
 The System Event Log outlives a reboot, which makes it evidence: it is read less
-often than the sensors (`sel_interval`), kept between reads, and
-`tools.read_sel_evidence()` lets the crash report ask it what happened to
-power before an unclean reboot. The commands themselves, one at a time per
+often than the sensors (`sel_interval`), kept between reads, and after an
+unclean reboot `crash_evidence` reads it for the crash report (evidence.py says
+what each entry means). The commands themselves, one at a time per
 process, are run by tools.py.
 """
 

@@ -1,9 +1,10 @@
 """Kernel events from /dev/kmsg, kernel state, and crash readiness: would the next crash leave evidence?
 
-Events are counted by class as they arrive (a critical one asks for a crash
-snapshot at once). Crash readiness is what decides whether a crash can be
-explained afterwards: kdump loaded, a pstore backend, a journal that keeps
-the previous boot, and panic settings that reboot instead of hanging forever.
+Events are counted by class as they arrive (a critical one is reported at once,
+and the event policy takes a crash snapshot). Crash readiness is what decides
+whether a crash can be explained afterwards: kdump loaded, a pstore backend, a
+journal that keeps the previous boot, and panic settings that reboot instead of
+hanging forever. After an unclean reboot, evidence.py reads what the kernel left.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any, ClassVar
 from hostvigil import procfs
 from hostvigil.collector import BootWindow, Collector, Context, Evidence, Option, Sample, Services
 from hostvigil.collectors.kernel.evidence import crash_evidence
-from hostvigil.collectors.kernel.follower import KmsgFollower
+from hostvigil.collectors.kernel.follower import KernelTail, KmsgFollower
 from hostvigil.collectors.kernel.metrics import (
     BOOT_INFO,
     BOOT_TIME,
@@ -104,7 +105,7 @@ class KernelCollector(Collector):
                 subject=event.cls, state="critical", message=f"kernel {event.cls}: {event.message[:200]}"
             ))
 
-    def snapshot_extra(self) -> dict[str, Any]:
+    def snapshot_extra(self) -> KernelTail | dict[str, Any]:
         return self.follower.snapshot() if self.follower is not None else {}
 
     def crash_evidence(self, boot: BootWindow) -> list[Evidence]:

@@ -47,7 +47,10 @@ def crash_evidence(boot: BootWindow) -> list[Evidence]:
 
 
 def snapshot_tail(last: tuple[float, Mapping[str, Any]] | None) -> list[Evidence]:
-    """The critical kernel events the boot's last snapshot kept from its last minutes."""
+    """The critical kernel events the boot's last snapshot kept from its last minutes.
+
+    The tail is follower.KernelTail as an agent wrote it, maybe an older one: read with care.
+    """
     if last is None:
         return []
     taken, tail = last

@@ -19,12 +19,27 @@ import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import NotRequired, TypedDict
 
 from hostvigil.collectors.kernel.parse import EventAssembler, KernelEvent, is_critical, parse_record, suppressed_count
 from hostvigil.sources import Source
 
 log = logging.getLogger("hostvigil.kernel")
+
+# The kernel collector's contribution to a snapshot, as the crash report reads it back. "cause" is new in
+# snapshot format /2; events of /1 snapshots lack it.
+TailEvent = TypedDict("TailEvent", {
+    "class": str, "time": float, "message": str, "comm": str | None, "pid": int | None, "module": str | None,
+    "device": str | None, "functions": list[str], "fingerprint": str, "seen": int, "critical": bool,
+    "cause": NotRequired[str | None], "lines": list[str],
+})
+
+
+class KernelTail(TypedDict):
+    events: list[TailEvent]  # the last TAIL_EVENTS events, oldest first
+    lines: list[str]  # the last TAIL_LINES records' messages
+    lines_read: int
+    lines_dropped: int
 
 FLUSH_AFTER = 0.25  # seconds of quiet after which a multi-line event is complete
 NOTIFY_EVERY = 0.5  # seconds: new records refresh the published counters at most this often, and at least once
@@ -179,7 +194,7 @@ class KmsgFollower(Source):
             if live:
                 self.on_event(event, seen == 0)
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> KernelTail:
         with self.lock:
             return {
                 "events": [_summary(event, when, seen) for event, when, seen in self.tail_events],
@@ -197,7 +212,7 @@ def _wall_time(usec: int | None) -> float:
     return now - (time.monotonic() - usec / 1e6)
 
 
-def _summary(event: KernelEvent, when: float, repeats: int) -> dict[str, Any]:
+def _summary(event: KernelEvent, when: float, repeats: int) -> TailEvent:
     return {
         "class": event.cls,
         "time": round(when, 3),

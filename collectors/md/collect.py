@@ -5,7 +5,7 @@ matters shows long before the outage: a member missing or failed, a rebuild
 that crawls, a check that finds mismatches. /proc/mdstat lists the arrays;
 /sys/block/mdX/md/ is preferred where it says more (clean or active, repair
 rather than "resync", per-member write errors). An array that becomes
-degraded or loses a member asks for a crash snapshot.
+degraded or loses a member is a storage event (a crash snapshot, by the policy).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import NamedTuple, TypedDict
 
 from hostvigil.collectors.network.parse import NetDevice
 from hostvigil.events import LinkEvent
@@ -28,6 +28,24 @@ MAX_EVENTS = 128  # kept per interface for snapshots; losses are counted apart, 
 MAX_INTERFACES = 256  # interfaces tracked at once; the least recently changed are forgotten first
 MAX_LOSSES = 100_000  # losses one look can add (a counter gone wrong must not flood the count)
 SNAPSHOT_EVENTS = 50
+
+
+class LinkChangeSummary(TypedDict):
+    time: float
+    interface: str
+    event: str  # carrier_lost or carrier_restored
+    count: int
+    admin_up: bool
+    operstate: str
+    source: str
+
+
+class LinkSnapshot(TypedDict):
+    """The network collector's contribution to a snapshot: the link changes of the last hour, newest last."""
+
+    source: str  # netlink or polling: how the changes were seen
+    default_route_interfaces: list[str]
+    link_events: list[LinkChangeSummary]
 
 
 @dataclass(frozen=True)
@@ -43,7 +61,7 @@ class LinkChange:
     operstate: str
     source: str  # netlink or poll
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> LinkChangeSummary:
         return {
             "time": round(self.time, 3), "interface": self.interface, "event": self.kind, "count": self.count,
             "admin_up": self.admin_up, "operstate": self.operstate, "source": self.source,
@@ -159,7 +177,7 @@ class CarrierCounter:
         with self._lock:
             return self._last_change.get(name)
 
-    def snapshot(self, source: str) -> dict[str, Any]:
+    def snapshot(self, source: str) -> LinkSnapshot:
         """The recent link changes, newest last, for a crash snapshot (small and bounded)."""
         horizon = time.monotonic() - WINDOW
         with self._lock:

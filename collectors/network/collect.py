@@ -6,8 +6,10 @@ the link watcher, see link_watch.py), and a host that crashed again and
 again in the SMP network stack (softnet drops and squeezes, NIC errors, TCP
 retransmits and listen-queue overflows as the context of the crash
 snapshots). Interfaces come from /sys/class/net, bonds from
-/proc/net/bonding, the rest from /proc/net/{softnet_stat,netstat,snmp}; the
-interface carrying a default route going down asks for a crash snapshot.
+/proc/net/bonding, the rest from /proc/net/{softnet_stat,netstat,snmp}. Carrier
+losses are counted in carrier.py, from netlink while the watcher reads it and from
+this collector's sysfs reads otherwise; each is a link event, and the event policy
+snapshots those of the interfaces that carry a default route.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from hostvigil.collector import Collector, CollectorError, Context, Option, Sample, Services
-from hostvigil.collectors.network.carrier import CarrierCounter
+from hostvigil.collectors.network.carrier import CarrierCounter, LinkSnapshot
 from hostvigil.collectors.network.link_watch import LinkWatcher
 from hostvigil.collectors.network.metrics import (
     ADMIN_UP,
@@ -118,7 +120,7 @@ class NetworkCollector(Collector):
     def stop(self) -> None:
         self.watcher.stop()
 
-    def snapshot_extra(self) -> dict[str, Any]:
+    def snapshot_extra(self) -> LinkSnapshot:
         return self.carrier.snapshot(self.watcher.mode)
 
     def collect(self, ctx: Context) -> Iterator[Sample | LinkEvent]:

@@ -3,9 +3,9 @@
 A host that loses AC runs on its battery or UPS for minutes, and what it did in
 those minutes is what a crash report needs. So a mains supply going offline, or a
 battery or UPS that powers the system starting to discharge with no mains online,
-is kept in the boot's history as "AC lost: ..." and asks for a crash snapshot; the
-kernel's power_supply uevents run this collector at once instead of at its next
-interval. Batteries of peripherals (scope Device: mice, keyboards) say nothing
+is a power event ("AC lost: ..."), which the event policy keeps in the boot's history
+with a crash snapshot; the kernel's power_supply uevents run this collector at once
+instead of at its next interval. Batteries of peripherals (scope Device: mice, keyboards) say nothing
 about the host's power and are left out unless asked for. Most servers and VMs
 have no entries here: that is a successful run with no series, not an error, so
 such hosts stay quiet.
@@ -48,7 +48,7 @@ HOST = "host power supplies"
 
 class PowerSupplyCollector(Collector):
     name = "power_supply"
-    help = "Mains adapters, batteries and UPSes the kernel reports; AC lost and restored are recorded as events."
+    help = "Mains adapters, batteries and UPSes the kernel reports; AC lost and restored are power events."
     interval = 15.0
     timeout = 5.0
     uevent_subsystems = ("power_supply",)

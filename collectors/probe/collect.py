@@ -20,7 +20,7 @@ Probes need the running daemon, so the collector is daemon-only.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypedDict
 
 from hostvigil.collector import Collector, CollectorError, Context, Option, Sample, Services, Unavailable
 from hostvigil.collectors.probe.engine import MIN_INTERVAL, REASONS, ProbeEngine, TargetReport
@@ -38,6 +38,12 @@ from hostvigil.collectors.probe.metrics import (
 )
 from hostvigil.collectors.probe.parse import parse_targets
 from hostvigil.collectors.probe.targets import TargetWatcher
+
+
+class ProbeSnapshot(TypedDict):
+    """The probe collector's contribution to a snapshot: by target, why it was not fully measured."""
+
+    probe_errors: dict[str, dict[str, str]]  # target -> reason (resolve, permission, ...) -> message
 
 
 class ProbeCollector(Collector):
@@ -102,7 +108,7 @@ class ProbeCollector(Collector):
                 ctx.note_once(f"{label}:{reason}:{message}", f"probe target {label}: {message}")
             yield from _samples(report)
 
-    def snapshot_extra(self) -> dict[str, Any]:
+    def snapshot_extra(self) -> ProbeSnapshot | dict[str, Any]:
         """Why targets were not measured, if any were not: the samples say which, this says the reason."""
         engine = self.engine
         if engine is None:

@@ -5,7 +5,7 @@ stayed optimal while the drive kept throwing media errors. So beside the
 states the controller reports, each drive's own error counters and SMART flag
 are exported, and `failing_online_drives` names online drives that are going
 (for the join with the disk-health metric). An array leaving Optl or a drive
-turning Failed/Offln/UBad asks for a crash snapshot at once.
+turning Failed/Offln/UBad is a storage event (a crash snapshot, by the policy).
 """
 
 from __future__ import annotations

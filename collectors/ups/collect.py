@@ -1,10 +1,10 @@
 """UPSes through NUT's upsd: status flags, battery, load, voltages, and the power events on-call needs.
 
 A mail host on a UPS has minutes between "on battery" and the power going, so upsd is
-polled every 2 s and the transitions are recorded as power events in the boot's history
-and taken as crash snapshots: on battery, battery low or a forced shutdown (the last
-warning, urgent), back on line power, and contact lost with a UPS that was on battery
-(it may have shut down).
+read every 2 s and the transitions are power events, which the event policy keeps in the
+boot's history with crash snapshots: on battery, battery low or a forced shutdown (the
+last warning, critical: its snapshot is urgent), back on line power, and contact lost
+with a UPS that was on battery (it may have shut down).
 
 Each server is read by a poller of its own (poller.py): in the daemon a source thread on a
 connection kept open (TLS when upsd offers it, see nut_client), elsewhere once per run. A
@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypedDict
 
 from hostvigil.collector import Collector, CollectorError, Context, Option, Sample, Services, Unavailable
 from hostvigil.collectors.ups import nut_client
@@ -44,6 +44,23 @@ DEFAULT_SERVER = "127.0.0.1:3493"
 _MARGIN = 0.2  # seconds kept between the last read's deadline and the run's
 STALE = 3  # a poller's read older than this many intervals is no longer the UPS's state
 _ADDRESS = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^\s:@\[\]]+))(?::(?P<port>\d{1,5}))?$")
+
+
+class UpsState(TypedDict, total=False):
+    """A UPS as the latest run saw it, for a snapshot: read or not (and why), its status and battery."""
+
+    up: bool
+    error: str  # the reason it was not read
+    status: str  # ups.status, e.g. "OB DISCHRG"
+    on_battery_seconds: float
+    charge_percent: float
+    runtime_seconds: float
+
+
+class UpsSnapshot(TypedDict):
+    """The ups collector's contribution to a snapshot."""
+
+    ups: dict[str, UpsState]
 
 
 @dataclass
@@ -77,7 +94,7 @@ class UpsCollector(Collector):
         self._pollers: dict[Server, UpsPoller] = {}  # made at the first run, or at start
         self._polling = False  # the pollers read on their own threads (the daemon)
         self._watch: dict[str, _Watch] = {}
-        self._last: dict[str, dict[str, Any]] = {}  # label -> status summary for snapshots; replaced whole
+        self._last: dict[str, UpsState] = {}  # label -> state for snapshots; replaced whole
 
     def start(self, services: Services) -> None:
         """Keep each server's connection open on a poller thread, unless the host has no NUT at all (nothing
@@ -115,7 +132,7 @@ class UpsCollector(Collector):
         labels = [target.label for target in targets]
         failures = {t.label: self._pollers[(t.host, t.port)].failures.get(t.label, {}) for t in targets}
         now = time.monotonic()
-        last: dict[str, dict[str, Any]] = {}
+        last: dict[str, UpsState] = {}
         for label in labels:
             variables = readings.get(label)
             if variables is None:
@@ -153,8 +170,8 @@ class UpsCollector(Collector):
             raise CollectorError(str(error))
         return listed
 
-    def snapshot_extra(self) -> dict[str, Any]:
-        return {"ups": self._last} if self._last else {}
+    def snapshot_extra(self) -> UpsSnapshot | dict[str, Any]:
+        return UpsSnapshot(ups=self._last) if self._last else {}
 
     def _unconfigured(self) -> bool:
         return not self.config["upses"] and self.config["server"] == DEFAULT_SERVER
@@ -220,15 +237,14 @@ class UpsCollector(Collector):
 
     # -- events -------------------------------------------------------------------------
 
-    def _status_of(self, label: str) -> dict[str, Any]:
+    def _status_of(self, label: str) -> UpsState:
         watch = self._watch.get(label)
         if watch is None:
             return {}
-        since = watch.on_battery_since
-        return {
-            "status": " ".join(watch.status),
-            **({"on_battery_seconds": round(time.monotonic() - since, 1)} if since is not None else {}),
-        }
+        state = UpsState(status=" ".join(watch.status))
+        if watch.on_battery_since is not None:
+            state["on_battery_seconds"] = round(time.monotonic() - watch.on_battery_since, 1)
+        return state
 
     def _changed(self, label: str, variables: UpsVariables, now: float) -> Iterator[PowerEvent]:
         """On battery, battery low, FSD and back on line power, as the status changes.
@@ -302,13 +318,14 @@ def _samples(ctx: Context, label: str, variables: UpsVariables) -> Iterator[Samp
     )
 
 
-def _battery(variables: UpsVariables) -> dict[str, float]:
-    result = {}
-    for name, key in (("battery.charge", "charge_percent"), ("battery.runtime", "runtime_seconds")):
-        value = number(variables.values.get(name, ""))
-        if value is not None:
-            result[key] = value
-    return result
+def _battery(variables: UpsVariables) -> UpsState:
+    state = UpsState()
+    charge, runtime = (number(variables.values.get(name, "")) for name in ("battery.charge", "battery.runtime"))
+    if charge is not None:
+        state["charge_percent"] = charge
+    if runtime is not None:
+        state["runtime_seconds"] = runtime
+    return state
 
 
 def _battery_text(variables: UpsVariables) -> str:

@@ -6,7 +6,8 @@ ships them), `zpool status -j` (OpenZFS >= 2.3), `zpool status -p -P` text
 holds the pool state alone but never hangs. A suspended pool hangs every
 zpool command: each has a deadline, a command still stuck from an earlier
 run is not started again (the runner refuses), and the kstat state stands in
-for it, the pool reported as suspended or unknown rather than not at all.
+for it, the pool reported as suspended or unknown rather than not at all. A pool
+or vdev leaving ONLINE is a storage event (a crash snapshot, by the policy).
 """
 
 from __future__ import annotations

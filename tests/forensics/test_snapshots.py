@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from hostvigil.collectors.kernel.evidence import snapshot_tail
 from hostvigil.forensics.contents import redact
 from hostvigil.forensics.snapshots import FORMAT, URGENT_GAP, SnapshotError, SnapshotStore, Snapshotter, decode, encode
 from hostvigil.procfs import parse_stat
@@ -36,6 +37,29 @@ def test_round_trip_and_checksum(tmp_path: Path) -> None:
         decode(edited.encode(), str(path))
     with pytest.raises(SnapshotError, match="not a snapshot"):
         decode(path.read_bytes()[:100], str(path))
+
+
+def test_a_snapshot_an_older_agent_wrote_is_still_read_and_weighed(tmp_path: Path) -> None:
+    """Format /1 (agents before typed events) has no cause in its kernel events: read as it is, a panic in its
+    tail is still evidence; a document of an unknown format is refused, naming it."""
+    panic = {
+        "class": "panic", "time": 1000.0, "message": "Kernel panic - not syncing: Fatal exception", "comm": "tee",
+        "pid": 4242, "module": None, "device": None, "functions": [], "fingerprint": "0" * 16, "seen": 1,
+        "critical": True, "lines": ["Kernel panic - not syncing: Fatal exception"],
+    }
+    old = {**doc(when=1010.0), "format": "hostvigil-snapshot/1", "contributions": {"kernel": {"events": [panic]}}}
+    path = tmp_path / "old.json"
+    path.write_bytes(encode(old))  # type: ignore[arg-type]
+    read = decode(path.read_bytes(), str(path))
+    assert read["format"] == "hostvigil-snapshot/1"
+    (evidence,) = snapshot_tail((read["time"], read["contributions"]["kernel"]))  # type: ignore[index]
+    assert (evidence.classes, evidence.hardware_cause) == (["panic"], False)
+    assert evidence.summary == "Kernel panic - not syncing: Fatal exception (comm tee, pid 4242)"
+    (mce,) = snapshot_tail((1010.0, {"events": [{**panic, "cause": "machine_check"}]}))  # as /2 writes it
+    assert mce.hardware_cause
+    path.write_bytes(encode({**old, "format": "hostvigil-snapshot/9"}))  # type: ignore[arg-type]
+    with pytest.raises(SnapshotError, match="not a snapshot of hostvigil-snapshot/1 or hostvigil-snapshot/2"):
+        decode(path.read_bytes(), str(path))
 
 
 def test_count_and_byte_caps_remove_the_oldest(tmp_path: Path) -> None:
