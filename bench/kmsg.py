@@ -3,7 +3,7 @@
 Three measurements, each read against an anchor taken in the same run:
 
 1. Classified kernel log lines per second per core. The real kernel logs in
-   tests/fixtures/kmsg/ (boot chatter, oopses, hung tasks, an OOM kill, disk
+   tests/fixtures/kernel/ (boot chatter, oopses, hung tasks, an OOM kill, disk
    failures), normalized and encoded as /dev/kmsg records, are replayed for a
    few seconds of CPU time (``time.process_time``, so the figure is per core)
    through the pure path (``parse_record`` + ``EventAssembler.feed``) and
@@ -76,7 +76,7 @@ from hostvigil.collectors.kernel.follower import FLUSH_AFTER, KmsgFollower
 from hostvigil.collectors.kernel.parse import EventAssembler, classify, normalize, parse_record
 from hostvigil.config import SnapshotConfig
 
-FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "kmsg"
+FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "kernel"
 DEV_KMSG = Path("/dev/kmsg")
 PRINTK = Path("/proc/sys/kernel/printk")
 PRINTK_DEVKMSG = Path("/proc/sys/kernel/printk_devkmsg")
@@ -213,7 +213,7 @@ def _report_throughput(seconds: float, rate: int) -> None:
     ]
     anchor = results[0].lines_per_second
     print(f"1. Classified kernel log lines per second per core: {len(records)} lines of {files} real logs "
-          f"(tests/fixtures/kmsg), {_events_per_pass(records)} events per pass, replayed for {seconds:g} s of CPU "
+          f"(tests/fixtures/kernel), {_events_per_pass(records)} events per pass, replayed for {seconds:g} s of CPU "
           f"time each; the flood mix is part 3's ({len(flood):,} lines, {_events_per_pass(flood):,} events)")
     print(f"{'':<38}{'lines/s':>12} {'us/line':>9} {'x baseline cost':>16}")
     for result in results:

@@ -36,7 +36,7 @@ VARIABLE = re.compile(
     r"|hostvigil_agent_\w+|hostvigil_ipmi_sel_read_timestamp_seconds"
     r"|hostvigil_limits_filesystem_\w+)(\{.*\})? "
 )
-SMARTCTL, STORCLI, ZFS, IPMI = (FIXTURES / name for name in ("smartctl", "storcli", "zfs", "ipmi"))
+SMARTCTL, STORCLI, ZFS, IPMI = (FIXTURES / name for name in ("smart", "raid", "zfs", "ipmi"))
 
 
 def fake_tool(bin_dir: Path, name: str, answers: Mapping[str, Path]) -> None:

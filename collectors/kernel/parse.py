@@ -368,32 +368,42 @@ def _event(cls: str, message: str, usec: int | None, fields: dict[str, str], lin
     comm, pid, module = fields.get("comm"), fields.get("pid"), fields.get("module")
     functions: list[str] = []
     if len(lines) > 1:  # a single line has no stack: floods of I/O errors skip the search
-        rip = rip_module = frame_module = None
-        for line in lines:
-            if comm is None and cls != "oom_kill" and (task := _TASK.match(line)):
-                comm, pid = task.group("comm"), task.group("pid") or task.group("oldpid")
-            if rip is None and (m := _RIP.match(line)):
-                rip, rip_module = m.group("func"), m.group("module")
-                functions.insert(0, rip)  # the faulting function, wherever the kernel printed its RIP
-            elif (m := _FRAME.match(line)) and not m.group("unreliable"):
-                functions.append(m.group("func"))
-                frame_module = frame_module or m.group("module")
-        functions = [f for i, f in enumerate(functions) if i == 0 or f != functions[i - 1]][:MAX_FUNCTIONS]
-        module = rip_module or frame_module or module
-    device = None
-    for key in _DEVICE_FIELDS:
-        if key in fields:
-            device = fields[key]
-            break
-    if cls == "panic" and any("machine check" in line.lower() for line in lines):
-        fields = {**fields, "cause": MACHINE_CHECK}
+        comm, pid, module, functions = _stack(cls, lines, comm, pid, module)
+    device = next((fields[key] for key in _DEVICE_FIELDS if key in fields), None)
     if functions:
         identity = [cls, *functions]
     else:  # the line itself, numbers collapsed but the device kept whole (sda1 and sda2 differ)
         text = message.replace(device, "\0") if device else message
         identity = [cls, device or "", _COLLAPSE.sub("#", text)]
+    if cls == "panic" and _machine_check(lines):
+        fields = {**fields, "cause": MACHINE_CHECK}
     return KernelEvent(
         cls=cls, message=message, usec=usec, comm=comm, pid=int(pid) if pid is not None else None, module=module,
         functions=tuple(functions), fingerprint=hashlib.sha1("\n".join(identity).encode()).hexdigest()[:16],  # noqa: S324
         device=device, fields=fields, lines=tuple(lines),
     )
+
+
+def _stack(
+    cls: str, lines: list[str], comm: str | None, pid: str | None, module: str | None
+) -> tuple[str | None, str | None, str | None, list[str]]:
+    """(comm, pid, module, functions) from a report's lines: the task line, the RIP and the reliable frames."""
+    functions: list[str] = []
+    rip = rip_module = frame_module = None
+    for line in lines:
+        if comm is None and cls != "oom_kill" and (task := _TASK.match(line)):
+            comm, pid = task.group("comm"), task.group("pid") or task.group("oldpid")
+        if rip is None and (m := _RIP.match(line)):
+            rip, rip_module = m.group("func"), m.group("module")
+            functions.insert(0, rip)  # the faulting function, wherever the kernel printed its RIP
+        elif (m := _FRAME.match(line)) and not m.group("unreliable"):
+            functions.append(m.group("func"))
+            frame_module = frame_module or m.group("module")
+    functions = [f for i, f in enumerate(functions) if i == 0 or f != functions[i - 1]][:MAX_FUNCTIONS]
+    return comm, pid, rip_module or frame_module or module, functions
+
+
+def _machine_check(lines: list[str]) -> bool:
+    """A panic the hardware caused: the machine-check handler's own ("Fatal machine check"), or one that reports
+    a machine check within it."""
+    return any("machine check" in line.lower() for line in lines)

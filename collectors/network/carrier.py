@@ -10,6 +10,7 @@ collector's own sysfs reads feed it, under its lock.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -124,20 +125,8 @@ class CarrierCounter:
                 previous.index if index is None else index, previous.counts_set_down,
             )
             self._state[name] = state
-            losses = min(_losses(previous, state), MAX_LOSSES)
-            changes = []
-            if losses:
-                changes.append(LinkChange(wall, now, name, "carrier_lost", losses, admin_up, operstate, source))
-            if link and (losses or not previous.link):
-                changes.append(LinkChange(wall, now, name, "carrier_restored", 1, admin_up, operstate, source))
-            events = []
-            if changes:
-                self._state.move_to_end(name)
-                self._changes.setdefault(name, deque(maxlen=MAX_EVENTS)).extend(changes)
-                if losses:
-                    self._count_losses(name, losses, now)
-                self._last_change[name] = wall
-                events = [self._event(name, change, now) for change in changes]
+            changes = _changes(previous, state, LinkChange(wall, now, name, "", 0, admin_up, operstate, source))
+            events = [self._keep(change) for change in changes]
         for change in changes:
             log.log(logging.WARNING if change.kind == "carrier_lost" else logging.INFO,
                     "%s: %s%s (%s, operstate %s, %s)", name, change.kind.replace("_", " "),
@@ -191,6 +180,16 @@ class CarrierCounter:
                 "link_events": [change.summary() for change in changes],
             }
 
+    def _keep(self, change: LinkChange) -> LinkEvent:
+        """Keep a change (and its losses, counted per minute), and make it the event the policy weighs."""
+        name = change.interface
+        self._state.move_to_end(name)
+        self._changes.setdefault(name, deque(maxlen=MAX_EVENTS)).append(change)
+        if change.kind == "carrier_lost":
+            self._count_losses(name, change.count, change.monotonic)
+        self._last_change[name] = change.time
+        return self._event(name, change, change.monotonic)
+
     def _event(self, name: str, change: LinkChange, now: float) -> LinkEvent:
         """A change as the event the policy weighs: a default route interface's link is host-threatening."""
         if change.kind == "carrier_restored":  # the return of a default route's link, even if the route went
@@ -220,6 +219,18 @@ class CarrierCounter:
             minutes[-1][1] += losses
         else:
             minutes.append([minute, losses])
+
+
+def _changes(previous: _LinkState, state: _LinkState, seen: LinkChange) -> list[LinkChange]:
+    """The link's changes between two looks: its losses (several, when they fell between the looks), and its
+    return; `seen` is the look's time, interface and flags."""
+    losses = min(_losses(previous, state), MAX_LOSSES)
+    changes = []
+    if losses:
+        changes.append(dataclasses.replace(seen, kind="carrier_lost", count=losses))
+    if state.link and (losses or not previous.link):
+        changes.append(dataclasses.replace(seen, kind="carrier_restored", count=1))
+    return changes
 
 
 def _losses(previous: _LinkState, state: _LinkState) -> int:

@@ -125,30 +125,40 @@ class PowerSupplyCollector(Collector):
             return  # no entries (left, or never there): the last known state stays for when they return
         self._state = state
         by_name = {s.name: s for s in supplies}
-
-        def event(now: State, message: str, initial: bool = False) -> PowerEvent:
-            return PowerEvent(
-                subject=HOST, source="power_supply", state=now, on_battery=state.on_battery, message=message,
-                initial=initial,
-            )
-
         if previous is None:
-            when = "at agent start" if first else "when the supplies appeared"
-            if state.on_battery:
-                offline = [m for m, on in state.mains.items() if not on]
-                yield event("lost", f"AC lost: {_lost_text(state, by_name, offline)} ({when})", initial=True)
-                for name in sorted(state.critical):
-                    yield event("critical", _critical_text(by_name[name]), initial=True)
-            return
-        went_off = [m for m, on in state.mains.items() if not on and previous.mains.get(m) is True]
-        came_on = [m for m, on in state.mains.items() if on and previous.mains.get(m) is False]
-        if went_off or (state.on_battery and not previous.on_battery):
-            yield event("lost" if state.on_battery else "degraded", f"AC lost: {_lost_text(state, by_name, went_off)}")
-        if came_on or (previous.on_battery and not state.on_battery):
-            yield event("restored", f"AC restored: {_restored_text(by_name, came_on)}")
-        if state.on_battery:
-            for name in sorted(state.critical - previous.critical):
-                yield event("critical", _critical_text(by_name[name]))
+            yield from _already_on_battery(state, by_name, "at agent start" if first else "when the supplies appeared")
+        else:
+            yield from _transitions(previous, state, by_name)
+
+
+def _event(state: PowerState, now: State, message: str, initial: bool = False) -> PowerEvent:
+    return PowerEvent(
+        subject=HOST, source="power_supply", state=now, on_battery=state.on_battery, message=message, initial=initial
+    )
+
+
+def _already_on_battery(state: PowerState, by_name: Mapping[str, PowerSupply], when: str) -> Iterator[PowerEvent]:
+    """The first look at a host already on battery: its loss, and any battery already critical."""
+    if not state.on_battery:
+        return
+    offline = [m for m, on in state.mains.items() if not on]
+    yield _event(state, "lost", f"AC lost: {_lost_text(state, by_name, offline)} ({when})", initial=True)
+    for name in sorted(state.critical):
+        yield _event(state, "critical", _critical_text(by_name[name]), initial=True)
+
+
+def _transitions(previous: PowerState, state: PowerState, by_name: Mapping[str, PowerSupply]) -> Iterator[PowerEvent]:
+    """AC lost (the host on battery, or one feed of several), restored, and a battery turning critical."""
+    went_off = [m for m, on in state.mains.items() if not on and previous.mains.get(m) is True]
+    came_on = [m for m, on in state.mains.items() if on and previous.mains.get(m) is False]
+    if went_off or (state.on_battery and not previous.on_battery):
+        lost: State = "lost" if state.on_battery else "degraded"  # one feed of several is no loss of power
+        yield _event(state, lost, f"AC lost: {_lost_text(state, by_name, went_off)}")
+    if came_on or (previous.on_battery and not state.on_battery):
+        yield _event(state, "restored", f"AC restored: {_restored_text(by_name, came_on)}")
+    if state.on_battery:
+        for name in sorted(state.critical - previous.critical):
+            yield _event(state, "critical", _critical_text(by_name[name]))
 
 
 def _lost_text(state: PowerState, by_name: Mapping[str, PowerSupply], offline: list[str]) -> str:

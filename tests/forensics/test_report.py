@@ -15,9 +15,9 @@ from hostvigil.forensics.report import UNKNOWN_TEXT, classify
 from tests.conftest import FIXTURES
 from tests.kernel.test_parse import OOPS_5_7
 
-PANIC_LOG = (FIXTURES / "crash/pstore/7530486857247/dmesg.txt").read_text()
-HUNG_LOG = (FIXTURES / "kmsg/hotsos__scenario_kernlog_calltrace_hungtasks__kern.log").read_text()
-OOM_LOG = (FIXTURES / "kmsg/hotsos__scenario_kernlog_calltrace_oom_killer__kern.log").read_text()
+PANIC_LOG = (FIXTURES / "kernel/crash/pstore/7530486857247/dmesg.txt").read_text()
+HUNG_LOG = (FIXTURES / "kernel/hotsos__scenario_kernlog_calltrace_hungtasks__kern.log").read_text()
+OOM_LOG = (FIXTURES / "kernel/hotsos__scenario_kernlog_calltrace_oom_killer__kern.log").read_text()
 
 
 @pytest.mark.parametrize(

@@ -25,8 +25,8 @@ from tests.conftest import FIXTURES, free_port, require_tool
 from tests.kernel.test_parse import OOPS_5_7
 from tests.ups.nut import NutServer
 
-PSTORE = FIXTURES / "crash/pstore/7530486857247"
-JOURNAL_EXPORT = FIXTURES / "crash/journal/multiple-boots.export"
+PSTORE = FIXTURES / "kernel/crash/pstore/7530486857247"
+JOURNAL_EXPORT = FIXTURES / "kernel/crash/journal/multiple-boots.export"
 BOOT_A = "e2fca454-29e5-4522-bb29-27112eb8e0b5"  # a boot recorded in the journal export fixture
 BOOT_B = "5c3a1b2e-0d4f-4a6b-9c8d-7e6f5a4b3c2d"
 BOOT_C = "9f8e7d6c-5b4a-4392-8170-6f5e4d3c2b1a"

@@ -12,7 +12,7 @@ from tests.conftest import FIXTURES, fixture_paths, run_collector, values
 def build_host(root: Path, *, kdump: bool, pstore_backend: str, journal: bool) -> None:
     """A host tree: the real tainted value and journald.conf from fixtures, and the sysfs/procfs knobs."""
     files = {
-        "proc/sys/kernel/tainted": (FIXTURES / "crash/tainted").read_text(),
+        "proc/sys/kernel/tainted": (FIXTURES / "kernel/crash/tainted").read_text(),
         "proc/sys/kernel/panic": "0\n",
         "proc/sys/kernel/panic_on_oops": "1\n",
         "proc/sys/vm/panic_on_oom": "0\n",
@@ -31,9 +31,9 @@ def build_host(root: Path, *, kdump: bool, pstore_backend: str, journal: bool) -
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     (root / "sys/fs/pstore").mkdir(parents=True)
-    shutil.copy(FIXTURES / "crash/pstore/7530486857247/dmesg-erst-7530486857247752193", root / "sys/fs/pstore")
+    shutil.copy(FIXTURES / "kernel/crash/pstore/7530486857247/dmesg-erst-7530486857247752193", root / "sys/fs/pstore")
     (root / "etc/systemd").mkdir(parents=True)
-    shutil.copy(FIXTURES / "crash/journald/journald.conf", root / "etc/systemd/journald.conf")
+    shutil.copy(FIXTURES / "kernel/crash/journald/journald.conf", root / "etc/systemd/journald.conf")
     if journal:
         (root / "var/log/journal").mkdir(parents=True)
 

@@ -1,7 +1,7 @@
 """The kernel log parser on real lines and real logs: /dev/kmsg records, one class per catalogue line, whole reports.
 
 Single lines are copied verbatim from the anchors-crash.md section 12 catalogue (prefixes included) unless a
-comment names another public source. Whole logs are the hotsos kern.log fixtures in fixtures/kmsg.
+comment names another public source. Whole logs are the hotsos kern.log fixtures in fixtures/kernel.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from hostvigil.collectors.kernel import parse as kmsg
 from hostvigil.collectors.kernel.patterns import PATTERNS
 from tests.conftest import FIXTURES
 
-KMSG = FIXTURES / "kmsg"
+KMSG = FIXTURES / "kernel"
 
 
 def read(name: str) -> str:
@@ -868,8 +868,8 @@ def test_soft_lockup_of_a_32_bit_kernel() -> None:
 
 
 def test_oops_in_a_pstore_record() -> None:
-    """An ERST dmesg record (fixtures/crash, gpud's testdata): "<N>[time]" lines and the 4.x RIP forms."""
-    (event,) = kmsg.events_from_text((FIXTURES / "crash/pstore/dmesg-erst.txt").read_text())
+    """An ERST dmesg record (fixtures/kernel/crash, gpud's testdata): "<N>[time]" lines and the 4.x RIP forms."""
+    (event,) = kmsg.events_from_text((FIXTURES / "kernel/crash/pstore/dmesg-erst.txt").read_text())
     assert event.cls == "oops"
     assert event.message == "BUG: unable to handle kernel NULL pointer dereference at           (null)"
     assert (event.comm, event.pid, event.usec, event.module) == ("bash", 1899, 201654822, None)

@@ -14,7 +14,7 @@ from hostvigil.collectors.kernel import parse_crash as parse
 from hostvigil.procfs import parse_int
 from tests.conftest import FIXTURES, require_tool
 
-CRASH = FIXTURES / "crash"
+CRASH = FIXTURES / "kernel/crash"
 PSTORE = CRASH / "pstore" / "7530486857247"  # a systemd-pstore directory: two ERST parts and its dmesg.txt
 PART1 = "dmesg-erst-7530486857247752193"
 PART2 = "dmesg-erst-7530486857247752194"

@@ -17,7 +17,7 @@ from hostvigil.collectors.md.parse import parse_mdstat
 from tests.conftest import FIXTURES, RecordingHooks, fixture_paths, run_collector, run_with, values
 from tests.md.test_parse import FLAGGED_MEMBERS
 
-MDSTAT = FIXTURES / "mdstat"
+MDSTAT = FIXTURES / "md"
 Values = dict[tuple[str, tuple[str, ...]], float]
 
 

@@ -27,7 +27,7 @@ from hostvigil.collectors.md.parse import (
 )
 from tests.conftest import FIXTURES, TREES
 
-MDSTAT = FIXTURES / "mdstat"
+MDSTAT = FIXTURES / "md"
 SYS_BLOCK = TREES / "procfs-md" / "sys" / "block"
 PERSONALITIES = ("linear", "multipath", "raid0", "raid1", "raid6", "raid5", "raid4", "raid10")
 

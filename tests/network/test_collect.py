@@ -144,7 +144,7 @@ def bond_tree(tmp_path: Path) -> Path:
     bonding = tmp_path / "proc/net/bonding"
     bonding.mkdir(parents=True)
     for bond, name in BONDS.items():
-        shutil.copy(FIXTURES / "net" / name, bonding / bond)
+        shutil.copy(FIXTURES / "network" / name, bonding / bond)
     return tmp_path
 
 

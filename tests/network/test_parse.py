@@ -14,7 +14,7 @@ from hostvigil.collectors.network.parse import (
 )
 from tests.conftest import FIXTURES, TREES
 
-NET = FIXTURES / "net"
+NET = FIXTURES / "network"
 
 
 def text(name: str) -> str:

@@ -1,4 +1,4 @@
-"""Routing tables as this VM's kernel printed them (tests/fixtures/net, origins in INDEX.md)."""
+"""Routing tables as this VM's kernel printed them (tests/fixtures/network, origins in INDEX.md)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from hostvigil.collectors.network.parse_route import Route, default_routes, parse_ipv6_route, parse_route
 from tests.conftest import FIXTURES
 
-NET = FIXTURES / "net"
+NET = FIXTURES / "network"
 
 
 def test_ipv4_default_route_and_connected_network() -> None:

@@ -1,7 +1,7 @@
 """The probe collector run inside a network namespace, and the helpers the probe tests drive it with.
 
 Run as a script, it is the harness: the tests start it with
-`ip netns exec LEFT python tests/probe_harness.py SPEC`, so that every socket the
+`ip netns exec LEFT python tests/probe/harness.py SPEC`, so that every socket the
 engine opens, the routing table it reads and the resolver configuration it uses
 (ip netns exec mounts /etc/netns/LEFT/* over /etc) are those of the namespace. SPEC
 is JSON: {"options": {collector options, durations in seconds}, "probes": N,

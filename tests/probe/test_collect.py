@@ -1,6 +1,6 @@
 """The probe collector: its targets option, its errors, and its series from a run in a network namespace.
 
-The namespace runs use tests/probe_harness.py in the left namespace of the
+The namespace runs use tests/probe/harness.py in the left namespace of the
 `netns_pair` fixture, with the default gateway (the right namespace, as the fixture
 routes it) found in the namespace's own routing table, and the resolver confined to
 the namespace's loopback and hosts file, so that nothing leaves 198.18.0.0/15.

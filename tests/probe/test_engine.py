@@ -1,6 +1,6 @@
 """The probe engine: window arithmetic on fed results, name lookups and gateways, and real probes in namespaces.
 
-The real tests run the engine (through the probe collector, tests/probe_harness.py)
+The real tests run the engine (through the probe collector, tests/probe/harness.py)
 inside the left namespace of the `netns_pair` fixture, against the right one, with
 loss made by nftables in the right namespace. Every address probed is the pair's
 own (198.18.0.0/15) or the namespace's loopback: the namespace's resolver is pointed
@@ -37,7 +37,7 @@ from tests.conftest import FIXTURES
 from tests.netns import NetnsPair
 from tests.probe.harness import confined_resolver, listener, metric, run_harness
 
-NET = FIXTURES / "net"
+NET = FIXTURES / "network"
 FAST = {"probe_interval": 0.01, "probe_timeout": 0.01, "gateway": False}
 # 30 % loss over 1000 probes: the binomial standard deviation is 1.45 points, so +-5 points is 3.4 sigma.
 LOSS_PROBES, LOSS_TOLERANCE = 1000, 0.05
@@ -200,7 +200,7 @@ def test_a_name_keeps_its_address_among_several_and_through_a_failed_lookup() ->
 
 
 def _proc_tree(tmp_path: Path) -> Path:
-    """A /proc with this VM's captured routing tables (tests/fixtures/net), to be edited by the test."""
+    """A /proc with this VM's captured routing tables (tests/fixtures/network), to be edited by the test."""
     (tmp_path / "proc" / "net").mkdir(parents=True)
     shutil.copy(NET / "debian12-vm__proc_net_route", tmp_path / "proc" / "net" / "route")
     shutil.copy(NET / "debian12-vm__proc_net_ipv6_route", tmp_path / "proc" / "net" / "ipv6_route")

@@ -1,4 +1,4 @@
-"""The raid collector through a fake storcli64 that prints real recorded outputs (tests/fixtures/storcli)."""
+"""The raid collector through a fake storcli64 that prints real recorded outputs (tests/fixtures/raid)."""
 
 from __future__ import annotations
 

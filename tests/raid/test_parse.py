@@ -1,4 +1,4 @@
-"""The storcli/perccli JSON parsers on real recorded outputs (tests/fixtures/storcli, origins in INDEX.md)."""
+"""The storcli/perccli JSON parsers on real recorded outputs (tests/fixtures/raid, origins in INDEX.md)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from hostvigil.collectors.raid.parse import (
 )
 from tests.conftest import FIXTURES
 
-STORCLI = FIXTURES / "storcli"
+STORCLI = FIXTURES / "raid"
 CONTROLLERS = STORCLI / "textfile-collector-scripts__storcli_-cALL_show_all.json"
 DRIVES = STORCLI / "textfile-collector-scripts__storcli_-cALL-eALL-sALL_show_all.json"
 INTEL_SHOW = STORCLI / "pystorcli2__set_state_offline_00__c0_show_J.json"

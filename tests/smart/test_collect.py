@@ -21,7 +21,7 @@ from hostvigil.runner import CommandRunner
 from tests.conftest import FIXTURES, fixture_paths, require_tool, values
 from tests.smart.test_parse import STANDBY_JSON
 
-SMARTCTL = FIXTURES / "smartctl"
+SMARTCTL = FIXTURES / "smart"
 ATA = "smart-prom-next__examples_sat_xall.json"
 ATA_FAILING = "smart-prom-next__examples_usbjmicron_a_when_failed_now.json"
 ATA_PARTIAL = "smart-prom-next__examples_usbjmicron_x_exit_status_4.json"
@@ -387,7 +387,7 @@ def test_failing_reasons() -> None:
 def test_a_failing_disk_still_serving_md_arrays(tmp_path: Path) -> None:
     """sdb fails SMART and its partitions are active members of several arrays; sda is healthy."""
     (tmp_path / "proc").mkdir()
-    (tmp_path / "proc/mdstat").write_bytes((FIXTURES / "mdstat/procfs-fixtures__proc_mdstat").read_bytes())
+    (tmp_path / "proc/mdstat").write_bytes((FIXTURES / "md/procfs-fixtures__proc_mdstat").read_bytes())
     fake = Fake(tmp_path, {"/dev/sda": ATA, "/dev/sdb": ATA_FAILING})
     got = fake.run(devices=["/dev/sda", "/dev/sdb usbjmicron"], scan=False)
     in_use = {labels: value for (name, labels), value in got.items() if name == "hostvigil_disk_failing_in_use"}

@@ -18,7 +18,7 @@ from hostvigil.collectors.smart.parse import (
 )
 from tests.conftest import FIXTURES
 
-SMARTCTL = FIXTURES / "smartctl"
+SMARTCTL = FIXTURES / "smart"
 
 # What smartctl 7.3 prints with --json when `-n standby` finds the disk asleep. The text and exit status are
 # ataprint.cpp's `"Device is in %s mode, exit(%d)\n"` with powername "STANDBY" (CHECK POWER MODE answered

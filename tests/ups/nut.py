@@ -27,7 +27,7 @@ import pytest
 from tests.conftest import FIXTURES, free_port, require_tool
 
 NUT_LIB = Path("/lib/nut")
-DEV_FIXTURE = FIXTURES / "nut" / "telegraf__upsd_CyberPowerSystems_CP900EPFCLCD__variables.dev"
+DEV_FIXTURE = FIXTURES / "ups" / "telegraf__upsd_CyberPowerSystems_CP900EPFCLCD__variables.dev"
 UPS = "dummy"
 
 

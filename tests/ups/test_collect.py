@@ -1,4 +1,4 @@
-"""The ups collector against a real upsd (tests/nut.py) and against fake peers that misbehave.
+"""The ups collector against a real upsd (tests/ups/nut.py) and against fake peers that misbehave.
 
 The real upsd serves dummy-ups on the CyberPower .dev fixture; tests walk a copy of that
 file through states no capture shows (on battery, battery low, FSD) by editing it.
@@ -29,7 +29,7 @@ from hostvigil.sources import Sources
 from tests.conftest import FIXTURES, RecordingHooks, collect_once, fixture_paths, free_port, values
 from tests.ups.nut import NutServer
 
-CAPTURES = FIXTURES / "nut" / "upsd-2.8.0"
+CAPTURES = FIXTURES / "ups" / "upsd-2.8.0"
 Values = dict[tuple[str, tuple[str, ...]], float]
 
 

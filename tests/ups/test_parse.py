@@ -21,7 +21,7 @@ from hostvigil.collectors.ups.parse import (
 )
 from tests.conftest import FIXTURES
 
-NUT = FIXTURES / "nut"
+NUT = FIXTURES / "ups"
 CAPTURES = NUT / "upsd-2.8.0"
 DEV = NUT / "telegraf__upsd_CyberPowerSystems_CP900EPFCLCD__variables.dev"
 
