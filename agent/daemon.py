@@ -49,6 +49,7 @@ def build_scheduler(
     built: Mapping[str, Collector] | None = None,
     cache: MetricsCache | None = None,
     events: Callable[[Sequence[Event]], None] = lambda events: None,
+    on_change: Callable[[CollectorState], None] = lambda state: None,
 ) -> Scheduler:
     """A scheduler over the named collectors; `built` are those already made with what they need (the daemon's own)."""
     built = built or {}
@@ -57,7 +58,9 @@ def build_scheduler(
         settings = config.collectors[name]
         collector = built.get(name) or REGISTRY[name](settings.options)
         jobs.append(Job(collector, settings.interval, settings.timeout))
-    return Scheduler(jobs, cache or MetricsCache(names), config.paths, CommandRunner(), events=events)
+    return Scheduler(
+        jobs, cache or MetricsCache(names), config.paths, CommandRunner(), events=events, on_change=on_change
+    )
 
 
 def state_dir(config: Config) -> Path:
@@ -99,8 +102,9 @@ class Agent:
         if "crash" in names:
             collectors["crash"] = CrashCollector(config.collectors["crash"].options, self.forensics)
         self.policy = EventPolicy(self.forensics or _Unrecorded())
-        self.scheduler = build_scheduler(config, names, built=collectors, cache=self.cache, events=self.policy.handle)
-        self.scheduler.on_change = self._on_change
+        self.scheduler = build_scheduler(
+            config, names, built=collectors, cache=self.cache, events=self.policy.handle, on_change=self._on_change
+        )
         self.notifier = Notifier()
         self.stop_event = threading.Event()
         self._ready = False

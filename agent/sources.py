@@ -79,6 +79,8 @@ class Source:
                     log.warning("%s: %s; %s", self.name, self.last_error, self.retrying,
                                 extra={"repeat_key": ("source", self.name, self.last_error)})
                 self.stopping.wait(min(MAX_RETRY, FIRST_RETRY * 2 ** (self._failures - 1)))
+            else:
+                self.up = False  # returned to be run again at once (a reopen): not reading meanwhile
         self.up = False
 
 
