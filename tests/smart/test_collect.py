@@ -228,6 +228,7 @@ def test_controller_ports_keep_their_type_in_the_label(tmp_path: Path) -> None:
 def test_scan_open_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A device the scan could not open is unreadable and not read; as non-root that means no privilege."""
     fake = Fake(tmp_path, {"--scan-open": SCAN_DENIED})
+    monkeypatch.setattr(smart.os, "geteuid", lambda: 0)  # as root, whoever runs the test
     got = fake.run()
     assert got == {("hostvigil_smart_scan_success", ()): 1, ("hostvigil_smart_readable", ("/dev/nvme0",)): 0}
     assert [args for _, _, args in fake.calls() if "-x" in args] == []
@@ -238,6 +239,7 @@ def test_scan_open_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_open_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fake = Fake(tmp_path, {"/dev/nvme0": NVME_DENIED, "/dev/sda": ATA})
+    monkeypatch.setattr(smart.os, "geteuid", lambda: 0)  # as root, whoever runs the test
     got = fake.run(devices=["/dev/nvme0", "/dev/sda"], scan=False)
     assert series(got, "/dev/nvme0") == {"hostvigil_smart_readable"}
     assert got[("hostvigil_smart_readable", ("/dev/nvme0",))] == 0
