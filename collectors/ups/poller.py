@@ -120,7 +120,7 @@ class UpsPoller(Source):
         return self.count(self.keep(failed(error, self.known())))
 
     def count(self, result: ServerRead) -> ServerRead:
-        """Count the failed reads of a read that was kept (`_keep` has given a failed listing's UPSes its error)."""
+        """Count the failed reads of a read that was kept (`keep` gives a failed listing's UPSes its error)."""
         with self._lock:
             for label, error in result.errors.items():
                 self.failures.setdefault(label, dict.fromkeys(REASONS, 0))[error.reason] += 1
