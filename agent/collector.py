@@ -88,13 +88,13 @@ class Sample:
 class Option:
     """A collector-specific config key."""
 
-    kind: Literal["bool", "int", "float", "string", "strings", "duration"]
+    kind: Literal["bool", "int", "float", "string", "strings", "list", "duration"]  # list: of strings or tables
     default: Any
     help: str
 
     @property
     def python_type(self) -> type:
-        return {"bool": bool, "int": int, "float": float, "string": str, "strings": list}[self.kind]
+        return {"bool": bool, "int": int, "float": float, "string": str, "strings": list, "list": list}[self.kind]
 
 
 @dataclass(frozen=True)
@@ -223,6 +223,11 @@ class Collector:
 
     def __init__(self, options: Mapping[str, Any]) -> None:
         self.config = dict(options)
+
+    @classmethod
+    def validate(cls, options: Mapping[str, Any]) -> None:
+        """Check what the option types alone cannot (an endpoint's URL, two options that must agree) when the
+        config is loaded; ValueError whose message starts with the option's name."""
 
     def collect(self, ctx: Context) -> Iterable[Sample | Event]:
         """This run's samples, and the events (changes) it saw, in any order."""

@@ -179,6 +179,7 @@ def _collector_config(
     options = {
         name: reader.option(table, key, name, option) for name, option in cls.options.items()
     }
+    reader.check(lambda: cls.validate(options), key)
     return CollectorConfig(
         enabled=reader.value(table, key, "enabled", bool, cls.enabled_by_default),
         interval=interval,
@@ -237,6 +238,8 @@ class _Reader:
         value = self.value(table, where, name, option.python_type, option.default)
         if option.kind == "strings" and not all(isinstance(item, str) for item in value):
             raise self.fail(f"{where}.{name}", "expected a list of strings")
+        if option.kind == "list" and not all(isinstance(item, str | dict) for item in value):
+            raise self.fail(f"{where}.{name}", "expected a list of strings or tables")
         return value
 
     def check(self, parse: Callable[[], T], key: str) -> T:

@@ -96,8 +96,19 @@ class KernelLogEvent(Event):
     kind: ClassVar[str] = "kernel"
 
 
+@dataclass(frozen=True, kw_only=True)
+class MailEvent(Event):
+    """The mail service as users meet it: an endpoint failing its probes (`service`: imap, lmtp, ...; `reason`: why,
+    from the probe's reasons), or an expected mail daemon gone (`service` "")."""
+
+    kind: ClassVar[str] = "mail"
+
+    service: str = ""
+    reason: str = ""
+
+
 EVENT_TYPES: Mapping[str, type[Event]] = {
-    cls.kind: cls for cls in (PowerEvent, HardwareEvent, StorageEvent, LinkEvent, KernelLogEvent)
+    cls.kind: cls for cls in (PowerEvent, HardwareEvent, StorageEvent, LinkEvent, KernelLogEvent, MailEvent)
 }
 
 

@@ -29,7 +29,7 @@ from hostvigil.events import Event, KernelLogEvent, LinkEvent
 Snapshot = Literal["none", "event", "urgent"]
 
 # The least time between two kept losses of one subject, by event kind.
-SPACING: Mapping[str, float] = {"network": 60.0}
+SPACING: Mapping[str, float] = {"network": 60.0, "mail": 60.0}
 MAX_REASON = 500  # characters of a snapshot's reason
 
 

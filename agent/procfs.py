@@ -1,12 +1,14 @@
 """Pure parsers for /proc files: text in, plain data out, ValueError on bad input.
 
 No I/O and no metrics here; the formats are those of Documentation/filesystems/proc.rst
-and the kernel sources named on each function.
+and the kernel sources named on each function. `redact` is here too, beside the
+command-line parser: what of a process's arguments a snapshot may keep.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 _OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")
@@ -188,6 +190,7 @@ class ProcStat:
     ppid: int
     cpu_ticks: int  # utime + stime, in clock ticks
     rss_pages: int
+    start_ticks: int = 0  # when it started, in clock ticks after boot
 
 
 def parse_stat(text: str) -> ProcStat:
@@ -200,7 +203,35 @@ def parse_stat(text: str) -> ProcStat:
     try:
         return ProcStat(
             pid=int(pid_text), comm=comm, state=fields[0], ppid=int(fields[1]),
-            cpu_ticks=int(fields[11]) + int(fields[12]), rss_pages=int(fields[21]),
+            cpu_ticks=int(fields[11]) + int(fields[12]), rss_pages=int(fields[21]), start_ticks=int(fields[19]),
         )
     except ValueError:
         raise ValueError(f"non-numeric field in {text[:60]!r}") from None
+
+
+def parse_cmdline(raw: bytes) -> list[str]:
+    """/proc/<pid>/cmdline: the arguments, NUL-separated (empty for a kernel thread or a zombie)."""
+    return [arg.decode(errors="replace") for arg in raw.split(b"\0") if arg]
+
+
+_SECRET_KEY = re.compile(r"(?i)(pass(word|wd|phrase)?|secret|token|api[-_]?key|auth|credential|private[-_]?key)")
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]+@")
+
+
+def redact(args: Sequence[str]) -> list[str]:
+    """Arguments with secret-looking values replaced: --password=x, the value after --token, user:pw@ in URLs."""
+    result: list[str] = []
+    hide_next = False
+    for arg in args:
+        if hide_next:
+            result.append("<redacted>")
+            hide_next = False
+            continue
+        key, eq, _ = arg.partition("=")
+        if eq and _SECRET_KEY.search(key):
+            result.append(f"{key}=<redacted>")
+            continue
+        if arg.startswith("-") and _SECRET_KEY.search(arg):
+            hide_next = True
+        result.append(_URL_USERINFO.sub(r"\1<redacted>@", arg))
+    return result

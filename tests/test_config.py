@@ -44,6 +44,9 @@ def check(tmp_path: Path, text: str, capsys: pytest.CaptureFixture[str]) -> str:
         ("[snapshots]\nretention = 5\n", "snapshots.retention", "unknown key"),
         ("[collectors.kernel]\nmax_lines_per_second = '20k'\n", "collectors.kernel.max_lines_per_second",
          "expected an integer"),
+        # what the types alone cannot tell, checked by the collector when the config is loaded
+        ("[collectors.probe]\ntargets = ['tcp:mx1.example.net']\n", "collectors.probe",
+         'targets: target "tcp:mx1.example.net": a TCP target needs a port'),
     ],
 )
 def test_config_errors(

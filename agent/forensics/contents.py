@@ -11,9 +11,8 @@ mount leaves behind. Command lines are redacted of anything that looks like a se
 from __future__ import annotations
 
 import os
-import re
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,36 +21,13 @@ from hostvigil import __version__
 from hostvigil.cache import CollectorState
 from hostvigil.collector import Collector
 from hostvigil.forensics.snapshots import FORMAT, Process, Processes, Reading, Snapshot
-from hostvigil.procfs import ProcStat, parse_stat
+from hostvigil.procfs import ProcStat, parse_cmdline, parse_stat, redact
 
 TOP = 10
 MAX_D_STATE = 200
 MAX_CMDLINE = 512
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-_SECRET_KEY = re.compile(r"(?i)(pass(word|wd|phrase)?|secret|token|api[-_]?key|auth|credential|private[-_]?key)")
-_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]+@")
-
-
-def redact(args: Sequence[str]) -> list[str]:
-    """Arguments with secret-looking values replaced: --password=x, the value after --token, user:pw@ in URLs."""
-    result: list[str] = []
-    hide_next = False
-    for arg in args:
-        if hide_next:
-            result.append("<redacted>")
-            hide_next = False
-            continue
-        key, eq, _ = arg.partition("=")
-        if eq and _SECRET_KEY.search(key):
-            result.append(f"{key}=<redacted>")
-            continue
-        if arg.startswith("-") and _SECRET_KEY.search(arg):
-            hide_next = True
-        result.append(_URL_USERINFO.sub(r"\1<redacted>@", arg))
-    return result
-
 
 class SnapshotBuilder:
     """Builds snapshot documents from the cache and the collectors; remembers CPU times between snapshots."""
@@ -144,7 +120,7 @@ class SnapshotBuilder:
             raw = (self.proc / str(stat.pid) / "cmdline").read_bytes()[:MAX_CMDLINE]
         except OSError:
             raw = b""
-        args = [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+        args = parse_cmdline(raw)
         return {
             "pid": stat.pid,
             "comm": stat.comm,

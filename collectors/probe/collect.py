@@ -70,6 +70,15 @@ class ProbeCollector(Collector):
         self.watcher: TargetWatcher | None = None
         self._problem: str | None = None
 
+    @classmethod
+    def validate(cls, options: Mapping[str, Any]) -> None:
+        """Bad targets and intervals are config errors, found when the config is loaded."""
+        try:
+            parse_targets(options.get("targets", []))
+        except ValueError as exc:
+            raise ValueError(f"targets: {exc}") from None
+        _engine(options)
+
     def start(self, services: Services) -> None:
         try:
             targets = parse_targets(self.config.get("targets", []))

@@ -15,9 +15,8 @@ from pathlib import Path
 import pytest
 
 from hostvigil.collectors.kernel.evidence import snapshot_tail
-from hostvigil.forensics.contents import redact
 from hostvigil.forensics.snapshots import FORMAT, URGENT_GAP, SnapshotError, SnapshotStore, Snapshotter, decode, encode
-from hostvigil.procfs import parse_stat
+from hostvigil.procfs import parse_stat, redact
 
 
 def doc(trigger: str = "periodic", size: int = 100, when: float | None = None) -> dict[str, object]:
