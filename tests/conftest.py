@@ -16,8 +16,8 @@ from hostvigil.events import Event
 from hostvigil.policy import EventPolicy
 from hostvigil.runner import CommandRunner
 
-# A real ZFS (zfs-fuse) for the tests that ask for the `zfs_fuse` fixture.
-pytest_plugins = ["tests.zfs.zfsfuse", "tests.ups.nut", "tests.netns"]
+# Real components as fixtures: ZFS (zfs-fuse), upsd, network namespaces, Dovecot, Postfix and Cyrus.
+pytest_plugins = ["tests.zfs.zfsfuse", "tests.ups.nut", "tests.netns", "tests.mail.servers", "tests.mail.cyrus"]
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TREES = FIXTURES / "trees"
