@@ -14,6 +14,7 @@ from hostvigil.collectors.hwmon.collect import HwmonCollector
 from hostvigil.collectors.ipmi.collect import IpmiCollector
 from hostvigil.collectors.kernel.collect import KernelCollector
 from hostvigil.collectors.limits import LimitsCollector
+from hostvigil.collectors.mail.collect import MailCollector
 from hostvigil.collectors.md.collect import MdCollector
 from hostvigil.collectors.network.collect import NetworkCollector
 from hostvigil.collectors.power_supply.collect import PowerSupplyCollector
@@ -35,6 +36,7 @@ REGISTRY: dict[str, type[Collector]] = {
         IpmiCollector,
         KernelCollector,
         LimitsCollector,
+        MailCollector,
         MdCollector,
         NetworkCollector,
         PowerSupplyCollector,

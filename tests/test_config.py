@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,12 @@ def check(tmp_path: Path, text: str, capsys: pytest.CaptureFixture[str]) -> str:
         # what the types alone cannot tell, checked by the collector when the config is loaded
         ("[collectors.probe]\ntargets = ['tcp:mx1.example.net']\n", "collectors.probe",
          'targets: target "tcp:mx1.example.net": a TCP target needs a port'),
+        ("[collectors.mail]\nendpoints = ['imaps://mail.example.org', 'imapx://h']\n", "collectors.mail",
+         'endpoints[1]: "imapx://h": unknown scheme "imapx"'),
+        ("[collectors.mail]\nendpoints = [{ url = 'imaps://h', user = 'probe' }]\n", "collectors.mail",
+         'endpoints[0]: user "probe" needs password_file (the password is never in the config)'),
+        ("[collectors.mail]\nendpoints = [3]\n", "collectors.mail.endpoints", "expected a list of strings or tables"),
+        ("[collectors.mail]\nprobe_timeout = '30s'\n", "collectors.mail", "probe_timeout: longer than probe_interval"),
     ],
 )
 def test_config_errors(
@@ -111,3 +118,16 @@ def test_durations(text: str, seconds: float) -> None:
 
 def test_config_error_text() -> None:
     assert str(ConfigError("/etc/x.toml", "agent.listen", "bad")) == "/etc/x.toml: agent.listen: bad"
+
+
+def test_the_example_config_loads_and_shows_every_option_at_its_default() -> None:
+    """packaging/hostvigil.toml.example is what a packager installs and an operator edits: it must load, and show
+    every key of every collector with the value the agent would use without it."""
+    example = Path(__file__).parent.parent / "packaging" / "hostvigil.toml.example"
+    config = load(example, REGISTRY)
+    tables = tomllib.loads(example.read_text())["collectors"]
+    for name, cls in REGISTRY.items():
+        assert set(tables.get(name, {})) >= {"enabled", *cls.options}, f"[collectors.{name}] lacks keys"
+        assert config.collectors[name].interval == cls.interval, name
+        for option, spec in cls.options.items():
+            assert config.collectors[name].options[option] == spec.default, f"collectors.{name}.{option}"
