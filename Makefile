@@ -27,11 +27,13 @@ pytest: $(VENV)/.installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # ARGS go to bench/scrape.py, KMSG_ARGS to bench/kmsg.py (its parts 2 and 3 need root), PROBE_ARGS to
-# bench/probes.py (root: it makes network namespaces; anchor: Debian prometheus-smokeping-prober).
+# bench/probes.py (root: it makes network namespaces; anchor: Debian prometheus-smokeping-prober), MAIL_ARGS
+# to bench/mail.py (a real Dovecot: Debian's dovecot-imapd, dovecot-pop3d, dovecot-lmtpd).
 bench: $(VENV)/.installed
 	$(BIN)/python bench/scrape.py $(ARGS)
 	$(BIN)/python bench/kmsg.py $(KMSG_ARGS)
 	$(BIN)/python bench/probes.py $(PROBE_ARGS)
+	$(BIN)/python bench/mail.py $(MAIL_ARGS)
 
 $(VENV)/.installed: $(SOURCES)
 	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || { \
