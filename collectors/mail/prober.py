@@ -172,22 +172,31 @@ class MailProber(Source):
         except Exception as exc:  # noqa: BLE001 - a bug in one probe must not end the schedule
             log.error("mail probe of %s failed unexpectedly: %s", endpoint.label, exc)
             result = None
-        changed = False
         with self._lock:
             state = self._states.get(endpoint.label)
-            if state is None:
-                return  # no longer wanted
-            state.running = False
-            if result is not None:
-                changed = _record(state, result)
-        self._changed.set()
-        if changed:
+            if state is not None:
+                state.running = False
+                before = state.last.reason if state.last else None
+                if result is not None:
+                    _record(state, result)
+        self._changed.set()  # a slot is free: the schedule may start the next probe
+        if state is not None and result is not None and before != result.reason:
+            _log_change(result, before)
             self.on_change()
 
 
-def _record(state: EndpointState, result: ProbeResult) -> bool:
-    """Keep a result; whether the endpoint's outcome (up, or the reason it fails) changed."""
-    before = state.last.reason if state.last else None
+def _log_change(result: ProbeResult, before: str | None) -> None:
+    """The agent's log says when an endpoint starts failing, why in the server's own words, and when it is back."""
+    label = result.endpoint.label
+    if not result.up:
+        log.warning("mail probe %s: failing at %s: %s: %s", label, result.phase, result.reason, result.detail,
+                    extra={"repeat_key": ("mail-probe", label, result.reason)})
+    elif before:
+        log.info("mail probe %s: up again", label)
+
+
+def _record(state: EndpointState, result: ProbeResult) -> None:
+    """Keep a result: the last one, the counts, failures in a row."""
     state.last = result
     state.probes += 1
     if result.up:
@@ -196,4 +205,3 @@ def _record(state: EndpointState, result: ProbeResult) -> bool:
         state.in_a_row += 1
         state.failures[result.reason] += 1
         state.last_failure = result
-    return before != result.reason
