@@ -30,8 +30,9 @@ from hostvigil.runner import CommandRunner
 from tests import test_conformance
 from tests.alerting import firing
 from tests.conftest import FIXTURES, RecordingHooks, fixture_paths, require_tool, run_collector, run_with, values
+from tests.mail.certs import Certs
 from tests.mail.cyrus import CyrusServer
-from tests.mail.servers import MAIL_DOMAIN, SMTPD_LIMIT, USER, DovecotServer, PostfixServer
+from tests.mail.servers import MAIL_DOMAIN, SMTPD_LIMIT, USER, DovecotServer, PostfixServer, running_postfix
 
 pytestmark = pytest.mark.integration
 
@@ -291,6 +292,8 @@ def test_certificates_clients_refuse(
     assert fired(promtool, tmp_path, watched) == {("MailCertificateInvalid", e, reason, s)
                                                   for s, e in (("imap", imap), ("imaps", imaps), ("pop3", pop3),
                                                                ("pop3s", pop3s), ("lmtp", lmtp))}
+    shared_dovecot.restore()  # the good certificate again
+    watched.until(lambda f: all_up(f, [imap, imaps, pop3, pop3s, lmtp]), "trusted again")
 
 
 def test_a_mailbox_that_cannot_be_opened_after_a_good_login(
@@ -430,6 +433,8 @@ def test_postfix_refusing_mail_for_want_of_queue_space(
     assert detail == "MAIL FROM: 452 4.3.1 Insufficient system storage"
     assert fired(promtool, tmp_path, watched) == {("MailServiceRefusing", e, "sender_rejected", s)
                                                   for s, e in (("smtp", smtp), ("submission", submission))}
+    shared_postfix.restore()
+    watched.until(lambda f: all_up(f, [smtp, submission]), "taking mail again")
 
 
 @root_only
@@ -451,6 +456,34 @@ def test_postfix_log_errors_are_counted(
     assert any("cannot load Certification Authority data" in line
                for line in watched.collector.snapshot_extra().get("log", []))
     assert ("MailLogFatalErrors", "postfix") in fired(promtool, tmp_path, watched, before=healthy, minutes=5)
+
+
+@root_only
+def test_a_dovecot_and_postfix_host_is_up_and_quiet(
+    dovecot: DovecotServer, mail_certs: Certs, watch: Callable[..., Watched], tmp_path: Path, promtool: str,
+) -> None:
+    """The whole host as the issue puts it: Postfix delivering to Dovecot over LMTP, every endpoint of both probed,
+    both daemons watched, Postfix's queues counted; everything up, and no mail alert fires. Postfix's LMTP
+    destination is what discovery finds in its configuration."""
+    with running_postfix(mail_certs, dovecot) as postfix:
+        smtp, submission = postfix_options(postfix)["endpoints"]
+        both = postfix_options(postfix) | {
+            # the test account is Dovecot's: Postfix here offers no AUTH on submission
+            "endpoints": [*dovecot_endpoints(dovecot), smtp, {"url": submission, "user": ""}],
+            "user": USER, "password_file": password_file(tmp_path, dovecot.password),
+            "daemons": ["dovecot", "postfix"], "dovecot_config": str(dovecot.config),
+        }
+        watched = watch(**both)
+        found = watched.until(lambda f: all_up(f, [*dovecot_endpoints(dovecot), smtp, submission]),
+                              "every endpoint up")
+        assert found[("hostvigil_mail_daemon_up", ("dovecot",))] == 1
+        assert found[("hostvigil_mail_daemon_up", ("postfix",))] == 1
+        assert fired(promtool, tmp_path, watched) == set()
+        config = Postfix(parse_main_cf((postfix.config_dir / "main.cf").read_text()),
+                         parse_master_cf((postfix.config_dir / "master.cf").read_text()), postfix.queue_directory)
+        ctx = Context(Paths(), CommandRunner(), time.monotonic() + 5, logging.getLogger("test"))
+        discovered = {e.label: e.found for e in discover(ctx, config, (None, None), check_settings({}, ""))}
+        assert discovered[f"lmtp://127.0.0.1:{dovecot.lmtp_port}"] == "postfix"
 
 
 # -- Cyrus ------------------------------------------------------------------------------------------------------
