@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+import pwd
 import shutil
 import socket
+import tempfile
 import time
+import traceback
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -45,6 +49,49 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def nobody_tmp() -> Iterator[Path]:
+    """A temp dir an ordinary user can reach and owns: under /tmp (pytest's own are 0700 root), nobody's when root."""
+    path = Path(tempfile.mkdtemp(prefix="hostvigil-nobody-"))
+    if os.geteuid() == 0:
+        nobody = pwd.getpwnam("nobody")
+        os.chown(path, nobody.pw_uid, nobody.pw_gid)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def run_as_nobody(check: Callable[[], None]) -> None:
+    """`check()` as an ordinary user: here if we are one, else in a forked child switched to nobody (root passes
+    every permission check, so what an ordinary user meets cannot be tested as root). What it touches must be
+    nobody's (nobody_tmp). The child's failure fails the test, with its traceback."""
+    if os.geteuid() != 0:
+        check()
+        return
+    nobody = pwd.getpwnam("nobody")
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        status = 0
+        try:
+            os.close(read)
+            os.setgroups([])
+            os.setgid(nobody.pw_gid)
+            os.setuid(nobody.pw_uid)
+            check()
+        except BaseException:  # noqa: BLE001 - everything the child meets goes back to the test
+            os.write(write, traceback.format_exc().encode())
+            status = 1
+        finally:
+            os._exit(status)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        said = pipe.read().decode(errors="replace")
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, f"as nobody:\n{said}"
 
 
 def fixture_paths(tree: str | Path) -> Paths:

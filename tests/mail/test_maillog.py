@@ -18,7 +18,7 @@ import pytest
 from hostvigil.collectors.mail import maillog
 from hostvigil.collectors.mail.maillog import LogRead, MailJournal, MailLogFile
 from hostvigil.runner import CommandResult, CommandRunner
-from tests.conftest import FIXTURES, require_tool
+from tests.conftest import FIXTURES, require_tool, run_as_nobody
 
 LOGS = FIXTURES / "mail" / "log"
 RFC3339 = (LOGS / "rsyslog-rfc3339.log").read_bytes()  # Dovecot, Postfix and Cyrus faults through rsyslog
@@ -215,16 +215,22 @@ def test_not_a_regular_file(tmp_path: Path) -> None:
     assert reader.read().error == f"mail log {tmp_path}: not a regular file"
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a file whatever its mode")
-def test_permission_denied(log: Path) -> None:
-    log.chmod(0)
-    reader = MailLogFile(log)
-    assert reader.read().error == f"mail log {log}: permission denied"
-    log.chmod(0o644)  # the file was there all along: what it holds is history
-    readable = reader.read()
-    assert (found(readable), readable.read_bytes, readable.error) == ({}, 0, None)
-    append(log, fatal_line(1))
-    assert found(reader.read()) == {("postfix", "fatal"): 1}
+def test_permission_denied(nobody_tmp: Path) -> None:
+    """As an ordinary user would meet it; as root, in a child switched to nobody (root reads any file)."""
+    log = nobody_tmp / "mail.log"
+
+    def check() -> None:
+        log.write_bytes((LOGS / "rsyslog-traditional.log").read_bytes())
+        log.chmod(0)
+        reader = MailLogFile(log)
+        assert reader.read().error == f"mail log {log}: permission denied"
+        log.chmod(0o644)  # the file was there all along: what it holds is history
+        readable = reader.read()
+        assert (found(readable), readable.read_bytes, readable.error) == ({}, 0, None)
+        append(log, fatal_line(1))
+        assert found(reader.read()) == {("postfix", "fatal"): 1}
+
+    run_as_nobody(check)
 
 
 def test_overlong_lines_are_cut(log: Path) -> None:
