@@ -39,7 +39,7 @@ pytestmark = pytest.mark.integration
 PROBE_INTERVAL = 1.0
 STEP_TIMEOUT = 1.0
 MAIL = FIXTURES / "mail"
-root_only = pytest.mark.skipif(os.geteuid() != 0, reason="Postfix and Cyrus run only as root")
+root_only = pytest.mark.skipif(os.geteuid() != 0, reason="Postfix runs only as root (it switches to user postfix)")
 
 
 class Watched:
