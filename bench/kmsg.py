@@ -73,7 +73,8 @@ from scrape import (  # bench/scrape.py, beside this script: the agent process a
 )
 
 from hostvigil.collectors.kernel.follower import FLUSH_AFTER, KmsgFollower
-from hostvigil.collectors.kernel.parse import EventAssembler, classify, normalize, parse_record
+from hostvigil.collectors.kernel.parse import classify, normalize, parse_record
+from hostvigil.collectors.kernel.parse_reports import EventAssembler
 from hostvigil.config import SnapshotConfig
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "kernel"

@@ -41,8 +41,8 @@ from hostvigil.collectors.kernel.metrics import (
     TAINT,
     TAINTED,
 )
-from hostvigil.collectors.kernel.parse import KernelEvent, is_critical
 from hostvigil.collectors.kernel.parse_crash import TAINT_FLAGS, journal_storage
+from hostvigil.collectors.kernel.parse_reports import KernelEvent, is_critical
 from hostvigil.events import Event, KernelLogEvent
 
 PANIC_SYSCTLS = {

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from hostvigil.collector import BootWindow, Evidence
-from hostvigil.collectors.kernel.parse import MACHINE_CHECK, events_from_text, parse_record
+from hostvigil.collectors.kernel.parse import parse_record
 from hostvigil.collectors.kernel.parse_crash import (
     merge_pstore_parts,
     parse_journal_json,
@@ -27,6 +27,7 @@ from hostvigil.collectors.kernel.parse_crash import (
     parse_pstore_name,
     strip_ramoops_header,
 )
+from hostvigil.collectors.kernel.parse_reports import MACHINE_CHECK, events_from_text
 from hostvigil.runner import CommandRunner
 
 MAX_TEXT = 512 * 1024  # of a crash log read as evidence (its tail holds the crash)

@@ -21,7 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NotRequired, TypedDict
 
-from hostvigil.collectors.kernel.parse import EventAssembler, KernelEvent, is_critical, parse_record, suppressed_count
+from hostvigil.collectors.kernel.parse import parse_record, suppressed_count
+from hostvigil.collectors.kernel.parse_reports import EventAssembler, KernelEvent, is_critical
 from hostvigil.sources import Source
 
 log = logging.getLogger("hostvigil.kernel")

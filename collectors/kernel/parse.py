@@ -1,17 +1,15 @@
-"""Pure parsing and classification of Linux kernel log lines: /dev/kmsg records and kern.log text.
+"""Pure parsing and classification of Linux kernel log lines, one at a time: /dev/kmsg records and kern.log text.
 
 No I/O and no metrics. Record format: Documentation/ABI/testing/dev-kmsg. The classes and their
-line formats are in patterns.py; multi-line reports (oops, hung task, OOM...) are framed
-the way ABRT frames them (abrt/abrt:src/lib/kernel.c) and fingerprinted like its duphash: the
-first six reliable stack functions, so the same crash seen twice counts as one.
+line formats are in patterns.py; lines are joined into multi-line reports (oops, hung task, OOM...)
+in parse_reports.py.
 """
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from hostvigil.collectors.kernel.patterns import PATTERNS
 
@@ -29,17 +27,6 @@ MULTILINE: frozenset[str] = frozenset({
     "oops", "bug", "warning", "panic", "general_protection", "soft_lockup", "hard_lockup", "hung_task", "oom_kill",
     "rcu_stall", "mce",
 })
-MAX_FUNCTIONS = 6  # ABRT/satyr koops duphash: the first six frames
-# fields["cause"] of a panic the hardware caused: the kernel's machine-check handler panicked ("Fatal machine
-# check", "Machine check from unknown source"), or a machine check is reported within the panic.
-MACHINE_CHECK = "machine_check"
-HEAD_LINES = 40  # ABRT: a start line with no backtrace within 40 lines is a report of its own
-INTERLEAVED_LINES = 10  # events of other kinds amid a report before it is taken as over (a flood never pauses)
-_DEVICE_FIELDS = ("device", "interface", "vdev", "pool", "controller", "zone")
-_CUT_HERE = "------------[ cut here ]------------"
-# A WARN message may replace the class of a warning that has no stack yet, but these never are WARN messages.
-_NOT_WARN_MESSAGES = frozenset({"warning", "panic", "oom_kill", "hung_task", "oops", "general_protection", "mce"})
-
 _KEYWORDS = tuple(dict.fromkeys(p.keyword for p in PATTERNS))
 # sre skips fast over characters that start no branch of an alternation: capitals, brackets and "z" are
 # rare in kernel text, so keywords starting with a common character are looked for with `in` instead.
@@ -60,36 +47,6 @@ _PREFIX = re.compile(
     r"(?:<\d>)?"  # printk level in dmesg -r, pstore and vmcore-dmesg
     r"(?:\[ *(?:(?P<sec>\d+)\.(?P<frac>\d{1,9})|\+\d+\.\d+|[A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d [\d:]{8} \d{4})\] ?)?"
 )
-_FRAME = re.compile(
-    r"\s*(?:<{1,2}/?\w+>{1,2}\s*)*(?:\[<[0-9a-f]+>\]\s*)?(?P<unreliable>\? )?"
-    r"(?P<func>[\w.$]+)\+0x[0-9a-f]+/0x[0-9a-f]+(?: \[(?P<module>\w+)\])?"
-)
-_RIP = re.compile(
-    r"\s*(?:RIP: [0-9a-f]{4}:(?:\[<[0-9a-f]+>\]\s+\[<[0-9a-f]+>\]\s+)?|(?:RIP\s+|IP: )\[<[0-9a-f]+>\]\s+"
-    r"|EIP: (?:[0-9a-f]{4}:)?(?:\[<[0-9a-f]+>\] )?|EIP is at |pc : )"
-    r"(?P<func>[\w.$]+)\+0x[0-9a-f]+/0x[0-9a-f]+(?: \[(?P<module>\w+)\])?"
-)
-_TASK = re.compile(r"\s*(?:CPU: \d+ (?:UID: \d+ )?PID: (?P<pid>\d+) Comm: |Pid: (?P<oldpid>\d+), comm: )(?P<comm>.+?)"
-                   r"(?: (?:Not tainted|Tainted:|Kdump: )|$)")
-# Lines of a report after its Call Trace: frames, registers, markers (ABRT ends a report at anything else).
-_STRUCTURAL = re.compile(
-    r"\s*(?:(?:<{1,2}/?\w+>{1,2}\s*)*(?:\[<[0-9a-f]+>\]\s*)?(?:\? )?[\w.$]+\+0x[0-9a-f]+/0x[0-9a-f]+"
-    r"|<{1,2}/?\w+>{1,2}\s*$"
-    r"|(?:RIP|RSP|RAX|RBX|RCX|RDX|RSI|RDI|RBP|R\d\d|FS|GS|CS|DS|ES|CR\d|DR\d|EIP|ESP|EAX|EBX|ECX|EDX|ESI|EDI|EBP"
-    r"|PKRU|pc|lr|sp|pstate|x\d+)\s*:"
-    r"|(?:Call [Tt]race:|Code: |Modules linked in:|Hardware name: |Workqueue: |Kernel Offset: |Stack:"
-    r"|Instruction dump:|Exception stack|irq event stamp:|hardirqs last|softirqs last|note: |Tainted: |CPU: \d"
-    r"|Pid: \d)"
-    r"|Not tainted |---\[ end |RIP\s+\[<|RSP <|(?:[0-9a-f]{8,16} )+[0-9a-f]{8,16}\s*$)"
-)
-_STACK_START = re.compile(r"\s*(?:Call [Tt]race:|(?:<{1,2}/?\w+>{1,2}\s*)*(?:\[<[0-9a-f]+>\]\s*)?(?:\? )?"
-                          r"[\w.$]+\+0x[0-9a-f]+/0x[0-9a-f]+)")
-_CONTINUATION = {
-    "mce": re.compile(r".*\[Hardware Error\]|(?:CPU \d+: )?Bank \d+: |(?:TSC|ADDR|MISC|PROCESSOR) "),
-    "rcu_stall": re.compile(r"\s*(?:rcu: |\(detected by |Sending NMI |NMI backtrace |Task dump for )"),
-}
-_OOM_TASK = re.compile(r"\s*\[\s*\d+\]\s+\d+\s+\d+\s")
-_COLLAPSE = re.compile(r"[0-9][0-9a-fA-Fx]*")  # a number, hex or not, from its first digit
 
 
 @dataclass(frozen=True)
@@ -106,26 +63,6 @@ class KmsgRecord:
 class Match:
     cls: str
     fields: dict[str, str]  # the pattern's named groups: device, pool, interface, comm, pid, severity...
-
-
-@dataclass(frozen=True)
-class KernelEvent:
-    cls: str
-    message: str  # the classifying line
-    usec: int | None  # printk time of that line; None for text without it
-    comm: str | None
-    pid: int | None
-    module: str | None  # from a kernel-mode RIP, else the first reliable frame with [module]
-    functions: tuple[str, ...]  # RIP function, then Call Trace frames; "? " frames skipped; at most 6
-    fingerprint: str  # 16 hex digits; equal for the same crash (stack) or the same line bar numbers
-    device: str | None
-    fields: dict[str, str]
-    lines: tuple[str, ...]  # the event's text, at most max_lines
-
-
-def is_critical(event: KernelEvent) -> bool:
-    """Whether the event warrants a crash snapshot now; corrected memory errors (EDAC CE) do not."""
-    return event.cls in CRITICAL or (event.cls == "edac" and event.fields.get("severity") == "UE")
 
 
 def parse_record(data: bytes) -> KmsgRecord:
@@ -156,8 +93,17 @@ def parse_record(data: bytes) -> KmsgRecord:
 
 def normalize(line: str) -> str:
     """The kernel message of a log line from kern.log, journalctl, dmesg (-T), pstore or vmcore-dmesg."""
+    return split_prefix(line)[0]
+
+
+def split_prefix(line: str) -> tuple[str, int | None]:
+    """(the kernel message, its printk time in microseconds where the line carries it) of a log line."""
     prefix = _PREFIX.match(line)
-    return line[prefix.end():] if prefix else line
+    if prefix is None:
+        return line, None
+    sec, frac = prefix.group("sec"), prefix.group("frac")
+    usec = int(sec) * 1_000_000 + int(frac.ljust(6, "0")[:6]) if sec and frac else None
+    return line[prefix.end():], usec
 
 
 def classify(message: str) -> Match | None:
@@ -182,228 +128,3 @@ def suppressed_count(message: str) -> int:
         return 0
     m = _SUPPRESSED.search(message)
     return int(m.group(2)) if m else 0
-
-
-@dataclass
-class _Pending:
-    """A multi-line report being assembled."""
-
-    cls: str
-    fields: dict[str, str]
-    message: str
-    usec: int | None
-    lines: list[str]
-    has_stack: bool = False  # a Call Trace or frame was seen: from now on unrelated lines end the report
-    cut_here: bool = False  # started by "cut here"; the WARNING/BUG header is still to come
-    open_headline: bool = False  # a warning whose message line (NETDEV WATCHDOG, hard LOCKUP) may name the class
-    headerless: bool = False  # a stack dump under no line we know: dump_stack(), page allocation failure
-    victim_lines: list[str] = field(default_factory=list)  # OOM victim lines past max_lines, kept anyway
-    interleaved: int = 0  # single-line events printed amid this report
-
-    def adopt(self, match: Match, message: str, usec: int | None) -> None:
-        self.cls, self.message, self.usec = match.cls, message, usec
-        self.fields = {**self.fields, **match.fields}
-
-
-class EventAssembler:
-    """Turns a stream of normalized messages into events.
-
-    Single-line classes come out at once. A multi-line report absorbs its own lines (CPU/PID/Comm,
-    registers, Call Trace, Modules linked in, OOM task list...) until "---[ end", a new report, an
-    unclassified line after its stack (ABRT's rule), HEAD_LINES lines without a stack, or max_lines.
-
-    Related starts merge. "BUG: kernel NULL pointer dereference" then "Oops:" is one event of class
-    oops: the Oops line says the task died, the BUG line (kept as the message) says why. "invoked
-    oom-killer" .. "Killed process" is one oom_kill event named after the victim. "cut here" waits
-    for its WARN message or WARNING/BUG header, and a warning's message line (NETDEV WATCHDOG, hard
-    LOCKUP) gives the warning its class. A panic after an oops is a separate panic event. A stack
-    dump under no known line (a "CPU: .. PID: .. Comm:" line, then a Call Trace) is a warning: it
-    is how dump_stack() and page allocation failures look, which are not crashes. A single-line
-    class printed in the middle of a report (another CPU's I/O error) is an event of its own and
-    does not end the report, printk interleaving whole lines from all CPUs; INTERLEAVED_LINES of
-    them do, as a flood of I/O errors would otherwise hold a report back until the flood ends.
-    """
-
-    def __init__(self, max_lines: int = 80) -> None:
-        self.max_lines = max_lines
-        self._pending: _Pending | None = None
-
-    @property
-    def pending(self) -> bool:
-        """A multi-line event is in progress; the caller flushes it after ~0.25 s of quiet."""
-        return self._pending is not None
-
-    def flush(self) -> list[KernelEvent]:
-        """Finish the event in progress now."""
-        pending, self._pending = self._pending, None
-        if pending is None:
-            return []
-        if pending.headerless and not pending.has_stack:
-            return []
-        if pending.message.startswith(_CUT_HERE):  # no header came: the first line after "cut here" says most
-            if len(pending.lines) == 1:
-                return []
-            pending.message = pending.lines[1]
-        lines = pending.lines[: self.max_lines - len(pending.victim_lines)] + pending.victim_lines
-        return [_event(pending.cls, pending.message, pending.usec, pending.fields, lines)]
-
-    def feed(self, message: str, usec: int | None = None) -> list[KernelEvent]:
-        """Events completed by this line: none, one, or two (a finished report and a new single-line event)."""
-        pending = self._pending
-        if pending is None:
-            return self._start(message, usec)
-        if message.lstrip().startswith("---[ end "):
-            pending.lines.append(message)
-            return self.flush()
-        if message.startswith(_CUT_HERE):
-            return self.flush() + self._start(message, usec)
-        if pending.cls == "oom_kill":
-            return self._feed_oom(pending, message, usec)
-        return self._feed_report(pending, message, usec)
-
-    def _feed_report(self, pending: _Pending, message: str, usec: int | None) -> list[KernelEvent]:
-        continuation = _CONTINUATION.get(pending.cls)
-        if _STRUCTURAL.match(message) or (continuation is not None and continuation.match(message)):
-            if not message.lstrip().startswith("Hardware name"):
-                pending.open_headline = False  # before 3.12 the WARN message came after "Hardware name"
-            pending.has_stack = pending.has_stack or _STACK_START.match(message) is not None
-            return self._absorb(pending, message)
-        match = classify(message)
-        if match is None:  # ends a report past its stack, but is no event either
-            strict = pending.has_stack or pending.cls == "mce" or len(pending.lines) >= HEAD_LINES
-            return self.flush() if strict else self._absorb(pending, message)
-        if not pending.has_stack and self._merge(pending, match, message, usec):
-            return self._absorb(pending, message)
-        return self._unrelated(pending, match, message, usec)
-
-    def _unrelated(self, pending: _Pending, match: Match, message: str, usec: int | None) -> list[KernelEvent]:
-        """A classified line that is not part of the report in progress."""
-        if match.cls in MULTILINE:
-            return self.flush() + self._start(message, usec, match)
-        event = _event(match.cls, message, usec, match.fields, [message])
-        pending.interleaved += 1
-        return [*self.flush(), event] if pending.interleaved >= INTERLEAVED_LINES else [event]
-
-    @staticmethod
-    def _merge(pending: _Pending, match: Match, message: str, usec: int | None) -> bool:
-        """Fold a classified line into the report before its stack, if it belongs there."""
-        header = match.cls in ("warning", "bug")
-        if pending.cut_here:
-            if pending.message.startswith(_CUT_HERE) and match.cls not in ("panic", "oom_kill", "hung_task"):
-                pending.adopt(match, message, usec)  # the WARN message or the header itself
-                pending.cut_here, pending.open_headline = not header, match.cls == "warning"
-                return True
-            if header:  # the header after a WARN message that already named the class
-                pending.fields = {**match.fields, **pending.fields}
-                pending.cut_here = False
-                return True
-            return False
-        if pending.open_headline and match.cls not in _NOT_WARN_MESSAGES:
-            pending.adopt(match, message, usec)
-            pending.open_headline = False
-            return True
-        if pending.cls == "bug" and (match.cls == "oops" or (
-                match.cls == "bug" and "assertion" in pending.fields and "location" in match.fields)):
-            pending.cls = match.cls  # BUG + Oops is an oops; VERIFY + "PANIC at" stays a bug
-            pending.fields = {**match.fields, **pending.fields}
-            return True
-        return False
-
-    def _start(self, message: str, usec: int | None, match: Match | None = None) -> list[KernelEvent]:
-        if message.startswith(_CUT_HERE):
-            self._pending = _Pending("warning", {}, message, usec, [message], cut_here=True)
-            return []
-        match = match or classify(message)
-        if match is None:
-            if _TASK.match(message):  # "CPU: 1 PID: 4465 Comm: insmod ...": a stack dump follows
-                self._pending = _Pending("warning", {}, message, usec, [message], headerless=True)
-            return []
-        if match.cls not in MULTILINE:
-            return [_event(match.cls, message, usec, match.fields, [message])]
-        self._pending = _Pending(match.cls, dict(match.fields), message, usec, [message],
-                                 open_headline=match.cls == "warning")
-        return self.flush() if "Killed process" in message else []
-
-    def _absorb(self, pending: _Pending, message: str) -> list[KernelEvent]:
-        pending.lines.append(message)
-        return self.flush() if len(pending.lines) >= self.max_lines else []
-
-    def _feed_oom(self, pending: _Pending, message: str, usec: int | None) -> list[KernelEvent]:
-        """An OOM report runs from "invoked oom-killer" to "Killed process", the task list included."""
-        full = len(pending.lines) >= self.max_lines
-        if _OOM_TASK.match(message):
-            if not full:
-                pending.lines.append(message)
-            return []
-        match = classify(message)
-        if match is None:
-            if full:
-                return self.flush()
-            pending.lines.append(message)
-            return []
-        if match.cls != "oom_kill" or "invoker" in match.fields:
-            return self._unrelated(pending, match, message, usec)
-        pending.fields = {**pending.fields, **match.fields}  # the victim: summary, "Kill", "Killed"
-        (pending.victim_lines if full else pending.lines).append(message)
-        if "Killed process" not in message:
-            return []
-        pending.message, pending.usec = message, usec  # says more than "invoked oom-killer"
-        return self.flush()
-
-
-def events_from_text(text: str) -> list[KernelEvent]:
-    """All events of a whole log (kern.log, dmesg, pstore dmesg.txt, vmcore-dmesg.txt), for crash evidence."""
-    assembler = EventAssembler()
-    events = []
-    for line in text.splitlines():
-        prefix = _PREFIX.match(line)
-        sec, frac = (prefix.group("sec"), prefix.group("frac")) if prefix else (None, None)
-        usec = int(sec) * 1_000_000 + int(frac.ljust(6, "0")[:6]) if sec and frac else None
-        events += assembler.feed(line[prefix.end():] if prefix else line, usec)
-    return events + assembler.flush()
-
-
-def _event(cls: str, message: str, usec: int | None, fields: dict[str, str], lines: list[str]) -> KernelEvent:
-    """The culprit, stack and fingerprint of a finished event."""
-    comm, pid, module = fields.get("comm"), fields.get("pid"), fields.get("module")
-    functions: list[str] = []
-    if len(lines) > 1:  # a single line has no stack: floods of I/O errors skip the search
-        comm, pid, module, functions = _stack(cls, lines, comm, pid, module)
-    device = next((fields[key] for key in _DEVICE_FIELDS if key in fields), None)
-    if functions:
-        identity = [cls, *functions]
-    else:  # the line itself, numbers collapsed but the device kept whole (sda1 and sda2 differ)
-        text = message.replace(device, "\0") if device else message
-        identity = [cls, device or "", _COLLAPSE.sub("#", text)]
-    if cls == "panic" and _machine_check(lines):
-        fields = {**fields, "cause": MACHINE_CHECK}
-    return KernelEvent(
-        cls=cls, message=message, usec=usec, comm=comm, pid=int(pid) if pid is not None else None, module=module,
-        functions=tuple(functions), fingerprint=hashlib.sha1("\n".join(identity).encode()).hexdigest()[:16],  # noqa: S324
-        device=device, fields=fields, lines=tuple(lines),
-    )
-
-
-def _stack(
-    cls: str, lines: list[str], comm: str | None, pid: str | None, module: str | None
-) -> tuple[str | None, str | None, str | None, list[str]]:
-    """(comm, pid, module, functions) from a report's lines: the task line, the RIP and the reliable frames."""
-    functions: list[str] = []
-    rip = rip_module = frame_module = None
-    for line in lines:
-        if comm is None and cls != "oom_kill" and (task := _TASK.match(line)):
-            comm, pid = task.group("comm"), task.group("pid") or task.group("oldpid")
-        if rip is None and (m := _RIP.match(line)):
-            rip, rip_module = m.group("func"), m.group("module")
-            functions.insert(0, rip)  # the faulting function, wherever the kernel printed its RIP
-        elif (m := _FRAME.match(line)) and not m.group("unreliable"):
-            functions.append(m.group("func"))
-            frame_module = frame_module or m.group("module")
-    functions = [f for i, f in enumerate(functions) if i == 0 or f != functions[i - 1]][:MAX_FUNCTIONS]
-    return comm, pid, rip_module or frame_module or module, functions
-
-
-def _machine_check(lines: list[str]) -> bool:
-    """A panic the hardware caused: the machine-check handler's own ("Fatal machine check"), or one that reports
-    a machine check within it."""
-    return any("machine check" in line.lower() for line in lines)

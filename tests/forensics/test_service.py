@@ -19,7 +19,7 @@ import psutil
 import pytest
 
 from hostvigil.collectors.kernel.follower import _summary
-from hostvigil.collectors.kernel.parse import events_from_text
+from hostvigil.collectors.kernel.parse_reports import events_from_text
 from hostvigil.forensics.snapshots import FORMAT, SnapshotStore
 from tests.conftest import FIXTURES, free_port, require_tool
 from tests.kernel.test_parse import OOPS_5_7

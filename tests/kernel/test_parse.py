@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from hostvigil.collectors.kernel import parse as kmsg
+from hostvigil.collectors.kernel import parse_reports as reports
 from hostvigil.collectors.kernel.patterns import PATTERNS
 from tests.conftest import FIXTURES
 
@@ -231,19 +232,19 @@ def test_not_classified(line: str) -> None:
 
 
 def test_edac_is_critical_only_when_uncorrected() -> None:
-    (ce,) = kmsg.events_from_text(line("1 CE memory scrubbing error"))
-    (ue,) = kmsg.events_from_text(line("1 UE memory read error"))
+    (ce,) = reports.events_from_text(line("1 CE memory scrubbing error"))
+    (ue,) = reports.events_from_text(line("1 UE memory read error"))
     assert (ce.cls, ue.cls) == ("edac", "edac")
-    assert not kmsg.is_critical(ce)
-    assert kmsg.is_critical(ue)
+    assert not reports.is_critical(ce)
+    assert reports.is_critical(ue)
     assert ue.device == "MC3"
 
 
 def test_critical_classes() -> None:
-    (oom,) = kmsg.events_from_text(line("Killed process 3581527 (uwsgi)"))
-    (link,) = kmsg.events_from_text(line("e1000e: eth1 NIC Link is Down"))
-    assert kmsg.is_critical(oom)
-    assert not kmsg.is_critical(link)
+    (oom,) = reports.events_from_text(line("Killed process 3581527 (uwsgi)"))
+    (link,) = reports.events_from_text(line("e1000e: eth1 NIC Link is Down"))
+    assert reports.is_critical(oom)
+    assert not reports.is_critical(link)
 
 
 def test_keywords_never_overlap() -> None:
@@ -325,7 +326,7 @@ def test_record_io_error_flows_into_the_classifier() -> None:
         b"3,1519,1530811848,-;blk_update_request: I/O error, dev loop11, sector 0 op 0x1:(WRITE) flags 0x800 "
         b"phys_seg 0 prio class 0\n SUBSYSTEM=block\n DEVICE=b7:11\n"
     )
-    (event,) = kmsg.EventAssembler().feed(record.message, record.usec)
+    (event,) = reports.EventAssembler().feed(record.message, record.usec)
     assert (event.cls, event.device, event.usec) == ("io_error", "loop11", 1530811848)
     assert record.fields["DEVICE"] == "b7:11"
 
@@ -347,7 +348,7 @@ def test_malformed_record(data: bytes, reason: str) -> None:
 # Whole reports from real logs.
 
 def test_hung_task_of_the_fuse_df() -> None:
-    (event,) = kmsg.events_from_text(read("hotsos__scenario_kernlog_calltrace_hungtasks__kern.log"))
+    (event,) = reports.events_from_text(read("hotsos__scenario_kernlog_calltrace_hungtasks__kern.log"))
     assert (event.cls, event.comm, event.pid, event.module) == ("hung_task", "df", 1177107, None)
     assert event.message == "INFO: task df:1177107 blocked for more than 120 seconds."
     assert event.usec is None  # journal-style syslog lines carry no printk time
@@ -355,11 +356,11 @@ def test_hung_task_of_the_fuse_df() -> None:
         "__schedule", "schedule", "request_wait_answer", "fuse_simple_request", "fuse_do_getattr", "fuse_getattr")
     assert len(event.lines) == 28  # every line after the unrelated over-mtu drop
     assert event.lines[-1] == "RIP: 0033:0x7f7004c274ba"
-    assert kmsg.is_critical(event)
+    assert reports.is_critical(event)
 
 
 def test_hung_task_in_a_module() -> None:
-    (event,) = kmsg.events_from_text(read("hotsos__scenario_kernlog_calltrace_bcache_deadlock__kern.log"))
+    (event,) = reports.events_from_text(read("hotsos__scenario_kernlog_calltrace_bcache_deadlock__kern.log"))
     assert (event.cls, event.comm, event.pid, event.module) == ("hung_task", "bcache-register", 2330, "bcache")
     assert event.usec == 725795102
     assert event.functions == (
@@ -369,7 +370,7 @@ def test_hung_task_in_a_module() -> None:
 
 def test_hung_task_of_a_4_4_kernel() -> None:
     """Old format: a raw stack dump before the Call Trace, "[<address>]" frames, "? " frames left out."""
-    (event,) = kmsg.events_from_text(read("hotsos__scenario_kernlog_calltrace_fanotify__kern.log"))
+    (event,) = reports.events_from_text(read("hotsos__scenario_kernlog_calltrace_fanotify__kern.log"))
     assert (event.cls, event.comm, event.pid) == ("hung_task", "controller", 1428)
     assert event.functions == (
         "schedule", "fanotify_handle_event", "fsnotify", "security_file_open", "do_dentry_open", "vfs_open")
@@ -377,7 +378,7 @@ def test_hung_task_of_a_4_4_kernel() -> None:
 
 
 def test_oom_kill_is_named_after_its_victim() -> None:
-    (event,) = kmsg.events_from_text(read("hotsos__scenario_kernlog_calltrace_oom_killer__kern.log"))
+    (event,) = reports.events_from_text(read("hotsos__scenario_kernlog_calltrace_oom_killer__kern.log"))
     assert event.cls == "oom_kill"
     assert (event.comm, event.pid) == ("gnome-shell", 955)
     assert event.message.startswith("Out of memory: Killed process 955 (gnome-shell) total-vm:3289540kB")
@@ -394,7 +395,7 @@ def test_oom_kill_is_named_after_its_victim() -> None:
 
 
 def test_oom_kill_of_a_pre_4_19_kernel() -> None:
-    events = kmsg.events_from_text(line("Kill process 1845") + "\n" + line("Killed process 1845") + "\n")
+    events = reports.events_from_text(line("Kill process 1845") + "\n" + line("Killed process 1845") + "\n")
     (event,) = events
     assert (event.cls, event.comm, event.pid, event.fields["scope"]) == ("oom_kill", "ovs-vswitchd", 1845,
                                                                          "Out of memory")
@@ -403,7 +404,7 @@ def test_oom_kill_of_a_pre_4_19_kernel() -> None:
 
 def test_bare_stack_dump_is_a_warning() -> None:
     """A module's dump_stack() (hotsos calltrace_any) prints a Call Trace under no oops/BUG/WARNING line."""
-    (event,) = kmsg.events_from_text(read("hotsos__scenario_kernlog_calltrace_any__kern.log"))
+    (event,) = reports.events_from_text(read("hotsos__scenario_kernlog_calltrace_any__kern.log"))
     assert event.cls == "warning"
     assert event.message == "CPU: 1 PID: 4465 Comm: insmod Tainted: P           OE   4.13.0-rc5 #1"
     assert (event.comm, event.pid, event.module, event.usec) == ("insmod", 4465, None, 4965415911)
@@ -411,23 +412,23 @@ def test_bare_stack_dump_is_a_warning() -> None:
         "dump_stack", "do_init_module", "load_module", "SYSC_finit_module", "SyS_finit_module",
         "entry_SYSCALL_64_fastpath")
     assert len(event.lines) == 11
-    assert not kmsg.is_critical(event)  # no crash: dump_stack() and allocation failures print these too
+    assert not reports.is_critical(event)  # no crash: dump_stack() and allocation failures print these too
 
 
 def test_task_line_without_a_stack_is_no_event() -> None:
-    assert kmsg.events_from_text("CPU: 1 PID: 4465 Comm: insmod Tainted: P           OE   4.13.0-rc5 #1\n") == []
+    assert reports.events_from_text("CPU: 1 PID: 4465 Comm: insmod Tainted: P           OE   4.13.0-rc5 #1\n") == []
 
 
 def test_boot_dmesg_has_one_event() -> None:
-    (event,) = kmsg.events_from_text(read("hotsos__fake_data_root_kubernetes__sos_commands_kernel_dmesg"))
+    (event,) = reports.events_from_text(read("hotsos__fake_data_root_kubernetes__sos_commands_kernel_dmesg"))
     assert (event.cls, event.device, event.usec) == ("io_error", "loop11", 1530811848)
-    assert not kmsg.is_critical(event)
+    assert not reports.is_critical(event)
 
 
 def test_disk_failure_logs() -> None:
-    (medium,) = kmsg.events_from_text(read("hotsos__scenario_disk_failure__kern.log"))
-    (plain,) = kmsg.events_from_text(read("hotsos__scenario_disk_failure_2__kern.log"))
-    sense, request = kmsg.events_from_text(read("hotsos__scenario_disk_failure_3__kern.log"))
+    (medium,) = reports.events_from_text(read("hotsos__scenario_disk_failure__kern.log"))
+    (plain,) = reports.events_from_text(read("hotsos__scenario_disk_failure_2__kern.log"))
+    sense, request = reports.events_from_text(read("hotsos__scenario_disk_failure_3__kern.log"))
     assert (medium.cls, medium.device, medium.fields["error"]) == ("io_error", "sdk", "critical medium")
     assert (plain.cls, plain.device, plain.fields["error"]) == ("io_error", "sdk", "I/O")
     assert (sense.cls, sense.device, sense.fields["sense"]) == ("scsi_error", "sdb", "Medium Error")
@@ -437,19 +438,19 @@ def test_disk_failure_logs() -> None:
 
 def test_same_trace_same_fingerprint_other_trace_other_fingerprint() -> None:
     log = read("hotsos__scenario_kernlog_calltrace_hungtasks__kern.log")
-    first, again = kmsg.events_from_text(log + log.replace("00:07:1", "09:41:5").replace("1177107", "1180342"))
+    first, again = reports.events_from_text(log + log.replace("00:07:1", "09:41:5").replace("1177107", "1180342"))
     assert again.pid == 1180342
     assert first.fingerprint == again.fingerprint
     assert len(first.fingerprint) == 16
     int(first.fingerprint, 16)
-    (bcache,) = kmsg.events_from_text(read("hotsos__scenario_kernlog_calltrace_bcache_deadlock__kern.log"))
-    (fanotify,) = kmsg.events_from_text(read("hotsos__scenario_kernlog_calltrace_fanotify__kern.log"))
+    (bcache,) = reports.events_from_text(read("hotsos__scenario_kernlog_calltrace_bcache_deadlock__kern.log"))
+    (fanotify,) = reports.events_from_text(read("hotsos__scenario_kernlog_calltrace_fanotify__kern.log"))
     assert len({first.fingerprint, bcache.fingerprint, fanotify.fingerprint}) == 3
 
 
 def test_fingerprint_without_stack_ignores_numbers_but_not_devices() -> None:
     def fingerprint(line: str) -> str:
-        (event,) = kmsg.events_from_text(line)
+        (event,) = reports.events_from_text(line)
         return event.fingerprint
 
     sda = "[  407.147725] blk_update_request: I/O error, dev sda, sector 6192120 op 0x1:(WRITE) flags 0x100000"
@@ -625,7 +626,7 @@ Jan 21 13:43:25 localhost kernel: ---[ end trace efed542e1b43685e ]---
 
 
 def test_bug_then_oops_is_one_oops() -> None:
-    (event,) = kmsg.events_from_text(OOPS_5_7)
+    (event,) = reports.events_from_text(OOPS_5_7)
     assert event.cls == "oops"
     assert event.message == "BUG: kernel NULL pointer dereference, address: 00000000000002d0"
     assert (event.comm, event.pid, event.module) == ("swapper/0", 1, None)
@@ -638,18 +639,18 @@ def test_bug_then_oops_is_one_oops() -> None:
 
 
 def test_oops_in_a_module() -> None:
-    (event,) = kmsg.events_from_text(OOPS_5_9_DM)
+    (event,) = reports.events_from_text(OOPS_5_9_DM)
     assert (event.cls, event.comm, event.pid, event.module) == ("oops", "lvm", 2133, "dm_mod")
     assert event.usec == 30551352
     assert event.functions == (
         "dax_supported", "device_supports_dax", "dm_table_supports_dax", "dm_table_complete", "table_load",
         "ctl_ioctl")
-    assert kmsg.is_critical(event)
+    assert reports.is_critical(event)
 
 
 def test_cut_here_bug_oops_and_panic() -> None:
     """cut here + kernel BUG + invalid opcode is one oops; the panic after its end marker is a second event."""
-    oops, panic = kmsg.events_from_text(KPROBES_BUG)
+    oops, panic = reports.events_from_text(KPROBES_BUG)
     assert oops.cls == "oops"
     assert oops.message == "kernel BUG at kernel/kprobes.c:1893!"
     assert (oops.fields["location"], oops.fields["trap"]) == ("kernel/kprobes.c:1893", "invalid opcode")
@@ -662,12 +663,12 @@ def test_cut_here_bug_oops_and_panic() -> None:
     assert panic.lines == (
         "Kernel panic - not syncing: Fatal exception", "Kernel Offset: disabled",
         "---[ end Kernel panic - not syncing: Fatal exception ]---")
-    assert kmsg.is_critical(oops)
-    assert kmsg.is_critical(panic)
+    assert reports.is_critical(oops)
+    assert reports.is_critical(panic)
 
 
 def test_warning_whose_message_is_a_hard_lockup() -> None:
-    (event,) = kmsg.events_from_text(HARD_LOCKUP_WARN)
+    (event,) = reports.events_from_text(HARD_LOCKUP_WARN)
     assert event.cls == "hard_lockup"
     assert event.message == "Watchdog detected hard LOCKUP on cpu 0"
     assert event.fields["cpu"] == "0"
@@ -681,7 +682,7 @@ def test_warning_whose_message_is_a_hard_lockup() -> None:
 
 
 def test_cut_here_warning_named_by_its_message() -> None:
-    (event,) = kmsg.events_from_text(NETDEV_WARN)
+    (event,) = reports.events_from_text(NETDEV_WARN)
     assert event.cls == "netdev_watchdog"
     assert (event.device, event.fields["driver"]) == ("lan-pci", "r8169")
     assert event.fields["location"] == "net/sched/sch_generic.c:447"
@@ -689,12 +690,12 @@ def test_cut_here_warning_named_by_its_message() -> None:
     assert event.functions == (
         "dev_watchdog", "call_timer_fn", "__run_timers.part.0", "run_timer_softirq", "__do_softirq", "irq_exit")
     assert len(event.lines) == len(NETDEV_WARN.splitlines())
-    assert not kmsg.is_critical(event)
+    assert not reports.is_critical(event)
 
 
 def test_zfs_verify_and_panic_at_are_one_bug() -> None:
     text = f"{line('VERIFY3')}\n{line('PANIC at')}\n[39307.894775] Showing stack for process 11931\n"
-    (event,) = kmsg.events_from_text(text)
+    (event,) = reports.events_from_text(text)
     assert event.cls == "bug"
     assert event.fields["assertion"] == "zfs_rs_get_end(rs, rt) >= end"
     assert event.fields["location"] == "range_tree.c:503:zfs_range_tree_remove_impl"
@@ -705,14 +706,14 @@ def test_single_line_event_inside_a_report_does_not_end_it() -> None:
     """printk interleaves whole lines from all CPUs: an I/O error amid a hung-task dump is its own event."""
     lines = read("hotsos__scenario_kernlog_calltrace_hungtasks__kern.log").splitlines()
     io_error = "Feb 04 00:07:13 ic-hrvart4-s4anq599 kernel: " + line("dev sda, sector 6192120")
-    events = kmsg.events_from_text("\n".join([*lines[:9], io_error, *lines[9:]]))
+    events = reports.events_from_text("\n".join([*lines[:9], io_error, *lines[9:]]))
     assert [e.cls for e in events] == ["io_error", "hung_task"]
     assert events[1].functions[:3] == ("__schedule", "schedule", "request_wait_answer")
     assert len(events[1].lines) == 28
 
 
 def test_assembler_feed_pending_and_flush() -> None:
-    assembler = kmsg.EventAssembler()
+    assembler = reports.EventAssembler()
     log = read("hotsos__scenario_kernlog_calltrace_hungtasks__kern.log")
     lines = [kmsg.normalize(text) for text in log.splitlines()]
     assert assembler.feed(lines[0]) == []
@@ -727,7 +728,7 @@ def test_assembler_feed_pending_and_flush() -> None:
 
 
 def test_max_lines_ends_a_report() -> None:
-    assembler = kmsg.EventAssembler(max_lines=10)
+    assembler = reports.EventAssembler(max_lines=10)
     text = read("hotsos__scenario_kernlog_calltrace_bcache_deadlock__kern.log")
     events = [e for text_line in text.splitlines() for e in assembler.feed(kmsg.normalize(text_line))]
     (event,) = events + assembler.flush()
@@ -737,7 +738,7 @@ def test_max_lines_ends_a_report() -> None:
 
 
 def test_lone_cut_here_gives_nothing() -> None:
-    assembler = kmsg.EventAssembler()
+    assembler = reports.EventAssembler()
     assert assembler.feed("------------[ cut here ]------------") == []
     assert assembler.pending
     assert assembler.flush() == []
@@ -807,7 +808,7 @@ RCU_STALL = """\
 
 def test_rcu_stall_takes_the_interrupted_rip_first() -> None:
     """The first frames of every self-detected stall are the reporting machinery; the RIP tells stalls apart."""
-    (event,) = kmsg.events_from_text(RCU_STALL)
+    (event,) = reports.events_from_text(RCU_STALL)
     assert (event.cls, event.fields["flavor"], event.usec) == ("rcu_stall", "rcu_sched", 188226398260)
     assert event.message == "rcu: INFO: rcu_sched self-detected stall on CPU"
     assert (event.comm, event.pid, event.module) == ("kworker/11:0", 36509, "xfs")
@@ -856,7 +857,7 @@ Code: 3d 00 00 01 00 76 0a 0f b7 d0 ed c3 90 8d 74 26 00 55 ba b3 eb be c0 89 e5
 
 
 def test_soft_lockup_of_a_32_bit_kernel() -> None:
-    (event,) = kmsg.events_from_text(SOFT_LOCKUP)
+    (event,) = reports.events_from_text(SOFT_LOCKUP)
     assert event.cls == "soft_lockup"
     assert (event.comm, event.pid, event.fields["cpu"], event.fields["seconds"]) == ("X", 5189, "1", "22")
     assert event.module == "nouveau"  # "EIP is at ioread32" names no module; the first frame with one does
@@ -864,12 +865,12 @@ def test_soft_lockup_of_a_32_bit_kernel() -> None:
         "ioread32", "nv50_dac_sense", "nv50_dac_mthd", "nv50_dac_detect", "nouveau_connector_detect",
         "drm_helper_probe_single_connector_modes_merge_bits")
     assert len(event.lines) == len(SOFT_LOCKUP.splitlines())
-    assert kmsg.is_critical(event)
+    assert reports.is_critical(event)
 
 
 def test_oops_in_a_pstore_record() -> None:
     """An ERST dmesg record (fixtures/kernel/crash, gpud's testdata): "<N>[time]" lines and the 4.x RIP forms."""
-    (event,) = kmsg.events_from_text((FIXTURES / "kernel/crash/pstore/dmesg-erst.txt").read_text())
+    (event,) = reports.events_from_text((FIXTURES / "kernel/crash/pstore/dmesg-erst.txt").read_text())
     assert event.cls == "oops"
     assert event.message == "BUG: unable to handle kernel NULL pointer dereference at           (null)"
     assert (event.comm, event.pid, event.usec, event.module) == ("bash", 1899, 201654822, None)
@@ -881,10 +882,10 @@ def test_oops_in_a_pstore_record() -> None:
 
 def test_a_flood_of_other_events_ends_a_report() -> None:
     """The follower flushes a report after 0.25 s of quiet, which a flood of I/O errors never gives."""
-    assembler = kmsg.EventAssembler()
+    assembler = reports.EventAssembler()
     assert assembler.feed(kmsg.normalize(line("[X:5189]"))) == []
     io_error = kmsg.normalize(line("dev sda, sector 6192120"))
-    events = [e for _ in range(kmsg.INTERLEAVED_LINES) for e in assembler.feed(io_error)]
-    assert [e.cls for e in events] == ["io_error"] * (kmsg.INTERLEAVED_LINES - 1) + ["soft_lockup", "io_error"]
+    events = [e for _ in range(reports.INTERLEAVED_LINES) for e in assembler.feed(io_error)]
+    assert [e.cls for e in events] == ["io_error"] * (reports.INTERLEAVED_LINES - 1) + ["soft_lockup", "io_error"]
     assert not assembler.pending
     assert events[-2].comm == "X"
