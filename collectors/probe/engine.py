@@ -9,13 +9,9 @@ Each target's results go into its ProbeHistory (history.py). A probe the
 kernel refuses to send (no route: the link is down) is sent and lost, since the
 host cannot reach the target, which is what loss means here, and its reason is kept.
 
-ICMP uses the kernel's unprivileged echo sockets (SOCK_DGRAM, IPPROTO_ICMP) where
-net.ipv4.ping_group_range admits the process's group; the kernel then owns the echo
-identifier, and replies are matched by source address and sequence number. Else it
-uses raw sockets (CAP_NET_RAW), matching the identifier too, since every raw socket
-sees every echo reply the host receives. A payload nonce rejects stale and foreign
-replies in both cases. Without either, ICMP targets report the "permission" error
-and send nothing, while TCP probes go on.
+ICMP goes through icmp.py's echo sockets, unprivileged or raw; a payload nonce
+rejects stale and foreign replies. Without either kind of socket, ICMP targets
+report the "permission" error and send nothing, while TCP probes go on.
 
 A TCP probe is a non-blocking connect(): a completed handshake is a reply, and so is
 a refusal (RST, ECONNREFUSED), because the host answered and the path works; the
@@ -52,6 +48,7 @@ from hostvigil.collectors.probe.history import (
     window_slots,
     window_stats,
 )
+from hostvigil.collectors.probe.icmp import IcmpSocket, open_icmp
 from hostvigil.collectors.probe.parse import Target
 from hostvigil.sources import Source
 
@@ -66,10 +63,6 @@ REASONS = ("resolve", "permission", "unreachable", "send_failed")
 
 _UNREACHABLE = frozenset({errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EHOSTDOWN, errno.ENETDOWN,
                           errno.EADDRNOTAVAIL})
-_ECHO: dict[int, tuple[int, int]] = {socket.AF_INET: (8, 0), socket.AF_INET6: (128, 129)}  # (request, reply)
-_ICMP_PROTO: dict[int, int] = {socket.AF_INET: socket.IPPROTO_ICMP, socket.AF_INET6: socket.IPPROTO_ICMPV6}
-_ICMP_FILTER = 1  # linux/icmp.h ICMP_FILTER at SOL_RAW, and linux/icmpv6.h ICMPV6_FILTER at IPPROTO_ICMPV6
-_SOL_RAW = 255
 _ICMP_RETRY = 60.0  # seconds before trying again to open an ICMP socket that was refused
 _RECV_BATCH = 256
 _MAX_WAIT = 1.0
@@ -116,67 +109,6 @@ class _TargetState:
     pending: _Pending | None = None
 
 
-@dataclass
-class _IcmpSocket:
-    family: int
-    sock: socket.socket
-    raw: bool  # raw: the identifier is ours, and other processes' replies arrive too
-    ident: int
-    seq: int = 0
-
-    def request(self, seq: int, payload: bytes) -> bytes:
-        header = struct.pack("!BBHHH", _ECHO[self.family][0], 0, 0, self.ident, seq)
-        if self.raw and self.family == socket.AF_INET:  # the kernel checksums ICMPv6 and unprivileged ICMP
-            header = header[:2] + struct.pack("!H", _checksum(header + payload)) + header[4:]
-        return header + payload
-
-    def reply(self, data: bytes) -> tuple[int, bytes] | None:
-        """(sequence, payload) of an echo reply meant for this socket, None for anything else."""
-        if self.raw and self.family == socket.AF_INET:
-            data = data[(data[0] & 0x0F) * 4:] if data else b""  # raw IPv4 delivers the IP header too
-        if len(data) < 8:
-            return None
-        kind, code, _, ident, seq = struct.unpack_from("!BBHHH", data)
-        if kind != _ECHO[self.family][1] or code != 0 or (self.raw and ident != self.ident):
-            return None
-        return seq, data[8:]
-
-
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
-def open_icmp(family: int) -> tuple[socket.socket, bool]:
-    """An ICMP echo socket and whether it is raw: unprivileged if allowed, else raw; PermissionError if neither."""
-    proto = _ICMP_PROTO[family]
-    try:
-        return socket.socket(family, socket.SOCK_DGRAM, proto), False
-    except PermissionError:
-        pass
-    try:
-        sock = socket.socket(family, socket.SOCK_RAW, proto)
-    except PermissionError:
-        raise PermissionError(
-            "neither unprivileged ICMP (net.ipv4.ping_group_range does not include the agent's group) "
-            "nor raw sockets (no CAP_NET_RAW) are allowed"
-        ) from None
-    # Let the kernel pass echo replies only: a raw socket otherwise wakes for every ICMP message.
-    if family == socket.AF_INET:
-        blocked = 0xFFFFFFFF & ~(1 << _ECHO[family][1])
-        sock.setsockopt(_SOL_RAW, _ICMP_FILTER, struct.pack("I", blocked))
-    else:
-        words = [0xFFFFFFFF] * 8
-        reply = _ECHO[family][1]
-        words[reply >> 5] &= ~(1 << (reply & 31))
-        sock.setsockopt(socket.IPPROTO_ICMPV6, _ICMP_FILTER, struct.pack("8I", *words))
-    return sock, True
-
-
 class ProbeEngine(Source):
     """Sends, matches and expires the probes of every target on one source thread.
 
@@ -197,7 +129,7 @@ class ProbeEngine(Source):
         self.timeout = timeout
         self._lock = threading.Lock()
         self._states: dict[str, _TargetState] = {}
-        self._icmp: dict[int, _IcmpSocket] = {}
+        self._icmp: dict[int, IcmpSocket] = {}
         self._icmp_refused: dict[int, tuple[float, str]] = {}  # family -> (when, why) a socket was refused
         self._icmp_pending: dict[tuple[int, bytes, int], _TargetState] = {}
         self._ident = secrets.randbelow(0x10000)
@@ -426,7 +358,7 @@ class ProbeEngine(Source):
             return False
         return True
 
-    def _icmp_socket(self, family: int, now: float) -> _IcmpSocket | None:
+    def _icmp_socket(self, family: int, now: float) -> IcmpSocket | None:
         icmp = self._icmp.get(family)
         if icmp is not None:
             return icmp
@@ -442,7 +374,7 @@ class ProbeEngine(Source):
             return None
         self._icmp_refused.pop(family, None)
         sock.setblocking(False)
-        icmp = self._icmp[family] = _IcmpSocket(family, sock, raw, self._ident)
+        icmp = self._icmp[family] = IcmpSocket(family, sock, raw, self._ident)
         self._selector.register(sock, selectors.EVENT_READ, lambda when: self._read_icmp(icmp, when))
         log.info("ICMP echo over %s with %s sockets", "IPv6" if family == socket.AF_INET6 else "IPv4",
                  "raw" if raw else "unprivileged")
@@ -454,7 +386,7 @@ class ProbeEngine(Source):
             icmp = self._icmp.get(family)
             return None if icmp is None else "raw" if icmp.raw else "unprivileged"
 
-    def _read_icmp(self, icmp: _IcmpSocket, now: float) -> None:
+    def _read_icmp(self, icmp: IcmpSocket, now: float) -> None:
         for _ in range(_RECV_BATCH):
             try:
                 data, source = icmp.sock.recvfrom(2048)
@@ -502,6 +434,3 @@ class ProbeEngine(Source):
         if self._wake_w is not None:
             self._wake_w.close()
             self._wake_w = None
-
-
-# -- names and gateways ----------------------------------------------------------------------------
