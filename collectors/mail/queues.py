@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
-from hostvigil.collectors.mail.parse_postfix import queue_file_arrival
+from hostvigil.collectors.mail.parse_queue_file import queue_file_arrival
 
 QUEUES = ("maildrop", "incoming", "active", "deferred", "hold", "corrupt")
 # The queues whose age is worth a file read each: mail waiting for pickup, cleanup, delivery or a human.
