@@ -10,37 +10,37 @@ walks them (probe.py), on the prober's thread, each every probe_interval
   and the age of the oldest message in each;
 - the mail daemons expected here (those installed, or those listed), their master
   processes, start times and restarts (daemons.py);
-- saturation: login and worker processes against their limits (Dovecot's doveadm
-  service status, Postfix's master.cf maxproc, Cyrus's maxchild), which fill up before
-  "the proxies time out connections";
+- saturation: login and worker processes against their limits (saturation.py), which
+  fill up before "the proxies time out connections";
 - the mail log's warnings, errors, fatals and panics per daemon (maillog.py), read
   with a byte budget so that a flood costs counts, never CPU.
 
 Each part reads on its own: one that cannot (no permission on the queue directory,
 no doveadm) is `part_up{part} 0` with its reason logged once, and the others go on.
 
-With no endpoints listed, they are discovered: the host's sockets listening on the
-standard mail ports and the LMTP sockets it listens on or that Postfix's and Cyrus's
-configuration name, each with how it was found. An endpoint failing fail_after probes
-in a row is a MailEvent (lost), as is an expected daemon gone; the snapshot it asks
-for holds the failing probes' transcripts, the daemons' processes and open files,
-the queues and the newest mail-log errors.
+With no endpoints listed, they are discovered (discover.py): the host's sockets
+listening on the standard mail ports and the LMTP sockets it listens on or that
+Postfix's and Cyrus's configuration name, each with how it was found. An endpoint
+failing fail_after probes in a row is a MailEvent (lost), as is an expected daemon
+gone; the snapshot it asks for holds the failing probes' transcripts, the daemons'
+processes and open files (snapshot.py), the queues and the newest mail-log errors.
 """
 
 from __future__ import annotations
 
-import itertools
 import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, TypedDict
+from typing import Any, ClassVar
 
 from hostvigil.collector import Collector, CollectorError, Context, Option, Sample, Services
 from hostvigil.collectors.mail import daemons as daemon_procs
+from hostvigil.collectors.mail import saturation
+from hostvigil.collectors.mail.discover import discover, mail_name
 from hostvigil.collectors.mail.maillog import LogRead, MailJournal, MailLogFile
 from hostvigil.collectors.mail.metrics import (
     CERT_INFO,
@@ -65,22 +65,15 @@ from hostvigil.collectors.mail.metrics import (
     QUEUE_MESSAGES,
     QUEUE_OLDEST,
     QUEUE_READABLE,
-    SERVICE_AVAILABLE,
-    SERVICE_LIMIT,
-    SERVICE_PENDING,
-    SERVICE_PROCESSES,
     UP,
 )
 from hostvigil.collectors.mail.parse import (
-    SERVICES,
     Endpoint,
     apply_settings,
     check_settings,
     parse_endpoints,
-    parse_url,
 )
-from hostvigil.collectors.mail.parse_cyrus import parse_cyrus_conf, parse_imapd_conf
-from hostvigil.collectors.mail.parse_dovecot import parse_service_status
+from hostvigil.collectors.mail.parse_cyrus import parse_imapd_conf
 from hostvigil.collectors.mail.parse_log import DAEMONS as LOG_DAEMONS
 from hostvigil.collectors.mail.parse_log import LEVELS as LOG_LEVELS
 from hostvigil.collectors.mail.parse_postfix import (
@@ -90,26 +83,19 @@ from hostvigil.collectors.mail.parse_postfix import (
     parse_main_cf,
     parse_master_cf,
 )
-from hostvigil.collectors.mail.parse_sockets import loopback_for, parse_tcp_listeners, parse_unix_listeners
 from hostvigil.collectors.mail.probe import REASONS, ProbeSettings
 from hostvigil.collectors.mail.prober import EndpointView, MailProber
 from hostvigil.collectors.mail.queues import QUEUES, walk_queues
+from hostvigil.collectors.mail.snapshot import MailSnapshot, probe_record, processes
 from hostvigil.events import Changes, MailEvent
-from hostvigil.procfs import parse_btime, parse_cmdline, parse_stat, redact
+from hostvigil.procfs import parse_btime
 
-_PORTS = {service.port: name for name, service in SERVICES.items()}
 DOVECOT_CONF = "/etc/dovecot/dovecot.conf"  # where dovecot reads its configuration without -c
 CYRUS_CONF = "/etc/cyrus.conf"
 SYSLOG_MAIL_LOG = "/var/log/mail.log"
 _REDISCOVER = 300.0  # seconds between two discoveries of the endpoints
 _PASSWORD_BYTES = 4096
-_SNAPSHOT_TRANSCRIPT = 30  # lines of a failing probe's transcript a snapshot keeps
-_SNAPSHOT_PROCESSES = 30  # per daemon
-_SNAPSHOT_FILES = 20  # files listed per process (sockets and pipes are counted, not listed)
 _LOG_KEPT = 20
-# Dovecot's services that serve users; the others (config, log, anvil, ...) are the master's own helpers.
-_DOVECOT_SERVICES = frozenset({"imap", "pop3", "lmtp", "submission", "managesieve", "auth", "auth-worker",
-                               "imap-hibernate", "indexer-worker"})
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -120,38 +106,6 @@ class Postfix:
     main: MainCf
     master: list[MasterService]
     queue_directory: Path
-
-
-class ProbeRecord(TypedDict):
-    """An endpoint's last probe as a snapshot keeps it; the transcript only when it failed."""
-
-    service: str
-    up: bool
-    reason: str
-    phase: str
-    detail: str
-    finished: float
-    failures_in_a_row: int
-    transcript: list[str]
-
-
-class DaemonRecord(TypedDict):
-    pid: int
-    ppid: int
-    comm: str
-    state: str
-    cmdline: list[str]
-    fds: int  # open file descriptors, -1 when /proc/PID/fd could not be read
-    files: list[str]  # the files among them (paths), or why they could not be read
-
-
-class MailSnapshot(TypedDict, total=False):
-    """The mail collector's contribution to a crash snapshot."""
-
-    probes: dict[str, ProbeRecord]  # endpoint label -> its last probe
-    daemons: dict[str, list[DaemonRecord]]  # daemon -> its processes
-    queues: dict[str, int]  # queue -> messages at the last walk
-    log: list[str]  # the newest warning-or-worse mail-log lines
 
 
 class MailCollector(Collector):
@@ -195,8 +149,9 @@ class MailCollector(Collector):
         super().__init__({name: options.get(name, option.default) for name, option in self.options.items()})
         self.prober: MailProber | None = None
         self._paths_proc = Path("/proc")
-        self._endpoints: list[Endpoint] = []
-        self._discovered_at = -_REDISCOVER
+        self._defaults = check_settings(self.config, "")  # the collector-wide endpoint settings
+        self._endpoints: list[Endpoint] | None = None
+        self._discovered_at = 0.0
         self._failing: Changes[str, bool] = Changes()
         self._down: Changes[str, bool] = Changes()
         self._restarts = daemon_procs.Restarts()
@@ -309,22 +264,25 @@ class MailCollector(Collector):
         fail_after = int(self.config["fail_after"])
         for view in views:
             yield from _endpoint_samples(view)
-        failing = {view.endpoint.label: view.in_a_row >= fail_after for view in views if view.last is not None}
+        probed = {view.endpoint.label: view for view in views if view.last is not None}
+        failing = {label: view.in_a_row >= fail_after for label, view in probed.items()}
         for change in self._failing.update(failing, forget=True):
-            view = next(v for v in views if v.endpoint.label == change.key)
             if change.now or not change.first:
-                yield _endpoint_event(view, change.now, initial=change.first)
+                yield _endpoint_event(probed[change.key], change.now, initial=change.first)
 
     def _endpoints_now(self, ctx: Context, postfix: Postfix | None) -> list[Endpoint]:
-        configured = self.config["endpoints"]
-        defaults = check_settings(self.config, "")
-        if configured:
-            return parse_endpoints(configured, defaults)
-        if not self.config["discover"]:
-            return []
+        """The endpoints listed (parsed once: the config was checked when loaded), else those discovered, again
+        every _REDISCOVER seconds."""
+        if self.config["endpoints"] or not self.config["discover"]:
+            if self._endpoints is None:
+                self._endpoints = parse_endpoints(self.config["endpoints"], self._defaults)
+            return self._endpoints
         now = time.monotonic()
-        if now - self._discovered_at >= _REDISCOVER or not self._endpoints:
-            self._endpoints = discover(ctx, postfix, self._cyrus_files(ctx), defaults)
+        if self._endpoints is None or now - self._discovered_at >= _REDISCOVER:
+            lmtp = [url for url, _ in lmtp_destinations(postfix.main, postfix.master)] if postfix else []
+            myhostname = postfix.main.get("myhostname") if postfix and "myhostname" in postfix.main.params else None
+            name = mail_name(ctx, myhostname)
+            self._endpoints = discover(ctx, lmtp, self._cyrus_files(ctx), self._defaults, name)
             self._discovered_at = now
         return self._endpoints
 
@@ -390,38 +348,13 @@ class MailCollector(Collector):
     def _saturation(
         self, ctx: Context, found: Mapping[str, daemon_procs.DaemonProcesses], postfix: Postfix | None,
     ) -> Iterator[Sample]:
+        """Only of daemons that run: a stopped one is MailDaemonDown's news, not a saturation part failing."""
         if "dovecot" in found and found["dovecot"].mains:
-            yield from self._dovecot_services(ctx)
+            yield from saturation.dovecot(ctx, self.config["dovecot_config"])
         if "postfix" in found and postfix is not None and found["postfix"].mains:
-            yield from _postfix_services(postfix, found["postfix"])
+            yield from saturation.postfix(postfix.main, postfix.master, found["postfix"])
         if "cyrus" in found and found["cyrus"].mains:
-            yield from self._cyrus_services(ctx, found["cyrus"])
-
-    def _dovecot_services(self, ctx: Context) -> Iterator[Sample]:
-        argv = ["doveadm", "-f", "tab"]
-        if self.config["dovecot_config"]:
-            argv += ["-c", self.config["dovecot_config"]]
-        result = ctx.runner.run([*argv, "service", "status"], timeout=min(5.0, ctx.remaining()))
-        if not result.ok:
-            raise CollectorError(result.describe())
-        for service in parse_service_status(result.stdout.decode(errors="replace")):
-            if service.name in _DOVECOT_SERVICES or service.name.endswith("-login"):
-                yield SERVICE_PROCESSES(service.processes, "dovecot", service.name)
-                if service.available is not None:
-                    yield SERVICE_AVAILABLE(service.available, "dovecot", service.name)
-                yield SERVICE_LIMIT(service.process_limit, "dovecot", service.name)
-                yield SERVICE_PENDING(service.listen_pending, "dovecot", service.name)
-
-    def _cyrus_services(self, ctx: Context, cyrus: daemon_procs.DaemonProcesses) -> Iterator[Sample]:
-        path = ctx.rootfs(self.config["cyrus_config"])
-        text = ctx.read(path)
-        if text is None:
-            raise CollectorError(f"{path}: not found")
-        for service in parse_cyrus_conf(text):
-            running = sum(1 for p in cyrus.children if p.argv == service.argv)
-            yield SERVICE_PROCESSES(running, "cyrus", service.name)
-            if service.maxchild:
-                yield SERVICE_LIMIT(service.maxchild, "cyrus", service.name)
+            yield from saturation.cyrus(ctx, self.config["cyrus_config"], found["cyrus"])
 
     # -- the mail log -----------------------------------------------------------------------------------------
 
@@ -456,64 +389,16 @@ class MailCollector(Collector):
         and the newest mail-log lines."""
         snapshot: MailSnapshot = {}
         if self.prober is not None:
-            snapshot["probes"] = {view.endpoint.label: _probe_record(view) for view in self.prober.views()}
+            snapshot["probes"] = {view.endpoint.label: probe_record(view) for view in self.prober.views()}
         with self._lock:
             pids, queues, log = dict(self._daemon_pids), dict(self._queues), list(self._log_newest)
         if pids:
-            snapshot["daemons"] = {name: _processes(self._paths_proc, found) for name, found in pids.items()}
+            snapshot["daemons"] = {name: processes(self._paths_proc, found) for name, found in pids.items()}
         if queues:
             snapshot["queues"] = queues
         if log:
             snapshot["log"] = log
         return snapshot
-
-
-# -- discovery -------------------------------------------------------------------------------------------------
-
-
-def discover(
-    ctx: Context, postfix: Postfix | None, cyrus: tuple[str | None, str | None], defaults: Mapping[str, Any],
-) -> list[Endpoint]:
-    """The endpoints this host serves: the LMTP destinations Postfix and Cyrus name, then the sockets listening on a
-    standard mail port or as an LMTP socket. The first to name an endpoint says how it was found. A listening
-    socket is reached over the loopback, so its certificate is checked for tls_name, else Postfix's myhostname,
-    else /etc/mailname; a destination a configuration names is checked for the host it names."""
-    found: dict[str, Endpoint] = {}
-
-    def add(endpoint: Endpoint) -> None:
-        found.setdefault(endpoint.label, endpoint)
-
-    if postfix is not None:
-        for url, _where in lmtp_destinations(postfix.main, postfix.master):
-            add(replace(parse_url(url), found="postfix"))
-    cyrus_conf, imapd_conf = cyrus
-    if cyrus_conf:
-        for entry in parse_cyrus_conf(cyrus_conf):
-            if entry.argv and os.path.basename(entry.argv[0]) == "lmtpd" and entry.listen.startswith("/"):
-                add(Endpoint("lmtp", path=entry.listen, found="cyrus"))
-    if imapd_conf and (socket_path := parse_imapd_conf(imapd_conf).get("lmtpsocket")):
-        add(Endpoint("lmtp", path=socket_path, found="cyrus"))
-    listeners = [listener for table in ("net/tcp", "net/tcp6")
-                 for listener in ctx.parse(ctx.proc(table), parse_tcp_listeners) or []]
-    all_v4 = {listener.port for listener in listeners if listener.on_all_ipv4}
-    for listener in listeners:
-        service = _PORTS.get(listener.port)
-        if service is None or (listener.on_all_ipv6 and listener.port in all_v4):
-            continue  # [::] beside 0.0.0.0 is the same daemon: probed once, over IPv4
-        add(Endpoint(service, host=loopback_for(listener.address), port=listener.port, found="listening"))
-    for path in ctx.parse(ctx.proc("net/unix"), parse_unix_listeners) or []:
-        if "lmtp" in os.path.basename(path):
-            add(Endpoint("lmtp", path=path, found="listening"))
-    name = defaults.get("tls_name") or _mail_name(ctx, postfix)
-    return [apply_settings(e, defaults, {"tls_name": name} if name and e.found == "listening" and not e.path else {})
-            for e in found.values()]
-
-
-def _mail_name(ctx: Context, postfix: Postfix | None) -> str:
-    """The name this host's mail certificates are for: Postfix's myhostname where it is set, else /etc/mailname."""
-    if postfix is not None and postfix.main.params.get("myhostname"):
-        return postfix.main.get("myhostname") or ""
-    return (ctx.read(ctx.rootfs("/etc/mailname"), 256) or "").strip()
 
 
 def _log_aliases(postfix: Postfix | None, imapd_conf: str | None) -> dict[str, str]:
@@ -580,32 +465,6 @@ def _endpoint_event(view: EndpointView, failing: bool, *, initial: bool) -> Mail
     )
 
 
-def _probe_record(view: EndpointView) -> ProbeRecord:
-    last = view.last_failure if view.in_a_row and view.last_failure else view.last
-    if last is None:
-        return ProbeRecord(service=view.endpoint.service, up=False, reason="", phase="", detail="not probed yet",
-                           finished=0.0, failures_in_a_row=0, transcript=[])
-    return ProbeRecord(
-        service=view.endpoint.service, up=last.up, reason=last.reason, phase=last.phase, detail=last.detail,
-        finished=last.finished, failures_in_a_row=view.in_a_row,
-        transcript=[] if last.up else list(last.transcript[:_SNAPSHOT_TRANSCRIPT]),
-    )
-
-
-# -- saturation and processes ----------------------------------------------------------------------------------
-
-
-def _postfix_services(postfix: Postfix, processes: daemon_procs.DaemonProcesses) -> Iterator[Sample]:
-    """Each inet service's processes against its limit (maxproc, or default_process_limit)."""
-    children = [p for p in processes.children if p.ppid in {m.pid for m in processes.mains}]
-    for service in postfix.master:
-        if service.type != "inet":
-            continue
-        running = sum(1 for p in children if _postfix_service(p.argv) == (service.name, service.type))
-        yield SERVICE_PROCESSES(running, "postfix", service.name)
-        limit = service.process_limit(postfix.main)
-        if limit:
-            yield SERVICE_LIMIT(limit, "postfix", service.name)
 
 
 def _postfix_master(ctx: Context, postfix: Postfix) -> int | None:
@@ -617,48 +476,3 @@ def _postfix_master(ctx: Context, postfix: Postfix) -> int | None:
     return int(text.strip()) if text and text.strip().isdigit() else None
 
 
-def _postfix_service(argv: Sequence[str]) -> tuple[str, str]:
-    """(service name, type) of a Postfix daemon from the "-n NAME -t TYPE" its master passes (no -n: the command)."""
-    name, kind = os.path.basename(argv[0]) if argv else "", ""
-    for flag, value in itertools.pairwise(argv):
-        if flag == "-n":
-            name = value
-        elif flag == "-t":
-            kind = value
-    return name, kind
-
-
-def _processes(proc: Path, pids: Sequence[int]) -> list[DaemonRecord]:
-    """The daemon's processes as a snapshot keeps them: command line and open files, bounded."""
-    records = []
-    for pid in pids[:_SNAPSHOT_PROCESSES]:
-        base = proc / str(pid)
-        try:
-            stat = parse_stat((base / "stat").read_text())
-            with open(base / "cmdline", "rb") as fh:
-                argv = parse_cmdline(fh.read(1024))
-        except (OSError, ValueError):
-            continue  # exited since the run
-        fds, files = _open_files(base)
-        records.append(DaemonRecord(pid=pid, ppid=stat.ppid, comm=stat.comm, state=stat.state,
-                                    cmdline=redact(argv), fds=fds, files=files))
-    return records
-
-
-def _open_files(base: Path) -> tuple[int, list[str]]:
-    """How many descriptors a process holds, and the paths of the files among them (the first few)."""
-    try:
-        entries = list(os.scandir(base / "fd"))
-    except OSError as exc:
-        return -1, [f"<{exc.strerror}>"]
-    files: list[str] = []
-    for entry in entries:
-        try:
-            target = os.readlink(entry.path)
-        except OSError:
-            continue
-        if target.startswith("/") and target not in files:
-            files.append(target)
-            if len(files) == _SNAPSHOT_FILES:
-                break
-    return len(entries), files

@@ -22,9 +22,10 @@ from typing import Any
 import pytest
 
 from hostvigil.collector import Context, Paths, Sample, Services
-from hostvigil.collectors.mail.collect import MailCollector, Postfix, discover
+from hostvigil.collectors.mail.collect import MailCollector
+from hostvigil.collectors.mail.discover import discover, mail_name
 from hostvigil.collectors.mail.parse import check_settings
-from hostvigil.collectors.mail.parse_postfix import parse_main_cf, parse_master_cf
+from hostvigil.collectors.mail.parse_postfix import lmtp_destinations, parse_main_cf, parse_master_cf
 from hostvigil.events import MailEvent
 from hostvigil.runner import CommandRunner
 from tests import test_conformance
@@ -185,11 +186,13 @@ def test_discovery_finds_what_a_host_listens_on_and_what_its_configuration_names
     etc.mkdir()
     (etc / "mailname").write_text("mail.example.org\n")
     ctx = Context(fixture_paths(tmp_path), CommandRunner(), time.monotonic() + 10, logging.getLogger("test"))
-    postfix = Postfix(parse_main_cf((MAIL / "postfix/mailcow-main.cf").read_text()),
-                      parse_master_cf((MAIL / "postfix/mailcow-master.cf").read_text()), Path("/var/spool/postfix"))
+    assert mail_name(ctx, "mx1.example.org") == "mx1.example.org"  # Postfix's myhostname first
+    lmtp = [url for url, _ in lmtp_destinations(parse_main_cf((MAIL / "postfix/mailcow-main.cf").read_text()),
+                                                parse_master_cf((MAIL / "postfix/mailcow-master.cf").read_text()))]
     cyrus = ((MAIL / "cyrus/debian-3.6.1__cyrus.conf").read_text(),
              (MAIL / "cyrus/debian-3.6.1__imapd.conf").read_text())
-    found = {e.label: (e.found, e.tls_name) for e in discover(ctx, postfix, cyrus, check_settings({}, ""))}
+    found = {e.label: (e.found, e.tls_name)
+             for e in discover(ctx, lmtp, cyrus, check_settings({}, ""), mail_name(ctx, None))}
     assert found == {
         "lmtp://dovecot:24": ("postfix", ""),
         "lmtp:///run/cyrus/socket/lmtp": ("cyrus", ""),
@@ -518,10 +521,10 @@ def test_a_dovecot_and_postfix_host_is_up_and_quiet(
         assert found[("hostvigil_mail_daemon_up", ("dovecot",))] == 1
         assert found[("hostvigil_mail_daemon_up", ("postfix",))] == 1
         assert fired(promtool, tmp_path, watched) == set()
-        config = Postfix(parse_main_cf((postfix.config_dir / "main.cf").read_text()),
-                         parse_master_cf((postfix.config_dir / "master.cf").read_text()), postfix.queue_directory)
+        lmtp = [url for url, _ in lmtp_destinations(parse_main_cf((postfix.config_dir / "main.cf").read_text()),
+                                                    parse_master_cf((postfix.config_dir / "master.cf").read_text()))]
         ctx = Context(Paths(), CommandRunner(), time.monotonic() + 5, logging.getLogger("test"))
-        discovered = {e.label: e.found for e in discover(ctx, config, (None, None), check_settings({}, ""))}
+        discovered = {e.label: e.found for e in discover(ctx, lmtp, (None, None), check_settings({}, ""))}
         assert discovered[f"lmtp://127.0.0.1:{dovecot.lmtp_port}"] == "postfix"
 
 
