@@ -83,10 +83,10 @@ from hostvigil.collectors.mail.parse_postfix import (
     parse_main_cf,
     parse_master_cf,
 )
-from hostvigil.collectors.mail.probe import REASONS, ProbeSettings
 from hostvigil.collectors.mail.prober import EndpointView, MailProber
 from hostvigil.collectors.mail.queues import QUEUES, walk_queues
 from hostvigil.collectors.mail.snapshot import MailSnapshot, probe_record, processes
+from hostvigil.collectors.mail.walk import REASONS, ProbeSettings
 from hostvigil.events import Changes, MailEvent
 from hostvigil.procfs import parse_btime
 

@@ -28,7 +28,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from hostvigil.collectors.mail.parse import Endpoint
-from hostvigil.collectors.mail.probe import ProbeResult, ProbeSettings, run_probe
+from hostvigil.collectors.mail.probe import run_probe
+from hostvigil.collectors.mail.walk import ProbeResult, ProbeSettings
 from hostvigil.sources import Source
 
 log = logging.getLogger("hostvigil.mail")

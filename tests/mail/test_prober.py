@@ -12,8 +12,8 @@ import pytest
 
 from hostvigil.collectors.mail import prober as prober_module
 from hostvigil.collectors.mail.parse import Endpoint
-from hostvigil.collectors.mail.probe import ProbeResult, ProbeSettings
 from hostvigil.collectors.mail.prober import MailProber
+from hostvigil.collectors.mail.walk import ProbeResult, ProbeSettings
 from tests.mail.fake_peer import fake_peer, lines
 
 
