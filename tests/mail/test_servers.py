@@ -125,6 +125,17 @@ def tls_endpoints(server: DovecotServer) -> list[tuple[int, str | None]]:
             (server.pop3_port, "pop3")]
 
 
+def assert_recipient_taken_and_data_refused(lmtp: socket.socket) -> None:
+    """Dovecot's LMTP with a mailbox it cannot write: RCPT is taken, the message refused at the end of DATA."""
+    read_reply(lmtp)
+    command(lmtp, "LHLO client.test")
+    assert command(lmtp, "MAIL FROM:<sender@client.test>") == "250 2.1.0 OK"
+    assert command(lmtp, f"RCPT TO:<{USER}@{MAIL_DOMAIN}>") == "250 2.1.5 OK"
+    assert command(lmtp, "DATA") == "354 OK"
+    reply = command(lmtp, "Subject: probe\r\n\r\nbody\r\n.")
+    assert re.fullmatch(rf"451 4\.2\.0 <{USER}@{MAIL_DOMAIN}> {INTERNAL_ERROR}", reply)
+
+
 def log_since(path: Path, offset: int) -> str:
     with path.open("rb") as log:
         log.seek(offset)
@@ -315,14 +326,7 @@ def test_broken_mailbox(shared_dovecot: DovecotServer, conns: list[socket.socket
     assert ask(pop3, f"PASS {PASSWORD}") == "+OK Logged in."
     assert re.fullmatch(rf"-ERR \[SYS/TEMP\] {INTERNAL_ERROR}", ask(pop3, "STAT"))
 
-    lmtp = connect(conns, server.lmtp_port)
-    read_reply(lmtp)
-    command(lmtp, "LHLO client.test")
-    assert command(lmtp, "MAIL FROM:<sender@client.test>") == "250 2.1.0 OK"
-    assert command(lmtp, f"RCPT TO:<{USER}@{MAIL_DOMAIN}>") == "250 2.1.5 OK"
-    assert command(lmtp, "DATA") == "354 OK"
-    reply = command(lmtp, "Subject: broken\r\n\r\nbody\r\n.")
-    assert re.fullmatch(rf"451 4\.2\.0 <{USER}@{MAIL_DOMAIN}> {INTERNAL_ERROR}", reply)
+    assert_recipient_taken_and_data_refused(connect(conns, server.lmtp_port))
     wait_for_log(server.log, "Permission denied", offset)
 
     server.restore()
@@ -342,14 +346,7 @@ def test_full_mail_filesystem(shared_dovecot: DovecotServer, conns: list[socket.
     except FaultUnavailable as error:
         missing(str(error))
 
-    lmtp = connect(conns, server.lmtp_port)
-    read_reply(lmtp)
-    command(lmtp, "LHLO client.test")
-    assert command(lmtp, "MAIL FROM:<sender@client.test>") == "250 2.1.0 OK"
-    assert command(lmtp, f"RCPT TO:<{USER}@{MAIL_DOMAIN}>") == "250 2.1.5 OK"
-    assert command(lmtp, "DATA") == "354 OK"
-    reply = command(lmtp, "Subject: full\r\n\r\nbody\r\n.")
-    assert re.fullmatch(rf"451 4\.2\.0 <{USER}@{MAIL_DOMAIN}> {INTERNAL_ERROR}", reply)
+    assert_recipient_taken_and_data_refused(connect(conns, server.lmtp_port))
 
     imap = connect(conns, server.imap_port)
     read_line(imap)
