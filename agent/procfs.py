@@ -8,7 +8,7 @@ command-line parser: what of a process's arguments a snapshot may keep.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 _OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")
@@ -214,24 +214,119 @@ def parse_cmdline(raw: bytes) -> list[str]:
     return [arg.decode(errors="replace") for arg in raw.split(b"\0") if arg]
 
 
-_SECRET_KEY = re.compile(r"(?i)(pass(word|wd|phrase)?|secret|token|api[-_]?key|auth|credential|private[-_]?key)")
+_HIDDEN_KEYS = r"(pass(word|wd|phrase)?|secret|token|bearer|api[-_]?key|auth|credential|private[-_]?key)"
+_SECRET_KEY = re.compile(f"(?i){_HIDDEN_KEYS}")
+# A whole argument that is "KEY: value" or "KEY:value" with a secret-looking key: "PASSWORD:pw", an HTTP header
+# such as "Authorization: Bearer x" or "X-Auth-Token: x" (curl -H, wget --header=), "pass:pw" (openssl -passin).
+_PAIR_KEY = re.compile(r"[\w.-]+")
 _URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]+@")
+REDACTED = "<redacted>"
+
+# Programs that take a password in a short option: the option's value (attached or the next argument) is hidden.
+# mysql -pPW, sshpass -p PW, redis-cli -a PW, ldapsearch -w PW, mongosh -p PW.
+_PASSWORD_OPTIONS: dict[str, str] = {
+    **dict.fromkeys(("mysql", "mysqldump", "mysqladmin", "mysqlcheck", "mysqlimport", "mysqlshow", "mariadb",
+                     "mariadb-dump", "mariadb-admin", "mariadb-check", "mariadb-import", "mariadb-show"), "-p"),
+    **dict.fromkeys(("sshpass", "mongo", "mongosh", "mongodump", "mongorestore"), "-p"),
+    **dict.fromkeys(("redis-cli", "valkey-cli", "keydb-cli"), "-a"),
+    **dict.fromkeys(("ldapsearch", "ldapmodify", "ldapadd", "ldapdelete", "ldapwhoami", "ldappasswd", "ldapcompare",
+                     "ldapmodrdn", "ldapexop"), "-w"),
+}
+# Options whose value is "user:password" (curl -u, --user, --proxy-user) or "user%password" (smbclient -U).
+_USER_OPTIONS = ("-u", "-U", "--user", "--proxy-user")
+_USER_SECRET = re.compile(r"^([^:%]*[:%]).+$", re.DOTALL)
 
 
 def redact(args: Sequence[str]) -> list[str]:
-    """Arguments with secret-looking values replaced: --password=x, the value after --token, user:pw@ in URLs."""
-    result: list[str] = []
-    hide_next = False
-    for arg in args:
-        if hide_next:
-            result.append("<redacted>")
-            hide_next = False
+    """A command line with what looks like a secret replaced by <redacted>, for snapshots an on-call engineer reads.
+
+    Hidden: values of secret-looking keys (--password=x, --token x, DB_PASSWORD=x, PASSWORD:x, an Authorization
+    or token header given to curl -H or wget --header=, openssl's -passin pass:x), the password of user:password
+    values (curl -u, URLs, smbclient -U user%pw), the value of a bare `-p` unless it is a number, a path or an
+    option (sshpass -p, doveadm pw -p; ssh -p 22 and mkdir -p /x stay), the password options of programs known
+    to take one (mysql -pPW, redis-cli -a PW, ldapsearch -w PW), and the positional password of
+    `doveadm auth test|login USER PASSWORD` and `htpasswd -b FILE USER PASSWORD`. It errs on the side of hiding:
+    a snapshot may lose a directory name, never keep a password.
+    """
+    if not args:
+        return []
+    program = args[0].rsplit("/", 1)[-1]
+    password_option = _PASSWORD_OPTIONS.get(program)
+    positional = _positional_secrets(program, args)
+    result = [_redact_value(args[0])]
+    treat_next: Callable[[str], str] | None = None
+    for index, arg in enumerate(args[1:], start=1):
+        if treat_next is not None:
+            result.append(treat_next(arg))
+            treat_next = None
             continue
-        key, eq, _ = arg.partition("=")
-        if eq and _SECRET_KEY.search(key):
-            result.append(f"{key}=<redacted>")
+        if index in positional:
+            result.append(REDACTED)
             continue
-        if arg.startswith("-") and _SECRET_KEY.search(arg):
-            hide_next = True
-        result.append(_URL_USERINFO.sub(r"\1<redacted>@", arg))
+        following = args[index + 1] if index + 1 < len(args) else ""
+        if password_option and arg.startswith(password_option) and arg != password_option:
+            result.append(password_option + REDACTED)  # the attached form: -pPASSWORD
+            continue
+        if (arg == password_option or (arg == "-p" and _may_be_password(following))
+                or (arg.startswith("-") and "=" not in arg and _SECRET_KEY.search(arg))):
+            treat_next = _hide
+        elif arg in _USER_OPTIONS:
+            treat_next = _redact_user
+        result.append(_redact_value(_redact_user_option(arg)))
     return result
+
+
+def _hide(value: str) -> str:
+    return REDACTED
+
+
+def _redact_value(arg: str) -> str:
+    """One argument on its own: KEY=secret, KEY:secret (or --header=KEY: secret), and URL user info."""
+    key, eq, value = arg.partition("=")
+    if eq and _SECRET_KEY.search(key):
+        return f"{key}={REDACTED}"
+    if eq and _is_secret_pair(value):
+        return f"{key}={_redact_pair(value)}"
+    if _is_secret_pair(arg):
+        return _redact_pair(arg)
+    return _URL_USERINFO.sub(rf"\1{REDACTED}@", arg)
+
+
+def _is_secret_pair(text: str) -> bool:
+    key, colon, value = text.partition(":")
+    return bool(colon and value.strip() and not value.startswith("//")
+                and _PAIR_KEY.fullmatch(key) and _SECRET_KEY.search(key))
+
+
+def _redact_pair(text: str) -> str:
+    return text.partition(":")[0] + ": " + REDACTED
+
+
+def _may_be_password(value: str) -> bool:
+    """The argument after a bare -p: a port, a path or another option is not a password."""
+    return bool(value) and not (value.isdigit() or value.startswith(("-", "/", "./", "~")))
+
+
+def _redact_user(value: str) -> str:
+    return _USER_SECRET.sub(rf"\1{REDACTED}", value)
+
+
+def _redact_user_option(arg: str) -> str:
+    """-uadmin:pw, --user=admin:pw: the value keeps the user name and loses the password."""
+    for prefix in ("--proxy-user=", "--user=", "-u", "-U"):
+        if arg.startswith(prefix) and len(arg) > len(prefix):
+            return prefix + _redact_user(arg[len(prefix):])
+    return arg
+
+
+def _positional_secrets(program: str, args: Sequence[str]) -> set[int]:
+    """Indexes of positional passwords: doveadm auth test|login USER PASSWORD, htpasswd -b[n] [FILE] USER PASSWORD."""
+    if program == "doveadm":
+        words = [(i, a) for i, a in enumerate(args) if not a.startswith("-")]
+        for n, (_, word) in enumerate(words[:-3]):
+            if word == "auth" and words[n + 1][1] in ("test", "login"):
+                return {words[n + 3][0]}
+    if program == "htpasswd" and any(a.startswith("-") and "b" in a[1:] for a in args[1:]):
+        positional = [i for i, a in enumerate(args[1:], start=1) if not a.startswith("-")]
+        return set(positional[-1:])
+    return set()

@@ -96,3 +96,50 @@ def test_cpu_list() -> None:
 def test_malformed_input_is_refused_with_a_reason(parser: object, text: str, reason: str) -> None:
     with pytest.raises(ValueError, match=reason):
         parser(text)  # type: ignore[operator]
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        # KEY=value, --option value, URL user info
+        ("doveadm -o plugin/x=1 --password=hunter2", "doveadm -o plugin/x=1 --password=<redacted>"),
+        ("tool --token abc DB_PASSWORD=x", "tool --token <redacted> DB_PASSWORD=<redacted>"),
+        ("psql postgresql://root:pw@db/mail", "psql postgresql://<redacted>@db/mail"),
+        ("tool PASSWORD:pw", "tool PASSWORD: <redacted>"),
+        ("openssl req -passin pass:pw", "openssl req -passin <redacted>"),
+        # headers: curl -H, wget --header=, a bearer token as an option
+        ("curl -H Authorization:+Bearer+abc.def https://x", "curl -H Authorization: <redacted> https://x"),
+        ("wget --header=Authorization:+Bearer+abc https://x", "wget --header=Authorization: <redacted> https://x"),
+        ("curl -H X-Auth-Token:+abc https://x", "curl -H X-Auth-Token: <redacted> https://x"),
+        ("curl --oauth2-bearer abc https://x", "curl --oauth2-bearer <redacted> https://x"),
+        # user:password values
+        ("curl -u admin:pw https://x", "curl -u admin:<redacted> https://x"),
+        ("curl -uadmin:pw https://x", "curl -uadmin:<redacted> https://x"),
+        ("curl --user=admin:pw https://x", "curl --user=admin:<redacted> https://x"),
+        ("smbclient -U user%pw //h/s", "smbclient -U user%<redacted> //h/s"),
+        # -p: a password unless a port, a path or an option
+        ("mysql -u root -p hunter4 mail", "mysql -u root -p <redacted> mail"),
+        ("doveadm pw -p hunter4", "doveadm pw -p <redacted>"),
+        ("sshpass -p pw ssh host", "sshpass -p <redacted> ssh host"),
+        ("ssh -p 22 host", "ssh -p 22 host"),
+        ("mkdir -p /var/spool/x", "mkdir -p /var/spool/x"),
+        # programs whose password option takes its value attached or next
+        ("mysql -phunter5 mail", "mysql -p<redacted> mail"),
+        ("/usr/bin/mysqldump -phunter5 mail", "/usr/bin/mysqldump -p<redacted> mail"),
+        ("redis-cli -a pw ping", "redis-cli -a <redacted> ping"),
+        ("ldapsearch -x -w pw -D cn=admin", "ldapsearch -x -w <redacted> -D cn=admin"),
+        # positional passwords
+        ("doveadm auth test user pw", "doveadm auth test user <redacted>"),
+        ("doveadm -o x=1 auth login user@example.org pw", "doveadm -o x=1 auth login user@example.org <redacted>"),
+        ("htpasswd -b /etc/htpasswd user pw", "htpasswd -b /etc/htpasswd user <redacted>"),
+        ("htpasswd -nb user pw", "htpasswd -nb user <redacted>"),
+        # what is no secret stays
+        ("dovecot -F -c /etc/dovecot/dovecot.conf", "dovecot -F -c /etc/dovecot/dovecot.conf"),
+        ("ps -u root", "ps -u root"),
+        ("doveadm auth cache flush", "doveadm auth cache flush"),
+    ],
+)
+def test_redaction_of_each_secret_form(argv: str, expected: str) -> None:
+    """One form a row; "+" in `argv` stands for a space inside one argument."""
+    args = [arg.replace("+", " ") for arg in argv.split()]
+    assert " ".join(procfs.redact(args)) == expected
