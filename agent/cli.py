@@ -7,6 +7,7 @@ which file, which key and why.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import http.client
 import json
 import logging
@@ -24,6 +25,7 @@ from hostvigil.forensics.boots import read_boot_id
 from hostvigil.forensics.service import Forensics, ReportStore
 from hostvigil.logs import setup as setup_logging
 from hostvigil.registry import REGISTRY
+from hostvigil.webconfig import load as load_web_config
 
 log = logging.getLogger("hostvigil")
 
@@ -36,6 +38,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load(args.config, REGISTRY)
         if getattr(args, "listen", None):
             parse_listen(args.listen)
+        if getattr(args, "web_config_file", None):
+            config = dataclasses.replace(config, web_config_file=args.web_config_file)
+        if args.command in ("run", "check-config") and config.web_config_file:
+            load_web_config(config.web_config_file)
         _check_collector_names(getattr(args, "collector", None) or ())
     except ConfigError as exc:
         print(f"hostvigil: config error: {exc}", file=sys.stderr)
@@ -69,10 +75,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"hostvigil {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     config_help = f"config file (default {DEFAULT_PATH}; built-in defaults if it does not exist)"
+    web_config_help = "exporter toolkit web config (YAML: TLS, basic auth); overrides [agent] web_config_file"
 
     run = sub.add_parser("run", help="run the agent and serve /metrics")
     run.add_argument("--config", type=Path, help=config_help)
     run.add_argument("--listen", metavar="ADDR:PORT", help="listen address (overrides [agent] listen)")
+    run.add_argument("--web-config-file", type=Path, metavar="FILE", help=web_config_help)
 
     collect = sub.add_parser("collect", help="run one collection round and print or write the exposition")
     collect.add_argument("--config", type=Path, help=config_help)
@@ -96,6 +104,7 @@ def _parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check-config", help="validate the config file and exit")
     check.add_argument("--config", type=Path, help=config_help)
+    check.add_argument("--web-config-file", type=Path, metavar="FILE", help=web_config_help)
     return parser
 
 
@@ -108,7 +117,8 @@ def _check_collector_names(names: Sequence[str]) -> None:
 
 def _check_config(config: Config) -> int:
     enabled = [name for name, c in config.collectors.items() if c.enabled]
-    print(f"{config.source}: OK; listen {config.listen}; collectors: {', '.join(enabled) or 'none'}")
+    web = f"; web config {config.web_config_file} OK" if config.web_config_file else ""
+    print(f"{config.source}: OK; listen {config.listen}{web}; collectors: {', '.join(enabled) or 'none'}")
     return 0
 
 

@@ -97,6 +97,15 @@ class Option:
         return {"bool": bool, "int": int, "float": float, "string": str, "strings": list, "list": list}[self.kind]
 
 
+@dataclass
+class HttpTally:
+    """What the metrics port has answered and refused so far: the HTTP server counts, the agent's collector reads."""
+
+    requests: dict[str, int] = field(default_factory=dict)  # responses, by status code
+    refused: dict[str, int] = field(default_factory=dict)  # connections and requests refused or cut, by reason
+    connections: int = 0  # open now
+
+
 @dataclass(frozen=True)
 class Services:
     """What a collector with a long-running source (e.g. /dev/kmsg) gets when the agent starts it.
@@ -113,6 +122,7 @@ class Services:
     collect_now: Callable[[str], None] = lambda collector: None
     uevents: Mapping[str, int] = field(default_factory=dict)  # kernel uevents seen so far, by subsystem
     sources: Sources = field(default_factory=Sources)  # where a collector's start() adds the sources it starts
+    http: HttpTally | None = None  # the metrics port's own counts, where the agent serves one
 
 
 @dataclass

@@ -59,6 +59,7 @@ class Config:
     source: str = "<defaults>"
     listen: str = DEFAULT_LISTEN
     state_dir: Path | None = None
+    web_config_file: Path | None = None  # the exporter toolkit's YAML: TLS, basic auth (hostvigil.webconfig)
     log_level: str = "info"
     paths: Paths = field(default_factory=Paths)
     collectors: Mapping[str, CollectorConfig] = field(default_factory=dict)
@@ -117,10 +118,11 @@ def _validate(
     reader = _Reader(source)
     reader.only_keys(data, "", ("agent", "paths", "snapshots", "collectors"))
     agent = reader.table(data, "agent")
-    reader.only_keys(agent, "agent", ("listen", "state_dir", "log_level"))
+    reader.only_keys(agent, "agent", ("listen", "state_dir", "log_level", "web_config_file"))
     listen = reader.value(agent, "agent", "listen", str, DEFAULT_LISTEN)
     reader.check(lambda: parse_listen(listen), "agent.listen")
     state_dir = reader.value(agent, "agent", "state_dir", str, "")
+    web_config_file = reader.value(agent, "agent", "web_config_file", str, "")
     log_level = reader.value(agent, "agent", "log_level", str, "info")
     if log_level not in LOG_LEVELS:
         raise ConfigError(source, "agent.log_level", f'"{log_level}" is not one of {", ".join(LOG_LEVELS)}')
@@ -146,6 +148,7 @@ def _validate(
         source=source,
         listen=listen,
         state_dir=base / state_dir if state_dir else None,
+        web_config_file=base / web_config_file if web_config_file else None,
         log_level=log_level,
         paths=paths,
         collectors=collectors,

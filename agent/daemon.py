@@ -25,6 +25,7 @@ from hostvigil.runner import CommandRunner
 from hostvigil.scheduler import Job, Scheduler
 from hostvigil.server import MetricsServer
 from hostvigil.uevents import UeventListener
+from hostvigil.webconfig import load as load_web_config
 
 log = logging.getLogger("hostvigil")
 
@@ -113,10 +114,8 @@ class Agent:
         host, port = parse_listen(self.listen)
         forensics = self.forensics
         collectors = {name: job.collector for name, job in self.scheduler.jobs.items()}
-        server = MetricsServer(
-            (host, port), self.cache, self._healthy, lambda: self._ready,
-            (lambda reason: forensics.snapshotter.write_now("manual", reason)) if forensics else None,
-        )
+        web = load_web_config(self.config.web_config_file) if self.config.web_config_file else None
+        server = MetricsServer((host, port), self.cache, self._healthy, lambda: self._ready, web)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
         if forensics is not None:
@@ -128,13 +127,16 @@ class Agent:
         services = Services(
             self.config.paths, self.directory, forensics.boot_id if forensics else "",
             events=lambda event: self.policy.handle([event]), collect_now=self.scheduler.trigger,
-            uevents=uevents.counts,
+            uevents=uevents.counts, http=server.tally,
         )
         for collector in collectors.values():
             collector.start(services)
         uevents.start()
         names = ", ".join(self.scheduler.jobs) or "none"
-        log.info("serving http://%s:%d/metrics; state in %s; collectors: %s", host or "*", port, self.directory, names)
+        log.info(
+            "serving %s://%s:%d/metrics; state in %s; collectors: %s",
+            server.scheme, host or "*", port, self.directory, names,
+        )
         threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
         threading.Thread(target=self.scheduler.run_forever, name="scheduler", daemon=True).start()
         self.notifier.start_watchdog(lambda: self.scheduler.heartbeat, self.stop_event)

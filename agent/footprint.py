@@ -6,10 +6,11 @@ from collections.abc import Iterator, Mapping
 
 import psutil
 
-from hostvigil.collector import Collector, Context, Metrics, Sample, Services
+from hostvigil.collector import Collector, Context, HttpTally, Metrics, Sample, Services
 from hostvigil.sources import Sources
 
 _agent = Metrics("agent")
+_http = Metrics("http")
 
 RSS = _agent.gauge("resident_memory_bytes", "Resident memory of the hostvigil process.")
 CPU = _agent.counter("cpu_seconds_total", "CPU time used by the hostvigil process.", "mode")
@@ -35,23 +36,49 @@ SOURCE_RESTARTS = _agent.counter(
     "source_restarts_total", "Times a long-running source failed and was started again after a backoff.", "source"
 )
 
+HTTP_REQUESTS = _http.counter(
+    "requests_total",
+    "Responses the metrics port sent, by HTTP status code (401: credentials missing or wrong; 408: a request that "
+    "did not arrive whole in time).",
+    "code",
+)
+HTTP_REFUSED = _http.counter(
+    "refused_total",
+    "Connections and requests the metrics port refused or cut, by reason: capacity (closed to make room for a new "
+    "connection), deadline (a request or TLS handshake not received whole in time, or a response not taken), tls "
+    "(handshake failed), unauthorized, auth_busy (too many password checks at once), rate_limited, bad_request.",
+    "reason",
+)
+HTTP_CONNECTIONS = _http.gauge(
+    "connections", "Connections open on the metrics port, kept-alive idle ones and slow ones included."
+)
+
 
 class AgentCollector(Collector):
     name = "agent"
-    help = "The hostvigil process itself: memory, CPU, threads, file descriptors, stuck commands, its sources."
+    help = (
+        "The hostvigil process itself: memory, CPU, threads, file descriptors, stuck commands, its sources, "
+        "its metrics port."
+    )
+    namespaces = ("http",)  # the metrics port: hostvigil_http_*
     interval = 15.0
     timeout = 5.0
-    metrics = (RSS, CPU, THREADS, FDS, STUCK, UEVENTS, SOURCE_UP, SOURCE_RESTARTS)
+    metrics = (
+        RSS, CPU, THREADS, FDS, STUCK, UEVENTS, SOURCE_UP, SOURCE_RESTARTS, HTTP_REQUESTS, HTTP_REFUSED,
+        HTTP_CONNECTIONS,
+    )
 
     def __init__(self, options: dict[str, object]) -> None:
         super().__init__(options)
         self._process = psutil.Process()
         self._uevents: Mapping[str, int] = {}
         self._sources = Sources()
+        self._http: HttpTally | None = None
 
     def start(self, services: Services) -> None:
         self._uevents = services.uevents
         self._sources = services.sources
+        self._http = services.http
 
     def collect(self, ctx: Context) -> Iterator[Sample]:
         with self._process.oneshot():
@@ -67,3 +94,10 @@ class AgentCollector(Collector):
         for source in sorted(self._sources, key=lambda source: source.name):
             yield SOURCE_UP(source.up, source.name)
             yield SOURCE_RESTARTS(source.restarts, source.name)
+        if self._http is not None:
+            # Copies taken at once: the server's thread adds to these dicts while this one reads.
+            for code, count in sorted(dict(self._http.requests).items()):
+                yield HTTP_REQUESTS(count, code)
+            for reason, count in sorted(dict(self._http.refused).items()):
+                yield HTTP_REFUSED(count, reason)
+            yield HTTP_CONNECTIONS(self._http.connections)

@@ -1,12 +1,12 @@
-"""Isolation: a collector that hangs, raises or returns garbage costs only its own series."""
+"""Isolation: a collector that hangs, raises or returns garbage costs only its own series.
+
+The HTTP endpoint's own tests (formats, HEAD, slow clients, TLS) are in test_server.py.
+"""
 
 from __future__ import annotations
 
-import gzip
 import http.client
 import logging
-import re
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -199,36 +199,6 @@ def test_trigger_runs_a_collector_before_its_interval() -> None:
         sched.stop()
 
 
-def test_exposition_formats_and_endpoints(running: tuple[Scheduler, int]) -> None:
-    sched, port = running
-    _wait(sched.first_round_done)
-    _, headers, body, _ = scrape(port, {"Accept": "application/openmetrics-text; version=1.0.0"})
-    assert headers["Content-Type"].startswith("application/openmetrics-text")
-    assert body.endswith(b"# EOF\n")
-    _, headers, body, _ = scrape(port, {"Accept-Encoding": "gzip"})
-    assert headers["Content-Encoding"] == "gzip"
-    assert b"hostvigil_test_ticks" in gzip.decompress(body)
-    for path, expected in (("/-/healthy", 200), ("/-/ready", 200), ("/", 200), ("/nope", 404)):
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-        conn.request("GET", path)
-        assert conn.getresponse().status == expected, path
-        conn.close()
-
-
-def test_a_stalled_client_does_not_block_scrapes(running: tuple[Scheduler, int]) -> None:
-    _, port = running
-    stalled = [socket.create_connection(("127.0.0.1", port)) for _ in range(5)]
-    for sock in stalled:
-        sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")  # never finishes its headers
-    try:
-        status, _, _, latency = scrape(port)
-        assert status == 200
-        assert latency < 0.5
-    finally:
-        for sock in stalled:
-            sock.close()
-
-
 def _run_again(sched: Scheduler) -> None:
     for job in sched.jobs.values():
         job.ran, job.next_due = False, 0.0
@@ -278,15 +248,3 @@ def test_unavailable_is_not_counted_as_an_error() -> None:
     assert 'hostvigil_collector_success{collector="needsroot"} 0.0' in body
     assert 'hostvigil_collector_errors_total{collector="needsroot"} 0.0' in body
 
-
-def test_headers_and_body_leave_in_one_write(running: tuple[Scheduler, int]) -> None:
-    """Written separately, the body of a kept-alive scrape waited ~40 ms for a delayed ACK (Nagle)."""
-    sched, port = running
-    _wait(sched.first_round_done)
-    with socket.create_connection(("127.0.0.1", port)) as sock:
-        for _ in range(3):  # kept alive, as Prometheus scrapes
-            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-            first = sock.recv(1 << 20)
-            head, _, body = first.partition(b"\r\n\r\n")
-            length = int(re.search(rb"Content-Length: (\d+)", head).group(1))  # type: ignore[union-attr]
-            assert len(body) == length, "the body did not arrive with the headers"
