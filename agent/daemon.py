@@ -30,6 +30,10 @@ from hostvigil.webconfig import load as load_web_config
 log = logging.getLogger("hostvigil")
 
 SYSTEM_STATE_DIR = Path("/var/lib/hostvigil")
+# READY=1 waits this long at most for the first collection round: a collector stuck on hung disks (smartctl
+# against 16 of them took two minutes) must not hold the start past systemd's TimeoutStartSec. What has not
+# finished by then is named as pending in STATUS= and the log, and its series appear when it does.
+READY_GRACE = 10.0
 
 
 def wanted_collectors(config: Config, only: Sequence[str] = (), daemon: bool = True) -> list[str]:
@@ -109,6 +113,8 @@ class Agent:
         self.notifier = Notifier()
         self.stop_event = threading.Event()
         self._ready = False
+        self._ready_lock = threading.Lock()
+        self._waited_for: list[str] = []  # collectors still pending when the grace ran out
 
     def run(self) -> int:
         host, port = parse_listen(self.listen)
@@ -143,7 +149,11 @@ class Agent:
         if not self.scheduler.jobs:
             self._ready = True
             self.notifier.ready("no collectors enabled")
+        grace = threading.Timer(READY_GRACE, self._grace_over)
+        grace.daemon = True
+        grace.start()
         self.stop_event.wait()
+        grace.cancel()
         self.notifier.stopping()
         self.scheduler.stop()
         uevents.stop()
@@ -177,18 +187,38 @@ class Agent:
         self.stop_event.set()
 
     def _on_change(self, state: CollectorState) -> None:
-        if not self._ready and self.scheduler.first_round_done():
-            self._ready = True
-            self.notifier.ready(self._summary())
-            log.info("first collection round done: %s", self._summary())
-        elif self._ready:
-            self.notifier.status(self._summary())
+        with self._ready_lock:
+            if not self._ready:
+                if self.scheduler.first_round_done():
+                    self._become_ready("first collection round done")
+                return
+            if self._waited_for and self.scheduler.first_round_done():
+                log.info("first collection round done (%s came late): %s", ", ".join(self._waited_for),
+                         self._summary())
+                self._waited_for = []
+        self.notifier.status(self._summary())
+
+    def _grace_over(self) -> None:
+        with self._ready_lock:
+            if not self._ready:
+                self._waited_for = [name.split(" ", 1)[0] for name in self.scheduler.pending()]
+                self._become_ready(f"ready after {READY_GRACE:g}s without waiting for the slowest collectors")
+
+    def _become_ready(self, why: str) -> None:
+        self._ready = True
+        summary = self._summary()
+        self.notifier.ready(summary)
+        log.info("%s: %s", why, summary)
 
     def _summary(self) -> str:
         states = self.cache.states().values()
+        pending = self.scheduler.pending()
         failing = sorted(s.name for s in states if s.success is False and s.available)
         unavailable = sorted(s.name for s in states if not s.available)
-        parts = [f"{len(states) - len(failing) - len(unavailable)}/{len(states)} collectors ok"]
+        done = len(states) - len(pending)
+        parts = [f"{done - len(failing) - len(unavailable)}/{len(states)} collectors ok"]
+        if pending:
+            parts.append("pending: " + ", ".join(pending))
         if failing:
             parts.append("failing: " + ", ".join(failing))
         if unavailable:

@@ -107,6 +107,15 @@ class Scheduler:
     def first_round_done(self) -> bool:
         return all(job.ran for job in self.jobs.values())
 
+    def pending(self) -> list[str]:
+        """Collectors whose first run has not ended yet, and for how long they have run: "smart (12s)"."""
+        now = time.monotonic()
+        with self._wake:
+            return [
+                f"{job.name} ({now - job.started:.0f}s)" if job.started is not None else job.name
+                for job in self.jobs.values() if not job.ran
+            ]
+
     def run_round(self) -> None:
         """Run every collector once and wait for each to finish or time out (CLI `collect`)."""
         while not self.first_round_done():
