@@ -8,21 +8,22 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import http.client
 import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from urllib.parse import urlencode
 
 from hostvigil import __version__
 from hostvigil.config import DEFAULT_PATH, Config, ConfigError, load, parse_listen
-from hostvigil.daemon import Agent, build_scheduler, state_dir, wanted_collectors
+from hostvigil.control import SOCKET_NAME, lock_holder
+from hostvigil.control import request as control_request
+from hostvigil.daemon import Agent, build_scheduler, state_dir, state_dir_candidates, wanted_collectors
 from hostvigil.durable import write_atomically
 from hostvigil.forensics import report as crashreport
 from hostvigil.forensics.boots import read_boot_id
 from hostvigil.forensics.service import Forensics, ReportStore
+from hostvigil.forensics.snapshots import MAX_MANUAL_REASON, printable
 from hostvigil.logs import setup as setup_logging
 from hostvigil.registry import REGISTRY
 from hostvigil.webconfig import load as load_web_config
@@ -92,9 +93,15 @@ def _parser() -> argparse.ArgumentParser:
         "--output", type=Path, metavar="FILE", help="write atomically to FILE (e.g. node_exporter's textfile directory)"
     )
 
-    snapshot = sub.add_parser("snapshot", help="write a crash snapshot now (through the running agent if there is one)")
+    snapshot = sub.add_parser(
+        "snapshot",
+        help="write a crash snapshot now: through the running agent's control socket, here only if no agent runs",
+    )
     snapshot.add_argument("--config", type=Path, help=config_help)
-    snapshot.add_argument("--reason", default="manual", help="why, kept in the snapshot (default: manual)")
+    snapshot.add_argument(
+        "--reason", default="manual",
+        help="why, kept in the snapshot (printable, at most 200 characters; default: manual)",
+    )
 
     report = sub.add_parser("report", help="show the report of the latest unclean reboot, or of ID")
     report.add_argument("--config", type=Path, help=config_help)
@@ -140,22 +147,51 @@ def _collect(config: Config, only: Sequence[str], output: Path | None) -> int:
 
 
 def _snapshot(config: Config, reason: str) -> int:
-    """Ask the running agent (it has the kernel event tail); without one, take a snapshot here."""
-    host, port = parse_listen(config.listen)
-    host = "127.0.0.1" if host in ("", "0.0.0.0") else "::1" if host == "::" else host  # noqa: S104 - a wildcard to map
+    """Through the running agent (it has the kernel event tail), over its control socket; here only when no agent
+    holds the state directory. An agent that cannot be reached or refuses is an error, never a silent fall-back."""
     try:
-        conn = http.client.HTTPConnection(host, port, timeout=30)
-        conn.request("POST", "/-/snapshot?" + urlencode({"reason": reason}))
-        response = conn.getresponse()
-        body = response.read().decode(errors="replace").strip()
-        conn.close()
-    except OSError:
-        return _snapshot_here(config, reason)
-    if response.status != 200:
-        log.error("the agent on %s:%d did not write a snapshot: %s", host, port, body)
+        found = _running_agent(config)
+    except OSError as exc:
+        log.error("no snapshot taken: cannot tell whether an agent is running: %s", exc)
         return 1
-    print(body)
+    if found is None:
+        return _snapshot_here(config, reason)
+    directory, pid = found
+    sock = directory / SOCKET_NAME
+    agent = f"pid {pid}" if pid else "pid not known yet"
+    try:
+        reply = control_request(sock, {"command": "snapshot", "reason": reason})
+    except (OSError, ValueError) as exc:
+        log.error(
+            "no snapshot taken: an agent (%s) holds %s, but its control socket %s cannot be reached: %s",
+            agent, directory, sock, (exc.strerror if isinstance(exc, OSError) else None) or exc,
+        )
+        return 1
+    if not reply["ok"]:
+        log.error("no snapshot taken: the agent (pid %s) at %s refused: %s", reply.get("pid", pid), sock,
+                  reply.get("error"))
+        return 1
+    print(f"through the agent (pid {reply.get('pid', pid)}) at {sock}: {reply.get('path')}")
     return 0
+
+
+def _running_agent(config: Config) -> tuple[Path, int] | None:
+    """The state directory an agent holds, and its pid; None when no directory this config could use is held.
+    OSError when one cannot be looked into (another user's): its agent may be running."""
+    unreadable = []
+    for directory in state_dir_candidates(config):
+        try:
+            pid = lock_holder(directory)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            unreadable.append(f"{directory}: {exc.strerror or exc} (its agent answers its own user and root only)")
+            continue
+        if pid is not None:
+            return directory, pid
+    if unreadable:
+        raise OSError("; ".join(unreadable))
+    return None
 
 
 def _snapshot_here(config: Config, reason: str) -> int:
@@ -171,10 +207,10 @@ def _snapshot_here(config: Config, reason: str) -> int:
     forensics = Forensics(
         config, state_dir=directory, boot_id=boot_id, collectors=collectors, states=scheduler.cache.states
     )
-    path = forensics.snapshotter.write_now("manual", reason)
+    path = forensics.snapshotter.write_now("manual", printable(reason, MAX_MANUAL_REASON))
     if path is None:
         return 1
-    print(path)
+    print(f"no agent running here; wrote {path}")
     return 0
 
 

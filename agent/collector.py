@@ -56,7 +56,11 @@ class MetricSpec:
     labels: tuple[str, ...] = ()
 
     def __call__(self, value: float, *label_values: str) -> Sample:
-        return Sample(self, float(value), label_values)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer past float range (a counter read as 10**400): the float's own limit
+            number = math.inf if value > 0 else -math.inf
+        return Sample(self, number, label_values)
 
 
 @dataclass(frozen=True)
@@ -282,7 +286,7 @@ class Reading:
             spec = item.metric
             if len(item.label_values) != len(spec.labels) or not all(isinstance(v, str) for v in item.label_values):
                 raise CollectorError(f"{spec.name}: label values {item.label_values!r} do not match {spec.labels}")
-            if not isinstance(item.value, float) or (math.isinf(item.value) and spec.kind == "counter"):
+            if not servable(item):
                 raise CollectorError(f"{spec.name}: value {item.value!r} is not a number")
             key = (spec.name, item.label_values)
             if key in self._seen:
@@ -295,3 +299,25 @@ class Reading:
 def check_reading(collector: Collector, items: Iterable[object]) -> Reading:
     """The checked samples and events of a run; CollectorError if anything is not what the collector declared."""
     return Reading().take(collector, items)
+
+
+def servable(sample: Sample) -> bool:
+    """Whether a sample's value can be served: a float, and finite for a counter (a gauge may be +-Inf)."""
+    return isinstance(sample.value, float) and not (math.isinf(sample.value) and sample.metric.kind == "counter")
+
+
+def item_samples(samples: Iterable[Sample]) -> list[Sample]:
+    """All the samples of one item among many a collector reads (a disk, a drive, an interface), or none.
+
+    ValueError names the first that cannot be served, a counter past float range (Reading.take would fail the
+    whole run for it), or arithmetic on the way that overflowed: the collector then drops that item's series,
+    names the item in its log and counts it, and the other items keep theirs.
+    """
+    try:
+        built = list(samples)
+    except ArithmeticError as exc:  # OverflowError: a count past float range divided, rounded or scaled
+        raise ValueError(f"a value out of range ({exc})") from None
+    for sample in built:
+        if not servable(sample):
+            raise ValueError(f"{sample.metric.name}: value {sample.value!r} out of range")
+    return built

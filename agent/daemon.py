@@ -10,14 +10,17 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from hostvigil.cache import CollectorState, MetricsCache
 from hostvigil.collector import Collector, Services
 from hostvigil.config import Config, parse_listen
+from hostvigil.control import SOCKET_NAME, ControlServer, Peer, Refused, StateDirError, StateDirLock, keep_private
 from hostvigil.events import Event
 from hostvigil.forensics.boots import read_boot_id
 from hostvigil.forensics.metrics import CrashCollector
 from hostvigil.forensics.service import Forensics
+from hostvigil.forensics.snapshots import MAX_MANUAL_REASON, printable
 from hostvigil.notify import Notifier
 from hostvigil.policy import EventPolicy
 from hostvigil.registry import REGISTRY
@@ -71,20 +74,29 @@ def build_scheduler(
 def state_dir(config: Config) -> Path:
     """The configured state directory, else /var/lib/hostvigil, else one in the user's home.
 
-    Later features keep snapshots here; it is created now so that a host where
-    it cannot be written is found out at start, not at the first crash.
+    Snapshots, boot records, reports, the lock and the control socket live here;
+    it is created now so that a host where it cannot be written is found out at
+    start, not at the first crash. It is kept 0700 (see control.keep_private):
+    StateDirError when it is open to others and not ours to tighten.
     """
-    candidates = [config.state_dir] if config.state_dir else [SYSTEM_STATE_DIR, _user_state_dir()]
     errors = []
-    for path in candidates:
+    for path in state_dir_candidates(config):
         try:
             path.mkdir(parents=True, exist_ok=True, mode=0o700)
             if os.access(path, os.W_OK):
+                keep_private(path)
                 return path
             errors.append(f"{path}: not writable")
+        except StateDirError:
+            raise
         except OSError as exc:
             errors.append(f"{path}: {exc.strerror}")
     raise OSError("no usable state directory (" + "; ".join(errors) + ")")
+
+
+def state_dir_candidates(config: Config) -> list[Path]:
+    """Where state_dir() looks, in order: the configured directory, else the system's, then the user's."""
+    return [config.state_dir] if config.state_dir else [SYSTEM_STATE_DIR, _user_state_dir()]
 
 
 def _user_state_dir() -> Path:
@@ -100,6 +112,8 @@ class Agent:
         self.config = config
         self.listen = listen
         self.directory = state_dir(config)
+        # Before the forensics: their store clears temp files, which are a running agent's writes in progress.
+        self.lock = StateDirLock(self.directory)
         names = wanted_collectors(config)
         self.cache = MetricsCache(names)
         collectors = {name: REGISTRY[name](config.collectors[name].options) for name in names if name != "crash"}
@@ -138,6 +152,7 @@ class Agent:
         for collector in collectors.values():
             collector.start(services)
         uevents.start()
+        control = self._control()
         names = ", ".join(self.scheduler.jobs) or "none"
         log.info(
             "serving %s://%s:%d/metrics; state in %s; collectors: %s",
@@ -155,6 +170,8 @@ class Agent:
         self.stop_event.wait()
         grace.cancel()
         self.notifier.stopping()
+        if control is not None:
+            control.stop()
         self.scheduler.stop()
         uevents.stop()
         for collector in collectors.values():
@@ -166,7 +183,35 @@ class Agent:
         server.server_close()
         self.scheduler.runner.kill_all()
         log.info("stopped")
+        self.lock.release()
         return 0
+
+    def _control(self) -> ControlServer | None:
+        """The control socket; without it the agent still runs, and `hostvigil snapshot` says it cannot reach it."""
+        control = ControlServer(self.directory / SOCKET_NAME, {"snapshot": self._snapshot_request})
+        try:
+            control.start()
+        except OSError as exc:
+            log.error("control socket not served, so `hostvigil snapshot` cannot reach this agent: %s", exc)
+            return None
+        return control
+
+    def _snapshot_request(self, request: Mapping[str, Any], peer: Peer) -> dict[str, Any]:
+        """`hostvigil snapshot`, asked over the control socket by the agent's user or root."""
+        reason = request.get("reason", "manual")
+        if not isinstance(reason, str):
+            raise Refused(f"reason: expected a string, got {type(reason).__name__}")
+        if self.forensics is None:
+            raise Refused("crash snapshots are off in this agent: it has no boot id (see its log)")
+        try:
+            path = self.forensics.snapshotter.manual(reason)
+        except Refused as exc:
+            log.warning("manual snapshot for pid %d (uid %d) refused: %s", peer.pid, peer.uid, exc,
+                        extra={"repeat_key": ("manual snapshot refused",)})
+            raise
+        log.info("manual snapshot %s for pid %d (uid %d): %s", path.name, peer.pid, peer.uid,
+                 printable(reason, MAX_MANUAL_REASON))
+        return {"path": str(path)}
 
     def _forensics(self, collectors: Mapping[str, Collector]) -> Forensics | None:
         """Snapshots and crash reports need the boot id; a captured tree without one runs without them."""

@@ -12,6 +12,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 _OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")
+# A count as the kernel prints one: ASCII digits, 64 bits at most. str.isdigit() also takes "²" (which int()
+# refuses) and thousands of digits (int() refuses those too, and a float cannot hold them).
+_COUNT = re.compile(r"[0-9]{1,20}")
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,7 @@ def parse_btime(text: str) -> int:
 def parse_file_nr(text: str) -> FileHandles:
     """/proc/sys/fs/file-nr: allocated, free (always 0 since 2.6), max (fs/file_table.c)."""
     fields = text.split()
-    if len(fields) != 3 or not all(f.isdigit() for f in fields):
+    if len(fields) != 3 or not all(_COUNT.fullmatch(f) for f in fields):
         raise ValueError(f"expected three integers, got {text.strip()[:60]!r}")
     return FileHandles(allocated=int(fields[0]) - int(fields[1]), max=int(fields[2]))
 
@@ -94,7 +97,7 @@ def parse_meminfo(text: str) -> dict[str, int]:
             continue
         name, sep, rest = line.partition(":")
         fields = rest.split()
-        if not sep or not fields or not fields[0].isdigit() or len(fields) > 2:
+        if not sep or not fields or not _COUNT.fullmatch(fields[0]) or len(fields) > 2:
             raise ValueError(f"line {number}: expected 'Name: value [kB]', got {line[:60]!r}")
         unit = 1024 if len(fields) == 2 and fields[1] == "kB" else 1
         result[name.strip()] = int(fields[0]) * unit
@@ -116,12 +119,13 @@ def parse_pressure(text: str) -> dict[str, Pressure]:
         scope, *pairs = line.split()
         values = dict(pair.partition("=")[::2] for pair in pairs)
         try:
-            result[scope] = Pressure(
-                float(values["avg10"]), float(values["avg60"]), float(values["avg300"]),
-                int(values["total"]) / 1e6,
-            )
+            averages = (float(values["avg10"]), float(values["avg60"]), float(values["avg300"]))
         except (KeyError, ValueError):
-            raise ValueError(f"expected 'some|full avg10= avg60= avg300= total=', got {line[:80]!r}") from None
+            averages = None
+        total = values.get("total", "")
+        if averages is None or not _COUNT.fullmatch(total):
+            raise ValueError(f"expected 'some|full avg10= avg60= avg300= total=', got {line[:80]!r}")
+        result[scope] = Pressure(*averages, int(total) / 1e6)
     if "some" not in result:
         raise ValueError("no 'some' line")
     return result
@@ -164,7 +168,7 @@ def parse_cpu_list(text: str) -> int:
     count = 0
     for part in text.strip().split(","):
         first, _, last = part.partition("-")
-        if not first.isdigit() or (last and not last.isdigit()):
+        if not _COUNT.fullmatch(first) or (last and not _COUNT.fullmatch(last)):
             raise ValueError(f"bad CPU list {text.strip()[:40]!r}")
         count += int(last or first) - int(first) + 1
     return count
@@ -173,7 +177,7 @@ def parse_cpu_list(text: str) -> int:
 def _limit(value: str) -> int | None:
     if value == "unlimited":
         return None
-    if not value.isdigit():
+    if not _COUNT.fullmatch(value):
         raise ValueError(f"bad limit value {value!r}")
     return int(value)
 

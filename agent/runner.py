@@ -5,6 +5,14 @@ LC_ALL=C, capped output, and its exit status returned as data: smartctl's and
 zpool's exit codes carry facts, not just failure. A command left in D state
 after SIGKILL cannot be reaped; it is remembered, and the same command is not
 started again until it has gone, so a dying disk cannot pile up processes.
+
+Output is what costs memory: a tool that prints 50 MB must not cost 50 MB. Each
+pipe is read in chunks into a buffer capped at the caller's `limit` (stderr at
+STDERR_LIMIT, far more than any error message); past the cap the rest is read
+and dropped until the command ends, so it is neither blocked on a full pipe nor
+killed before its exit status is known, and the result says `truncated`. A
+caller that parses the output asks for the limit its tool can need and treats a
+truncated result as an error: half a document is never parsed.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 DEFAULT_OUTPUT_LIMIT = 4 * 1024 * 1024
+STDERR_LIMIT = 64 * 1024
 _REAP_GRACE = 1.0  # seconds to wait for a killed group before calling it stuck
 _CHUNK = 65536
 
@@ -36,7 +45,7 @@ class CommandResult:
     stderr: bytes
     duration: float
     timed_out: bool = False
-    truncated: bool = False
+    truncated: bool = False  # stdout went on past the limit: what is kept is its beginning only
     error: str = ""
     not_found: bool = False  # no such program
     permission_denied: bool = False  # the program could not be executed
@@ -72,8 +81,11 @@ class CommandRunner:
         self._stuck: dict[tuple[str, ...], subprocess.Popen[bytes]] = {}
         self._lock = threading.Lock()
 
-    def run(self, argv: Sequence[str], timeout: float, stdin: bytes = b"") -> CommandResult:
-        """Run argv for at most `timeout` seconds; never raises for the command's sake."""
+    def run(
+        self, argv: Sequence[str], timeout: float, stdin: bytes = b"", *, limit: int | None = None
+    ) -> CommandResult:
+        """Run argv for at most `timeout` seconds, keeping at most `limit` bytes of its stdout (the runner's
+        output_limit when None); never raises for the command's sake."""
         key = tuple(argv)
         start = time.monotonic()
         if self._still_stuck(key):
@@ -96,7 +108,8 @@ class CommandRunner:
                 not_found=exc.errno == errno.ENOENT, permission_denied=exc.errno in (errno.EACCES, errno.EPERM),
             )
         deadline = start + timeout
-        out, err, truncated, timed_out = self._communicate(proc, stdin, deadline)
+        out_limit = self.output_limit if limit is None else limit
+        out, err, truncated, timed_out = self._communicate(proc, stdin, deadline, out_limit)
         status: int | None = None
         if not timed_out:
             try:  # the pipes closed, but the process may linger past the deadline
@@ -131,9 +144,10 @@ class CommandRunner:
             return False
 
     def _communicate(
-        self, proc: subprocess.Popen[bytes], stdin: bytes, deadline: float
+        self, proc: subprocess.Popen[bytes], stdin: bytes, deadline: float, out_limit: int
     ) -> tuple[bytes, bytes, bool, bool]:
-        """Read both pipes until EOF or the deadline, keeping at most output_limit bytes each."""
+        """Read both pipes until EOF or the deadline, keeping at most out_limit bytes of stdout and STDERR_LIMIT of
+        stderr; `truncated` when stdout had more."""
         if proc.stdout is None or proc.stderr is None:
             raise RuntimeError("command started without output pipes")
         if proc.stdin is not None:
@@ -142,6 +156,7 @@ class CommandRunner:
             proc.stdin.close()
         out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
         buffers = {out_fd: bytearray(), err_fd: bytearray()}
+        limits = {out_fd: out_limit, err_fd: STDERR_LIMIT}
         truncated = False
         with selectors.DefaultSelector() as sel:
             for pipe in (proc.stdout, proc.stderr):
@@ -156,9 +171,11 @@ class CommandRunner:
                         sel.unregister(key.fileobj)
                         continue
                     buf = buffers[key.fd]
-                    room = self.output_limit - len(buf)
-                    truncated = truncated or len(chunk) > room
-                    buf += chunk[: max(room, 0)]
+                    room = limits[key.fd] - len(buf)
+                    if key.fd == out_fd and len(chunk) > room:
+                        truncated = True
+                    if room > 0:
+                        buf += chunk[:room]
         for pipe in (proc.stdout, proc.stderr):
             pipe.close()
         return bytes(buffers[out_fd]), bytes(buffers[err_fd]), truncated, False

@@ -17,10 +17,13 @@ HUNG_DISKS = 16
 
 
 def test_ready_within_the_grace_with_sixteen_hung_disks(tmp_path: Path) -> None:
+    """READY=1 at the grace with smart pending; once the disks answer, the round is done late, and said so."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     smartctl = bin_dir / "smartctl"
-    smartctl.write_text("#!/bin/sh\nexec sleep 30\n")  # a disk in D state: smartctl never answers
+    release = tmp_path / "release"
+    # A disk in D state: smartctl does not answer until the test releases it, and then prints garbage.
+    smartctl.write_text(f"#!/bin/sh\nwhile [ ! -e {release} ]; do sleep 0.1; done\necho garbage\n")
     smartctl.chmod(0o755)
     config = write_config(tmp_path)
     disks = ", ".join(f"'/dev/sd{chr(ord('a') + n)}'" for n in range(HUNG_DISKS))
@@ -48,10 +51,15 @@ def test_ready_within_the_grace_with_sixteen_hung_disks(tmp_path: Path) -> None:
         assert "pending: smart (" in message, message
         assert get(port, "/-/ready")[0] == 200
         assert b'hostvigil_collector_success{collector="limits"} 1.0' in get(port, "/metrics")[1]
+        release.touch()
+        while "pending" in message or "STATUS=" not in message:
+            message = sock.recv(4096).decode()
+        assert b'hostvigil_smart_readable{device="/dev/sdp"} 0.0' in get(port, "/metrics")[1]
     finally:
         proc.kill()
         proc.wait()
         sock.close()
     text = log.read_text()
     assert f"ready after {READY_GRACE:g}s without waiting for the slowest collectors" in text
+    assert "first collection round done (smart came late)" in text
     assert "Traceback" not in text

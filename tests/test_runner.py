@@ -7,7 +7,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from hostvigil.runner import CommandRunner
+from hostvigil.runner import STDERR_LIMIT, CommandRunner
 
 
 def test_exit_status_is_data_not_an_exception() -> None:
@@ -43,6 +43,19 @@ def test_output_is_capped() -> None:
     assert result.status == 0
     assert len(result.stdout) == 1000
     assert result.truncated
+
+
+def test_a_call_asks_for_its_own_limit_and_the_rest_is_drained() -> None:
+    """Past the limit the output is read and dropped, so the command ends on its own and its exit status is known;
+    stderr is kept to STDERR_LIMIT and never marks stdout truncated."""
+    runner = CommandRunner(output_limit=1 << 20)
+    result = runner.run(["sh", "-c", "head -c 5000000 /dev/zero; head -c 200000 /dev/zero >&2; exit 3"], timeout=10,
+                        limit=1000)
+    assert (result.status, result.timed_out, result.truncated) == (3, False, True)
+    assert len(result.stdout) == 1000
+    assert len(result.stderr) == STDERR_LIMIT
+    quiet = runner.run(["sh", "-c", "echo ok; head -c 200000 /dev/zero >&2"], timeout=10, limit=1000)
+    assert (quiet.stdout, quiet.truncated) == (b"ok\n", False)
 
 
 def test_missing_command() -> None:

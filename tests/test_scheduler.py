@@ -199,6 +199,22 @@ def test_trigger_runs_a_collector_before_its_interval() -> None:
         sched.stop()
 
 
+def test_pending_names_the_first_runs_not_ended() -> None:
+    """What READY=1 names as pending when its grace runs out: collectors whose first run has not ended, with how
+    long they have run. A run that timed out has ended for readiness, though its thread is still stuck."""
+    Ticking.runs, Hanging.starts = 0, 0
+    sched = scheduler(Job(Ticking({}), interval=60, timeout=5), Job(Hanging({}), interval=60, timeout=0.5))
+    assert sched.pending() == ["ticking", "hanging"]  # not started yet
+    sched.tick()
+    _wait(lambda: sched.jobs["ticking"].ran)
+    assert sched.pending() == ["hanging (0s)"]
+    assert not sched.first_round_done()
+    _wait(lambda: (sched.tick(), sched.first_round_done())[1])
+    assert sched.pending() == []
+    assert sched.jobs["hanging"].thread is not None, "still stuck in its command, yet no longer pending"
+    assert sched.cache.states()["hanging"].timeouts_total == 1
+
+
 def _run_again(sched: Scheduler) -> None:
     for job in sched.jobs.values():
         job.ran, job.next_due = False, 0.0

@@ -1,18 +1,23 @@
 """The record of each boot the agent ran in, and how it ended.
 
 state_dir/boots/<boot_id>/ holds `started.json` (written when the agent
-first starts in that boot), `clean` (written and fsynced on an orderly stop,
-removed again if the agent starts anew in the same boot) and `events.jsonl`
-(the events the event policy keeps, one JSON record a line with every field of
-the typed event, for the crash report). A
-boot that has a record but no `clean` marker ended without an orderly stop.
-The first boot the agent ever sees has no predecessor, so an install is
-never reported as a crash.
+first starts in that boot), the clean-stop marker and `events.jsonl` (the
+events the event policy keeps, one JSON record a line with every field of the
+typed event, for the crash report). A boot that has a record but no `clean`
+marker ended without an orderly stop. The first boot the agent ever sees has
+no predecessor, so an install is never reported as a crash.
+
+The marker's slot is taken at start, an empty `clean.reserved` (an inode, no
+data block), and an orderly stop renames it to `clean`: a rename needs no free
+space, so a clean stop on a full disk is never taken for a crash. A start anew
+in the same boot renames it back.
+Everything here is 0700/0600 whatever the umask: it is the host's crash evidence.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -25,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from hostvigil import __version__
+from hostvigil.control import private_dir
 from hostvigil.durable import fsync_directory, write_atomically
 from hostvigil.events import STATES, Event
 
@@ -32,6 +38,8 @@ log = logging.getLogger("hostvigil.boots")
 
 KEEP_BOOTS = 20
 MAX_EVENTS_BYTES = 256 * 1024
+CLEAN = "clean"
+RESERVED = "clean.reserved"
 
 
 @dataclass(frozen=True)
@@ -96,21 +104,42 @@ class BootHistory:
         self._lock = threading.Lock()
 
     def begin(self) -> None:
-        """Record this boot (once) and clear a clean marker left by an earlier stop in the same boot."""
-        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        """Record this boot (once), and clear a clean marker left by an earlier stop in the same boot by turning it
+        back into the reserved slot; idempotent, so a start that failed for space can be tried again."""
+        private_dir(self.root)
+        private_dir(self.directory)
         started = self.directory / "started.json"
         if not started.exists():
             record = {"boot_id": self.boot_id, "started": time.time(), "agent_version": __version__}
             write_atomically(started, json.dumps(record).encode(), mode=0o600)
-        clean = self.directory / "clean"
+        clean, reserved = self.directory / CLEAN, self.directory / RESERVED
         if clean.exists():
-            clean.unlink()
+            os.replace(clean, reserved)
+            fsync_directory(self.directory)
+        elif not reserved.exists():
+            os.close(os.open(reserved, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
             fsync_directory(self.directory)
         self._prune()
 
     def mark_clean(self) -> None:
-        """The orderly stop: durable before the agent exits."""
-        write_atomically(self.directory / "clean", f"{time.time()}\n".encode(), mode=0o600)
+        """The orderly stop, durable before the agent exits: the reserved slot renamed to `clean`, with the stop time
+        in it when there is room for that (the name is what counts)."""
+        reserved, clean = self.directory / RESERVED, self.directory / CLEAN
+        stamp = f"{time.time()}\n".encode()
+        try:
+            fd = os.open(reserved, os.O_WRONLY | os.O_CLOEXEC)
+        except FileNotFoundError:  # not reserved at start (the boot was not recorded then): a plain write
+            write_atomically(clean, stamp, mode=0o600)
+            return
+        try:
+            os.write(fd, stamp)
+            os.fsync(fd)
+        except OSError as exc:
+            log.debug("stop time not written into %s: %s", reserved, exc.strerror)
+        finally:
+            os.close(fd)
+        os.replace(reserved, clean)
+        fsync_directory(self.directory)
 
     def boots(self) -> list[Boot]:
         """Recorded boots, oldest first."""
@@ -119,7 +148,7 @@ class BootHistory:
             started = _read_json(directory / "started.json")
             if started is None:
                 continue
-            clean = (directory / "clean").exists()
+            clean = (directory / CLEAN).exists()
             boots.append(Boot(directory.name, directory, float(started.get("started", 0)), clean))
         return sorted(boots, key=lambda boot: boot.started)
 
@@ -135,12 +164,14 @@ class BootHistory:
         path = self.directory / "events.jsonl"
         with self._lock:
             try:
-                if path.exists() and path.stat().st_size + len(line) > MAX_EVENTS_BYTES:
-                    return
-                with path.open("a") as fh:
-                    fh.write(line)
-                    fh.flush()
-                    os.fsync(fh.fileno())
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                try:
+                    size, data = os.fstat(fd).st_size, line.encode()
+                    if size + len(data) > MAX_EVENTS_BYTES:
+                        return
+                    _append_whole(fd, size, data)
+                finally:
+                    os.close(fd)
             except OSError as exc:
                 log.error("cannot record %s event: %s", kind, exc.strerror, extra={"repeat_key": ("record", kind)})
 
@@ -161,6 +192,21 @@ class BootHistory:
     def _prune(self) -> None:
         for boot in self.boots()[:-KEEP_BOOTS]:
             shutil.rmtree(boot.directory, ignore_errors=True)
+
+
+def _append_whole(fd: int, size: int, data: bytes) -> None:
+    """Append `data` at `size` and fsync, or cut the file back to `size`: no torn line (a full disk) for the next
+    record to be glued to."""
+    try:
+        written = os.write(fd, data)
+        if written == len(data):
+            os.fsync(fd)
+            return
+        error = OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} ({written} of {len(data)} bytes written)")
+    except OSError as exc:
+        error = exc
+    os.ftruncate(fd, size)
+    raise error
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -10,10 +10,12 @@ it; the verdict is report.py's, from the fields alone.
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from hostvigil.collector import BootWindow, Collector, Evidence, Paths
 from hostvigil.forensics.boots import Boot, BootHistory, RecordedEvent
@@ -21,6 +23,7 @@ from hostvigil.forensics.snapshots import Snapshot, SnapshotError, SnapshotStore
 from hostvigil.runner import CommandRunner
 
 log = logging.getLogger("hostvigil.forensics")
+T = TypeVar("T")
 
 # Evidence in the order the report lists it, by source; unknown sources last.
 ORDER = ("snapshot", "pstore", "kdump", "journal", "power", "ipmi sel", "this boot")
@@ -38,23 +41,37 @@ class Gatherer:
     collectors: Mapping[str, Collector]
 
     def gather(self, boot: Boot) -> tuple[list[Evidence], Snapshot | None]:
-        snapshots = self._snapshots(boot)
-        events = self.history.events(boot)
-        last = snapshots[-1] if snapshots else None
-        times = [boot.started, *(doc["time"] for doc in snapshots[-1:]), *(e.time for e in events)]
-        evidence = [*_from_snapshots(snapshots), *power_evidence(events, last_alive=max(times))]
-        for name, collector in self.collectors.items():
-            contribution = (last.get("contributions") or {}).get(name) if last else None
-            window = BootWindow(
-                boot.boot_id, boot.started, self.paths, self.runner, self.state_dir,
-                (last["time"], contribution) if last and isinstance(contribution, dict) else None,
-            )
+        """Every source's evidence, in ORDER. A source that fails (its records garbage, a collector's bug) is
+        quoted as unreadable with the reason: it costs that source only, never the others or the report."""
+        evidence: list[Evidence] = []
+
+        def read(source: str, where: str, reader: Callable[[], list[T]]) -> list[T]:
             try:
-                evidence += collector.crash_evidence(window)
-            except Exception as exc:  # noqa: BLE001 - one collector's bug must not cost the report
-                log.error("crash evidence of %s not read: %s: %s", name, type(exc).__name__, exc)
+                return reader()
+            except Exception as exc:  # noqa: BLE001 - whatever the garbage raised, the report is written
+                log.error("crash evidence from %s (%s) not read: %s: %s", source, where, type(exc).__name__, exc)
+                evidence.append(unreadable(source, where, exc))
+                return []
+
+        snapshots = read("snapshot", "the boot's snapshots", lambda: self._snapshots(boot))
+        events = read("power", "the boot's recorded events", lambda: self.history.events(boot))
+        last = snapshots[-1] if snapshots else None
+        evidence += read("snapshot", "the boot's snapshots", lambda: _from_snapshots(snapshots))
+        evidence += read("power", "the boot's recorded events",
+                         lambda: power_evidence(events, last_alive=_last_alive(boot, last, events)))
+        for name, collector in self.collectors.items():
+            evidence += read(name, f"crash evidence of the {name} collector",
+                             functools.partial(self._collector_evidence, boot, last, name, collector))
         rank = {source: index for index, source in enumerate(ORDER)}
         return sorted(evidence, key=lambda e: rank.get(e.source, len(ORDER))), last
+
+    def _collector_evidence(self, boot: Boot, last: Snapshot | None, name: str, collector: Collector) -> list[Evidence]:
+        contribution = (last.get("contributions") or {}).get(name) if last else None
+        window = BootWindow(
+            boot.boot_id, boot.started, self.paths, self.runner, self.state_dir,
+            (last["time"], contribution) if last and isinstance(contribution, dict) else None,
+        )
+        return collector.crash_evidence(window)
 
     def _snapshots(self, boot: Boot, keep: int = 3) -> list[Snapshot]:
         """The boot's last snapshots, oldest first; damaged files are skipped."""
@@ -71,6 +88,15 @@ class Gatherer:
                 if len(found) == keep:
                     break
         return found[::-1]
+
+
+def unreadable(source: str, where: str, exc: BaseException) -> Evidence:
+    """A source that could not be read, as the report quotes it: what failed, in a line."""
+    return Evidence(source, where, f"unreadable: {type(exc).__name__}: {exc}"[:300])
+
+
+def _last_alive(boot: Boot, last: Snapshot | None, events: Sequence[RecordedEvent]) -> float:
+    return max([boot.started, *([last["time"]] if last else []), *(e.time for e in events)])
 
 
 def _from_snapshots(snapshots: list[Snapshot]) -> list[Evidence]:

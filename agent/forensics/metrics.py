@@ -28,6 +28,13 @@ WRITTEN = _snapshots.counter(
 )
 FAILURES = _snapshots.counter("failures_total", "Snapshots that could not be written (disk full, I/O error).")
 SUPPRESSED = _snapshots.counter("suppressed_total", "Snapshot requests dropped by the rate limit (event floods).")
+REFUSED = _snapshots.counter(
+    "refused_total", "Manual snapshot requests (hostvigil snapshot) refused by their rate limit."
+)
+FREED = _snapshots.counter(
+    "freed_total",
+    "Old snapshots deleted early to make room on a full disk (periodic first, never the newest event snapshots).",
+)
 LAST_WRITTEN = _snapshots.gauge("last_timestamp_seconds", "When the last snapshot was written.")
 STORED = _snapshots.gauge("stored", "Snapshot files kept in the state directory.")
 STORED_BYTES = _snapshots.gauge("stored_bytes", "Bytes of snapshot files kept.")
@@ -43,7 +50,9 @@ class CrashCollector(Collector):
     interval = 30.0
     timeout = 10.0
     snapshot_samples = 0  # about the snapshots themselves: nothing a crash snapshot needs
-    metrics = (UNCLEAN, REPORTS, LAST_CRASH, WRITTEN, FAILURES, SUPPRESSED, LAST_WRITTEN, STORED, STORED_BYTES)
+    metrics = (
+        UNCLEAN, REPORTS, LAST_CRASH, WRITTEN, FAILURES, SUPPRESSED, REFUSED, FREED, LAST_WRITTEN, STORED, STORED_BYTES
+    )
 
     def __init__(self, options: Mapping[str, Any], forensics: Forensics | None = None) -> None:
         super().__init__(options)
@@ -65,6 +74,8 @@ class CrashCollector(Collector):
             yield WRITTEN(recorder.written[trigger], trigger)
         yield FAILURES(recorder.failures)
         yield SUPPRESSED(recorder.suppressed)
+        yield REFUSED(recorder.refused)
+        yield FREED(forensics.store.freed)
         if recorder.last_written is not None:
             yield LAST_WRITTEN(recorder.last_written)
         count, size = forensics.store.usage()

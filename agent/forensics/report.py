@@ -14,13 +14,15 @@ from typing import Any
 
 from hostvigil.collector import Evidence
 from hostvigil.forensics.boots import Boot
-from hostvigil.forensics.evidence import Gatherer
+from hostvigil.forensics.evidence import Gatherer, unreadable
+from hostvigil.forensics.snapshots import printable
 
 CAUSES = ("kernel_panic", "kernel_oops", "hung_system", "oom", "hardware", "power_loss", "watchdog_reset", "unknown")
 FORMAT = "hostvigil-crash-report/1"
 HANG = {"hung_task", "soft_lockup", "hard_lockup", "rcu_stall"}
 HARDWARE = {"mce", "hardware_error", "thermal_critical"}
 OOPS = {"oops", "bug", "general_protection"}
+MAX_SHOWN = 1000  # characters of one text in the rendered report
 UNKNOWN_TEXT = (
     "No evidence of a kernel panic, oops, hang, out-of-memory kill, hardware error or power event was found. "
     "The host most likely lost power, was reset by hardware or a watchdog, or its hypervisor stopped it."
@@ -49,7 +51,12 @@ def classify(evidence: list[Evidence]) -> tuple[str, str]:
 
 
 def build(boot: Boot, current_boot_id: str, gatherer: Gatherer) -> dict[str, Any]:
-    evidence, last = gatherer.gather(boot)
+    """The report of `boot`. The gatherer quotes a source that fails as unreadable; should gathering itself fail,
+    the report is still written, saying so, since a report of "unknown" beats none."""
+    try:
+        evidence, last = gatherer.gather(boot)
+    except Exception as exc:  # noqa: BLE001 - no evidence is a report too; none at all is not
+        evidence, last = [unreadable("forensics", "the previous boot's evidence", exc)], None
     cause, decided_by = classify(evidence)
     return {
         "format": FORMAT,
@@ -67,24 +74,30 @@ def build(boot: Boot, current_boot_id: str, gatherer: Gatherer) -> dict[str, Any
 
 
 def render(report: dict[str, Any]) -> str:
-    """The report as on-call reads it."""
+    """The report as on-call reads it. Every text in it is shown one line each, its control characters escaped:
+    a reason or a quote (an operator's, a process name, an old snapshot's) never writes a line of its own, such as a
+    second "Cause:", nor sends escape sequences to the terminal."""
     lines = [
-        f"Crash report for boot {report['boot_id']}",
+        f"Crash report for boot {_shown(report['boot_id'])}",
         f"  booted           {iso(report['boot_started'])}",
         f"  last seen alive  {iso(report['last_seen_alive'])}",
-        f"  report written   {iso(report['created'])} (by the next boot, {report['next_boot_id']})",
+        f"  report written   {iso(report['created'])} (by the next boot, {_shown(report['next_boot_id'])})",
         "",
-        f"Cause: {report['cause'].replace('_', ' ')}",
-        f"  {report['decided_by']}",
+        f"Cause: {_shown(report['cause']).replace('_', ' ')}",
+        f"  {_shown(report['decided_by'])}",
         "",
         "Evidence:" if report["evidence"] else "Evidence: none found.",
     ]
     for item in report["evidence"]:
         when = f" at {iso(item['time'])}" if item.get("time") else ""
-        lines.append(f"  [{item['source']}] {item['where']}{when}")
-        lines.append(f"      {item['summary']}")
-        lines.extend(f"      > {line}" for line in item["quote"])
+        lines.append(f"  [{_shown(item['source'])}] {_shown(item['where'])}{when}")
+        lines.append(f"      {_shown(item['summary'])}")
+        lines.extend(f"      > {_shown(line)}" for line in item["quote"])
     return "\n".join(lines) + "\n"
+
+
+def _shown(value: object) -> str:
+    return printable(str(value), MAX_SHOWN)
 
 
 def iso(ts: float | None) -> str:

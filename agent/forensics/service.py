@@ -3,7 +3,9 @@
 This is where the event policy's decisions land (a snapshot now, an event in
 the boot's history), and what the daemon does at start (was the previous boot
 unclean? then write its report, once) and at an orderly stop (a last
-snapshot, then the clean marker).
+snapshot, then the clean marker). On a full disk the boot record and the
+report get their room from the snapshot store's oldest periodic snapshots,
+as the store's own writes do.
 """
 
 from __future__ import annotations
@@ -13,22 +15,24 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from hostvigil.cache import CollectorState
 from hostvigil.collector import Collector
 from hostvigil.config import Config
+from hostvigil.control import private_dir
 from hostvigil.durable import write_atomically
 from hostvigil.events import Event
 from hostvigil.forensics import report as crashreport
 from hostvigil.forensics.boots import BootHistory
 from hostvigil.forensics.contents import SnapshotBuilder
 from hostvigil.forensics.evidence import Gatherer
-from hostvigil.forensics.snapshots import SnapshotStore, Snapshotter
+from hostvigil.forensics.snapshots import NO_SPACE, ROOM_ATTEMPTS, SnapshotStore, Snapshotter
 from hostvigil.runner import CommandRunner
 
 log = logging.getLogger("hostvigil.forensics")
-
+T = TypeVar("T")
+ROOM = 64 * 1024  # bytes freed at a time for a boot record or a report when the disk is full
 
 
 class ReportStore:
@@ -44,7 +48,7 @@ class ReportStore:
         return self.path(report_id).exists()
 
     def write(self, report: dict[str, Any]) -> Path:
-        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(self.directory)
         write_atomically(self.directory / f"{report['id']}.txt", crashreport.render(report).encode(), mode=0o600)
         path = self.path(report["id"])
         write_atomically(path, json.dumps(report, indent=1, default=str).encode(), mode=0o600)  # last: it marks done
@@ -111,7 +115,10 @@ class Forensics:
         """
         self._reported = reported
         previous = self.history.previous()
-        self.history.begin()
+        try:
+            self._with_room(self.history.begin)
+        except OSError as exc:  # the agent's metrics matter more than this boot's record: run on without it
+            log.error("this boot is not recorded (a crash in it will not be reported): %s", exc.strerror or exc)
         if self.config.snapshots.enabled:
             threading.Thread(target=self.snapshotter.run, name="snapshots", daemon=True).start()
         if previous is not None:
@@ -128,7 +135,7 @@ class Forensics:
         )
         report = crashreport.build(previous, self.boot_id, gatherer)
         try:
-            path = self.reports.write(report)
+            path = self._with_room(lambda: self.reports.write(report))
         except OSError as exc:
             log.error("crash report for boot %s not written: %s", previous.boot_id, exc.strerror)
             return None
@@ -138,6 +145,16 @@ class Forensics:
         )
         self._reported()
         return path
+
+    def _with_room(self, write: Callable[[], T]) -> T:
+        """`write()`, again after freeing old snapshots each time it fails for space (a bounded number of times)."""
+        for _ in range(ROOM_ATTEMPTS):
+            try:
+                return write()
+            except OSError as exc:
+                if exc.errno not in NO_SPACE or not self.store.make_room(ROOM):
+                    raise
+        return write()
 
     def stop(self) -> None:
         """The orderly stop: a last snapshot, then the clean marker, both durable."""

@@ -2,17 +2,26 @@
 
 A snapshot is durable or absent: written to a temp file, fsynced, renamed,
 and the directory fsynced, with a SHA-256 of its content inside, so a reader
-never takes a torn or altered file for a snapshot. The store is bounded in
-count and bytes, oldest first out; a write that fails (disk full) deletes
-only its own temp file, so no complete snapshot is ever lost to it.
+never takes a torn or altered file for a snapshot. The recorder's own
+snapshots are bounded in count and bytes, oldest first out; manual ones, which
+anyone with the agent's privilege can ask for, are capped on their own, so a
+flood of requests never pushes the recorder's history out.
+
+A full disk must not stop the recorder when the store itself filled it: a
+write that fails for space frees the store's oldest periodic snapshots, then
+manual ones, then event snapshots but never the newest, and tries again, a
+bounded number of times. A write that still fails deletes only its own temp
+file, so no complete snapshot is lost to it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
+import math
 import threading
 import time
 from collections import Counter
@@ -21,6 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NotRequired, TypedDict, cast
 
+from hostvigil.control import Refused, private_dir
 from hostvigil.durable import write_atomically
 
 log = logging.getLogger("hostvigil.snapshots")
@@ -34,10 +44,29 @@ SUFFIX = ".json"
 TRIGGERS = ("periodic", "event", "shutdown", "manual")
 # An urgent snapshot request waits no longer than this after the last event snapshot.
 URGENT_GAP = 1.0
+MAX_REASON = 500  # characters of a stored reason, after escaping
+MAX_MANUAL_REASON = 200  # characters an operator's reason keeps
+# Manual snapshots kept, apart from the recorder's own; and how often they may be asked for: a few at once (before,
+# during and after a change), then one every MANUAL_EVERY seconds. A script looping on `hostvigil snapshot` then
+# costs at most 180 snapshots an hour, each a walk of /proc and one file of at most max_bytes.
+MAX_MANUAL = 10
+MANUAL_BURST = 3
+MANUAL_EVERY = 20.0
+# On a full disk: the event snapshots that are never freed to make room, and how often a write frees and retries.
+KEEP_EVENTS = 10
+ROOM_ATTEMPTS = 3
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
 class SnapshotError(ValueError):
     """A file in the snapshot directory that is not a complete, intact snapshot."""
+
+
+def printable(text: str, limit: int) -> str:
+    """`text` on one line, every character a terminal would act on (newlines, escape sequences, bidi controls)
+    shown escaped instead, cut to `limit` characters: what a reason or a quote may be before anyone reads it."""
+    shown = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+    return shown if len(shown) <= limit else shown[: max(0, limit - 3)] + "..."
 
 
 class Reading(TypedDict):
@@ -114,29 +143,50 @@ def decode(data: bytes, source: str) -> Snapshot:
 
 
 class SnapshotStore:
-    """A directory of snapshot files, bounded in count and bytes."""
+    """A directory of snapshot files: the recorder's bounded in count and bytes, manual ones in count on their own
+    (so the whole store stays under max_count + max_manual files and max_total + max_manual * max_bytes bytes)."""
 
     def __init__(
-        self, directory: Path, max_count: int = 60, max_bytes: int = 1 << 20, max_total: int = 64 << 20
+        self,
+        directory: Path,
+        max_count: int = 60,
+        max_bytes: int = 1 << 20,
+        max_total: int = 64 << 20,
+        max_manual: int = MAX_MANUAL,
     ) -> None:
         self.directory = directory
         self.max_count = max_count
         self.max_bytes = max_bytes
         self.max_total = max_total
+        self.max_manual = max_manual
+        self.freed = 0  # snapshots deleted early to make room on a full disk
         self._lock = threading.Lock()
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(directory)
         for stale in directory.glob(f".*{SUFFIX}.*"):  # temp files of a writer that died mid-write
             stale.unlink(missing_ok=True)
 
     def write(self, doc: Snapshot) -> Path:
-        """Write a snapshot, shrinking it under max_bytes first; OSError (disk full) leaves the store as it was."""
+        """Write a snapshot, shrinking it under max_bytes first and making room on a full disk; OSError when it
+        cannot be written even so, with every complete snapshot still there."""
         data = self._fit(doc)
         stamp = datetime.fromtimestamp(doc["time"], UTC).strftime("%Y%m%dT%H%M%S.%f")
         path = self.directory / f"{stamp}Z-{doc['trigger']}{SUFFIX}"
         with self._lock:
-            write_atomically(path, data, mode=0o600)
+            for attempt in range(ROOM_ATTEMPTS + 1):
+                try:
+                    write_atomically(path, data, mode=0o600)
+                    break
+                except OSError as exc:
+                    if exc.errno not in NO_SPACE or attempt == ROOM_ATTEMPTS or not self._free(len(data), path.name):
+                        raise
             self._prune()
         return path
+
+    def make_room(self, needed: int) -> bool:
+        """Free at least `needed` bytes of the oldest expendable snapshots for another write; False if none is left."""
+        with self._lock:
+            return self._free(needed, "")
 
     def paths(self) -> list[Path]:
         """Snapshot files, oldest first (temp files, whose names start with ".", are not snapshots)."""
@@ -171,13 +221,50 @@ class SnapshotStore:
 
     def _prune(self) -> None:
         paths = self.paths()
-        sizes = [_size(p) for p in paths]
+        manual = [p for p in paths if trigger_of(p) == "manual"]
+        for oldest in manual[: max(0, len(manual) - self.max_manual)]:
+            with contextlib.suppress(FileNotFoundError):
+                oldest.unlink()
+        recorded = [p for p in paths if trigger_of(p) != "manual"]
+        sizes = [_size(p) for p in recorded]
         total = sum(sizes)
-        while paths and (len(paths) > self.max_count or total > self.max_total):
-            oldest = paths.pop(0)
+        while recorded and (len(recorded) > self.max_count or total > self.max_total):
+            oldest = recorded.pop(0)
             total -= sizes.pop(0)
             with contextlib.suppress(FileNotFoundError):
                 oldest.unlink()
+
+    def _free(self, needed: int, writing: str) -> bool:
+        """Delete the oldest expendable snapshots until `needed` bytes are free: periodic (and shutdown) ones, then
+        manual ones, then event snapshots but the newest KEEP_EVENTS; never `writing`. False if none was left."""
+        paths = [p for p in self.paths() if p.name != writing]
+        events = [p for p in paths if trigger_of(p) == "event"]
+        victims = [
+            *(p for p in paths if trigger_of(p) not in ("manual", "event")),
+            *(p for p in paths if trigger_of(p) == "manual"),
+            *events[: max(0, len(events) - KEEP_EVENTS)],
+        ]
+        freed, removed = 0, 0
+        for victim in victims:
+            if freed >= needed:
+                break
+            size = _size(victim)
+            with contextlib.suppress(FileNotFoundError):
+                victim.unlink()
+                freed += size
+                removed += 1
+        self.freed += removed
+        if removed:
+            log.warning(
+                "disk full: removed %d of the oldest snapshots (%d bytes) to keep recording", removed, freed,
+                extra={"repeat_key": ("snapshot room",)},
+            )
+        return removed > 0
+
+
+def trigger_of(path: Path) -> str:
+    """The trigger a snapshot's file name says (<time>Z-<trigger>.json), without reading the file."""
+    return path.name.removesuffix(SUFFIX).rpartition("-")[2]
 
 
 def _size(path: Path) -> int:
@@ -187,6 +274,29 @@ def _size(path: Path) -> int:
         return 0
 
 
+class TokenBucket:
+    """`capacity` takes at once, then one every `every` seconds."""
+
+    def __init__(self, capacity: int, every: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.capacity = capacity
+        self.every = every
+        self.clock = clock
+        self._tokens = float(capacity)
+        self._at = clock()
+        self._lock = threading.Lock()
+
+    def take(self) -> float:
+        """0 when a token was taken; else the seconds until the next one."""
+        with self._lock:
+            now = self.clock()
+            self._tokens = min(float(self.capacity), self._tokens + (now - self._at) / self.every)
+            self._at = now
+            if self._tokens >= 1:
+                self._tokens -= 1
+                return 0.0
+            return (1 - self._tokens) * self.every
+
+
 class Snapshotter:
     """Writes snapshots every `interval`, at once when asked, and rate-limits the asking.
 
@@ -194,7 +304,8 @@ class Snapshotter:
     and requests within `min_gap` of the last event snapshot are counted as
     suppressed, so a flood of kernel errors yields one snapshot, not thousands.
     An urgent request (the host is about to lose power) only waits URGENT_GAP,
-    and takes over a pending request's reason.
+    and takes over a pending request's reason. Manual requests (`manual`) have
+    a token bucket of their own, and what it refuses is counted.
     """
 
     def __init__(
@@ -211,6 +322,8 @@ class Snapshotter:
         self.written: Counter[str] = Counter()
         self.failures = 0
         self.suppressed = 0
+        self.refused = 0
+        self.manual_limit = TokenBucket(MANUAL_BURST, MANUAL_EVERY)
         self.last_written: float | None = None
         self._wake = threading.Condition()
         self._pending: tuple[str, str] | None = None
@@ -230,8 +343,24 @@ class Snapshotter:
             self._wake.notify_all()
             return True
 
+    def manual(self, reason: str) -> Path:
+        """An operator's snapshot, written in the caller's thread; Refused (and counted) over the rate limit,
+        Refused when it could not be written."""
+        wait = self.manual_limit.take()
+        if wait:
+            self.refused += 1
+            raise Refused(
+                f"too many snapshot requests: {self.manual_limit.capacity} at once, then one every "
+                f"{self.manual_limit.every:g} s; try again in {math.ceil(wait)} s"
+            )
+        path = self.write_now("manual", printable(reason, MAX_MANUAL_REASON))
+        if path is None:
+            raise Refused("the snapshot could not be written; the agent's log says why")
+        return path
+
     def write_now(self, trigger: str, reason: str) -> Path | None:
         """Build and write a snapshot in the caller's thread; None (and counted) if it failed."""
+        reason = printable(reason, MAX_REASON)
         with self._write_lock:
             try:
                 path = self.store.write(self.build(trigger, reason))

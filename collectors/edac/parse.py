@@ -58,6 +58,8 @@ def _count(files: Mapping[str, str], name: str, counts: dict[str, float], errors
         counts[name] = float(int(text.strip()))
     except ValueError:
         errors.append(f"{where}{name}: {text.strip()[:40]!r} is not an integer")
+    except OverflowError:
+        errors.append(f"{where}{name}: {text.strip()[:40]!r} is too large")
 
 
 def parse_controller(

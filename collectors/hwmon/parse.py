@@ -64,13 +64,14 @@ def parse_sensor(name: str, files: Mapping[str, str]) -> Sensor:
     alarms: dict[str, float] = {}
     for attr, text in files.items():
         if attr in UNITS[kind] or attr == "fault" or attr.endswith("alarm"):
+            measured = attr in UNITS[kind]
             try:
                 number = int(text.strip())
+                value = number / UNITS[kind][attr] if measured else float(number != 0)
             except ValueError:
                 raise ValueError(f"{name}_{attr}: {text.strip()[:40]!r} is not an integer") from None
-            if attr in UNITS[kind]:
-                values[attr] = number / UNITS[kind][attr]
-            else:
-                alarms[attr] = float(number != 0)
+            except OverflowError:
+                raise ValueError(f"{name}_{attr}: {text.strip()[:40]!r} is too large") from None
+            (values if measured else alarms)[attr] = value
     label = files.get("label", "").strip() or None
     return Sensor(name, kind, values, alarms, label)

@@ -40,6 +40,8 @@ _HEADER_FIELDS = {
     "event": "event", "sensor event": "event", "sensor event string": "event",
     "date": "date", "time": "time", "event direction": "direction",
 }
+# FreeIPMI's widest header (ipmi-sensors with state, thresholds and event type codes) has 16 columns.
+_MAX_COLUMNS = 32
 # ipmi-sensors without a header: columns by count (the event column is counted once).
 _SENSOR_LAYOUTS = {
     6: ("id", "name", "type", "reading", "units", "event"),
@@ -197,6 +199,8 @@ def _freeipmi_events(text: str) -> tuple[str, ...]:
 
 
 def _header(fields: list[str]) -> tuple[str, ...] | None:
+    if len(fields) > _MAX_COLUMNS:  # every record below would be matched against it: keep that work bounded
+        return None
     names = tuple(_HEADER_FIELDS.get(field.lower(), field.lower()) for field in fields)
     return names if names[:1] == ("id",) and "name" in names else None
 
@@ -281,13 +285,13 @@ def _freeipmi_sensor(line: str, sep: str, columns: tuple[str, ...]) -> Sensor:
 def _ipmitool_events(parts: list[str]) -> tuple[str, ...]:
     """ipmitool joins states with ", "; a part starting in lower case continues the one before
     ("AC out-of-range, but present")."""
-    events: list[str] = []
+    events: list[list[str]] = []  # each event's parts, joined at the end: joining as they come is quadratic
     for part in parts:
         if events and part[:1].islower():
-            events[-1] = f"{events[-1]}, {part}"
+            events[-1].append(part)
         elif part:
-            events.append(part)
-    return tuple(events)
+            events.append([part])
+    return tuple(", ".join(event) for event in events)
 
 
 def _ipmitool_value(text: str) -> tuple[float | None, str | None, tuple[str, ...]]:

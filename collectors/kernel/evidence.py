@@ -13,7 +13,7 @@ from __future__ import annotations
 import errno
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,14 +37,30 @@ _REGISTERS = re.compile(r"^\s*(?:Code:|(?:[A-Z][A-Z0-9]{1,3}|ORIG_RAX): ?[0-9a-f
 
 
 def crash_evidence(boot: BootWindow) -> list[Evidence]:
-    """Every source of the kernel's last words about `boot`, and this boot's filesystem recovery."""
-    return [
-        *snapshot_tail(boot.last_snapshot),
-        *pstore(boot.paths.sys, boot.paths.rootfs, boot.started),
-        *kdump(boot.paths.rootfs, boot.started),
-        *journal(boot.runner, boot.boot_id, boot.paths.rootfs),
-        *this_boot(boot.paths.dev),
-    ]
+    """Every source of the kernel's last words about `boot`, and this boot's filesystem recovery.
+
+    A source that fails is quoted as unreadable, with the reason: garbage in one (a pstore record, a journalctl
+    printing nonsense) costs that source only, never the others or the report.
+    """
+    sources: tuple[tuple[str, str, Callable[[], list[Evidence]]], ...] = (
+        ("snapshot", "kernel tail of the last snapshot", lambda: snapshot_tail(boot.last_snapshot)),
+        ("pstore", str(boot.paths.sys / "fs/pstore"), lambda: pstore(boot.paths.sys, boot.paths.rootfs, boot.started)),
+        ("kdump", str(boot.paths.rootfs / "var/crash"), lambda: kdump(boot.paths.rootfs, boot.started)),
+        ("journal", "journalctl", lambda: journal(boot.runner, boot.boot_id, boot.paths.rootfs)),
+        ("this boot", str(boot.paths.dev / "kmsg"), lambda: this_boot(boot.paths.dev)),
+    )
+    evidence = []
+    for source, where, read in sources:
+        try:
+            evidence += read()
+        except Exception as exc:  # noqa: BLE001 - whatever the garbage raised, the other sources still count
+            evidence.append(Evidence(source, where, unreadable(exc)))
+    return evidence
+
+
+def unreadable(exc: BaseException) -> str:
+    """The summary of a source that could not be read: what went wrong, in a line."""
+    return f"unreadable: {type(exc).__name__}: {exc}"[:300]
 
 
 def snapshot_tail(last: tuple[float, Mapping[str, Any]] | None) -> list[Evidence]:
@@ -125,7 +141,7 @@ def journal(runner: CommandRunner, boot_id: str, rootfs: Path) -> list[Evidence]
     try:
         entries = parse_journal_json(result.stdout.decode(errors="replace"))
     except ValueError as exc:
-        return [Evidence("journal", where, f"unreadable output: {exc}")]
+        return [Evidence("journal", where, f"unreadable: {exc}")]
     return [log_evidence("journal", where, "\n".join(entry.message for entry in entries))]
 
 

@@ -37,7 +37,8 @@ _PREFILTER = re.compile("|".join(  # one branch per first character: fewer branc
     for first, group in itertools.groupby(sorted(k for k in _KEYWORDS if k[0] not in _COMMON_FIRST), lambda k: k[0])
 ))
 _BY_KEYWORD = {k: [(i, p) for i, p in enumerate(PATTERNS) if p.keyword == k] for k in _KEYWORDS}
-_SUPPRESSED = re.compile(r"(\w+): (\d+) callbacks suppressed")
+# Bounded and anchored at a word's start: \w+ alone would be tried from every character of a long word.
+_SUPPRESSED = re.compile(r"(?<!\w)(\w{1,64}): (\d{1,20}) callbacks suppressed")
 _PREFIX = re.compile(
     r"(?:<\d{1,3}>)?"  # syslog priority written by rsyslog
     r"(?:(?:[A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \d{4}"  # "Wed Mar 27 02:55:10 2019" (logread)
@@ -45,7 +46,9 @@ _PREFIX = re.compile(
     r"|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?)"  # RFC 3339
     r" (?:\S+ ){0,2}?kernel(?:\[\d+\])?: |kernel: )?"  # then the host, or logread's "kern.info"
     r"(?:<\d>)?"  # printk level in dmesg -r, pstore and vmcore-dmesg
-    r"(?:\[ *(?:(?P<sec>\d+)\.(?P<frac>\d{1,9})|\+\d+\.\d+|[A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d [\d:]{8} \d{4})\] ?)?"
+    # printk time (12 digits of seconds at most: int() refuses thousands), dmesg -d's delta or dmesg -T's date
+    r"(?:\[ *(?:(?P<sec>\d{1,12})\.(?P<frac>\d{1,9})|\+\d+\.\d+"
+    r"|[A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d [\d:]{8} \d{4})\] ?)?"
 )
 
 

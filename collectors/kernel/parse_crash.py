@@ -12,6 +12,7 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeGuard
 
 # fs/pstore/platform.c pstore_type_names: the only type names that hold a "-" themselves.
 _PSTORE_DASHED_KINDS = ("powerpc-ofw", "powerpc-common", "powerpc-opal")
@@ -183,6 +184,8 @@ def parse_journal_json(text: str) -> list[JournalEntry]:
             fields = json.loads(line)
         except json.JSONDecodeError as exc:
             raise ValueError(f"line {number}: not JSON ({exc.msg}): {line[:60]!r}") from None
+        except (ValueError, RecursionError) as exc:  # a number past the int digit limit; nesting past the stack
+            raise ValueError(f"line {number}: unreadable JSON ({type(exc).__name__}): {line[:60]!r}") from None
         if not isinstance(fields, dict):
             raise ValueError(f"line {number}: expected a JSON object, got {line[:60]!r}")  # noqa: TRY004 - bad input
         entries.append(_journal_entry(fields, number))
@@ -223,11 +226,11 @@ def decode_taint(value: int) -> list[tuple[str, str]]:
 
 def _journal_entry(fields: dict[str, object], number: int) -> JournalEntry:
     stamp = _journal_value(fields.get("__REALTIME_TIMESTAMP"))
-    if stamp is None or not stamp.isdigit():
-        raise ValueError(f"line {number}: __REALTIME_TIMESTAMP is not microseconds: {stamp!r}")
+    if stamp is None or not _digits(stamp, 20):
+        raise ValueError(f"line {number}: __REALTIME_TIMESTAMP is not microseconds: {stamp!r:.40}")
     priority = _journal_value(fields.get("PRIORITY"))
-    if priority is not None and not priority.isdigit():
-        raise ValueError(f"line {number}: PRIORITY is not a number: {priority!r}")
+    if priority is not None and not _digits(priority, 3):
+        raise ValueError(f"line {number}: PRIORITY is not a number: {priority!r:.40}")
     return JournalEntry(
         realtime=int(stamp) / 1e6,
         priority=int(priority) if priority is not None else None,
@@ -237,16 +240,31 @@ def _journal_entry(fields: dict[str, object], number: int) -> JournalEntry:
     )
 
 
+def _digits(text: str, most: int) -> bool:
+    """ASCII digits, at most `most` of them: what int() reads quickly and a float holds."""
+    return 0 < len(text) <= most and text.isascii() and text.isdigit()
+
+
 def _journal_value(value: object) -> str | None:
-    if value is None:
-        return None
+    """A field as journalctl writes it: a value, or a field stored more than once as a list of values."""
+    if isinstance(value, list) and not _is_bytes(value):
+        return "\n".join(v for v in map(_journal_scalar, value) if v is not None)
+    return _journal_scalar(value)
+
+
+def _journal_scalar(value: object) -> str | None:
+    """A string, bytes as a list of byte values, or null; any other shape is none journalctl writes, so None."""
     if isinstance(value, str):
         return value
-    if isinstance(value, list) and all(isinstance(b, int) and 0 <= b < 256 for b in value):
+    if _is_bytes(value):
         return bytes(value).decode("utf-8", errors="replace")
-    if isinstance(value, list):
-        return "\n".join(v for v in map(_journal_value, value) if v is not None)
-    return str(value)
+    if isinstance(value, int | float):
+        return str(value)
+    return None
+
+
+def _is_bytes(value: object) -> TypeGuard[list[int]]:
+    return isinstance(value, list) and all(isinstance(b, int) and 0 <= b < 256 for b in value)
 
 
 def _utc(text: str, fmt: str) -> float | None:

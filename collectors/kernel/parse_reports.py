@@ -266,10 +266,15 @@ def _event(cls: str, message: str, usec: int | None, fields: dict[str, str], lin
     if cls == "panic" and _machine_check(lines):
         fields = {**fields, "cause": MACHINE_CHECK}
     return KernelEvent(
-        cls=cls, message=message, usec=usec, comm=comm, pid=int(pid) if pid is not None else None, module=module,
+        cls=cls, message=message, usec=usec, comm=comm, pid=_pid(pid), module=module,
         functions=tuple(functions), fingerprint=hashlib.sha1("\n".join(identity).encode()).hexdigest()[:16],  # noqa: S324
         device=device, fields=fields, lines=tuple(lines),
     )
+
+
+def _pid(text: str | None) -> int | None:
+    """A pid as a line printed it; None for none, or for digits no pid has (int() refuses thousands of them)."""
+    return int(text) if text is not None and len(text) <= 10 else None
 
 
 def _stack(

@@ -5,7 +5,10 @@ with search() to a message without its syslog/printk prefix; named groups become
 fields. The prefilter looks for the literals, so most start with a capital or a bracket: rare
 first characters keep its scan fast. The comment on each entry is the kernel (or OpenZFS/systemd)
 source that prints the line, as the anchors-crash.md section 12 catalogue found it. Order matters:
-the first entry that matches wins, so specific formats come before general ones.
+the first entry that matches wins, so specific formats come before general ones. A group of free
+text (a comm, a device, an error) has a bound ({1,64}, {0,256}): search() tries the pattern at each
+occurrence of its literal, and an unbounded group scanning to the end of the line from each made a
+line of many repeats cost the square of its length.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ _PATTERNS = (
     ("panic", "Kernel panic", r"(?<!end )Kernel panic - not syncing: ?(?P<reason>.*)"),
     # kernel/watchdog.c watchdog_timer_fn (pr_emerg "BUG: soft lockup - CPU#%d stuck for %us! [%s:%d]")
     ("soft_lockup", "CPU#",
-     r"BUG: soft lockup - CPU#(?P<cpu>\d+) stuck for (?P<seconds>\d+)s! \[(?P<comm>.+):(?P<pid>\d+)\]"),
+     r"BUG: soft lockup - CPU#(?P<cpu>\d+) stuck for (?P<seconds>\d+)s! \[(?P<comm>.{1,64}?):(?P<pid>\d+)\]"),
     # kernel/watchdog_hld.c (older: inside a WARN) / kernel/watchdog.c ("NMI watchdog: " prefix)
     ("hard_lockup", "LOCKUP on", r"Watchdog detected hard LOCKUP on cpu (?P<cpu>\d+)"),
     # arch/x86/kernel/dumpstack.c __die_header; arm64 arch/arm64/kernel/traps.c die ("Internal error: Oops")
@@ -51,14 +54,14 @@ _PATTERNS = (
     ("bug", "PANIC at", r"^PANIC at (?P<location>\S+?:\d+:\w+)\(\)"),
     # openzfs module/zfs/zio.c zio_suspend (printed with "WARNING: ", so before the WARN entry)
     ("zfs_suspended", "Pool '",
-     r"WARNING: Pool '(?P<pool>[^']+)' has encountered an uncorrectable I/O failure and has been suspended"),
+     r"WARNING: Pool '(?P<pool>[^']{1,256})' has encountered an uncorrectable I/O failure and has been suspended"),
     # kernel/panic.c __warn ("WARNING: CPU: %d PID: %d at %s:%d %pS"; before 3.12 "WARNING: at %s:%d %pS()")
     ("warning", "WARNING: ",
      r"^WARNING: (?:CPU: (?P<cpu>\d+) PID: (?P<pid>\d+) )?at (?P<location>\S+)"
      r"(?: (?P<function>[\w.$]+)\+0x[0-9a-f]+/0x[0-9a-f]+(?: \[(?P<module>\w+)\])?)?"),
     # kernel/hung_task.c check_hung_task
     ("hung_task", "INFO: ",
-     r"INFO: task (?P<comm>.+):(?P<pid>\d+) blocked for more than (?P<seconds>\d+) seconds\."),
+     r"INFO: task (?P<comm>.{1,64}?):(?P<pid>\d+) blocked for more than (?P<seconds>\d+) seconds\."),
     # kernel/rcu/tree_stall.h print_other_cpu_stall / print_cpu_stall / synchronize_rcu_expedited_wait
     ("rcu_stall", "INFO: ", r"INFO: (?P<flavor>rcu_\w+?)(?:_state)? (?:self-)?detected (?:expedited )?stalls?"),
     # mm/oom_kill.c dump_header ("%s invoked oom-killer: gfp_mask=%#x(%pGg), order=%d, oom_score_adj=%hd")
@@ -70,10 +73,10 @@ _PATTERNS = (
     # child" then "Killed process %d (%s) total-vm:..."
     ("oom_kill", "Kill",
      r"(?:(?P<scope>Out of memory|Memory cgroup out of memory)(?: \(\w+\))?: )?Killed process (?P<pid>\d+) "
-     r"\((?P<comm>.*?)\)(?= |,|$)(?: total-vm:(?P<total_vm_kb>\d+)kB, anon-rss:(?P<anon_rss_kb>\d+)kB)?"),
+     r"\((?P<comm>.{0,64}?)\)(?= |,|$)(?: total-vm:(?P<total_vm_kb>\d+)kB, anon-rss:(?P<anon_rss_kb>\d+)kB)?"),
     ("oom_kill", "Kill",
      r"(?P<scope>Out of memory|Memory cgroup out of memory)(?: \(\w+\))?: Kill process (?P<pid>\d+) "
-     r"\((?P<comm>.*?)\)(?= |,|$)"),
+     r"\((?P<comm>.{0,64}?)\)(?= |,|$)"),
     # arch/x86/kernel/cpu/mce/core.c (HW_ERR prefix "[Hardware Error]: ")
     ("mce", "Machine ", r"Machine check events logged"),
     ("mce", "Machine ",
@@ -84,7 +87,7 @@ _PATTERNS = (
     ("hardware_error", "Hardware Error]", r"\[Hardware Error\]: event severity: (?P<severity>fatal|recoverable)"),
     # drivers/edac/edac_mc.c edac_mc_handle_error ("EDAC MC%d: %d %s %s on %s (...)")
     ("edac", "EDAC ",
-     r"EDAC (?P<controller>MC\d+): (?P<count>\d+) (?P<severity>CE|UE) (?:(?P<error>.*?) )?on (?P<location>\S+)"),
+     r"EDAC (?P<controller>MC\d+): (?P<count>\d+) (?P<severity>CE|UE) (?:(?P<error>.{0,256}?) )?on (?P<location>\S+)"),
     # block/blk-core.c / blk-mq.c blk_print_req_error: prefix blk_update_request: -> print_req_error: -> none
     ("io_error", "error, dev ",
      r"(?P<error>I/O|critical medium|critical target|critical nexus|critical space allocation|"
@@ -117,19 +120,19 @@ _PATTERNS = (
      r"offset=(?P<offset>\d+) size=(?P<size>\d+) flags="),
     # fs/ext4/super.c __ext4_error
     ("fs_error", "EXT4-fs",
-     r"(?P<fstype>EXT4)-fs error \(device (?P<device>[^)]+)\): (?P<function>\w+):(?P<line>\d+):"),
+     r"(?P<fstype>EXT4)-fs error \(device (?P<device>[^)]{1,64})\): (?P<function>\w+):(?P<line>\d+):"),
     # fs/ext4/super.c ext4_handle_error
-    ("fs_error", "EXT4-fs", r"(?P<fstype>EXT4)-fs \((?P<device>[^)]+)\): Remounting filesystem read-only"),
+    ("fs_error", "EXT4-fs", r"(?P<fstype>EXT4)-fs \((?P<device>[^)]{1,64})\): Remounting filesystem read-only"),
     # fs/jbd2/journal.c jbd2_journal_abort ("Aborting journal on device %s." with "-<inode>" appended)
     ("fs_error", "Aborting journal", r"Aborting journal on device (?P<device>\S+?)(?:-\d+)?\.$"),
     # fs/xfs/xfs_fsops.c xfs_do_force_shutdown, fs/xfs/xfs_error.c (5.15 added the trailing ".")
     ("fs_error", "XFS (",
-     r"(?P<fstype>XFS) \((?P<device>[^)]+)\): (?P<detail>Metadata corruption detected|Corruption of in-memory data"
+     r"(?P<fstype>XFS) \((?P<device>[^)]{1,64})\): (?P<detail>Metadata corruption detected|Corruption of in-memory data"
      r"|Corruption detected\. Unmount and run xfs_repair|Unmount and run xfs_repair|log I/O error"
-     r"|.*Shutting down filesystem|Filesystem has been shut down|Please u?n?mount the filesystem)"),
+     r"|.{0,256}Shutting down filesystem|Filesystem has been shut down|Please u?n?mount the filesystem)"),
     # fs/ext4/super.c ext4_fill_super, fs/xfs/xfs_log_recover.c: the previous unmount was unclean
-    ("fs_recovery", "EXT4-fs", r"(?P<fstype>EXT4)-fs \((?P<device>[^)]+)\): recovery complete"),
-    ("fs_recovery", "XFS (", r"(?P<fstype>XFS) \((?P<device>[^)]+)\): Starting recovery"),
+    ("fs_recovery", "EXT4-fs", r"(?P<fstype>EXT4)-fs \((?P<device>[^)]{1,64})\): recovery complete"),
+    ("fs_recovery", "XFS (", r"(?P<fstype>XFS) \((?P<device>[^)]{1,64})\): Starting recovery"),
     # systemd src/shared/journal-file-util.c (journald logs it to kmsg)
     ("fs_recovery", "File /", r"File (?P<file>\S+) corrupted or uncleanly shut down"),
     # net/sched/sch_generic.c dev_watchdog: old WARN_ONCE text, new netdev_crit text
@@ -137,12 +140,15 @@ _PATTERNS = (
      r"^(?P<driver>\S+) (?P<bus>\S+) (?P<interface>\S+): NETDEV WATCHDOG: CPU: (?P<cpu>\d+): "
      r"transmit queue (?P<queue>\d+) timed out(?: (?P<timeout_ms>\d+) ms)?"),
     ("netdev_watchdog", "NETDEV WATCHDOG",
-     r"NETDEV WATCHDOG: (?P<interface>\S+) \((?P<driver>[^)]+)\): transmit queue (?P<queue>\d+) timed out"),
+     r"NETDEV WATCHDOG: (?P<interface>\S+) \((?P<driver>[^)]{1,64})\): transmit queue (?P<queue>\d+) timed out"),
     # drivers/net/ethernet/intel/{e1000e/netdev.c, igb/igb_main.c, ixgbe/ixgbe_main.c} and alike
+    # (the interface starts a word and is bounded: tried from every character of a long word, it was quadratic)
     ("link_down", "Link is ",
-     r"^(?P<driver>[\w-]+)(?::| [\w:.]+)? .*?(?P<interface>[\w.@-]+):? (?:NIC (?:Copper )?)?Link is [Dd]own\b"),
+     r"^(?P<driver>[\w-]+)(?::| [\w:.]+)? .*?(?<![\w.@-])(?P<interface>[\w.@-]{1,64}):? (?:NIC (?:Copper )?)?"
+     r"Link is [Dd]own\b"),
     ("link_up", "Link is ",
-     r"^(?P<driver>[\w-]+)(?::| [\w:.]+)? .*?(?P<interface>[\w.@-]+):? (?:NIC (?:Copper )?)?Link is [Uu]p\b"
+     r"^(?P<driver>[\w-]+)(?::| [\w:.]+)? .*?(?<![\w.@-])(?P<interface>[\w.@-]{1,64}):? (?:NIC (?:Copper )?)?"
+     r"Link is [Uu]p\b"
      r"(?:,? (?P<speed>\d+ ?[MG]bps))?"),
     # net/netfilter/nf_conntrack_core.c (pr_fmt doubles the prefix on newer kernels)
     ("conntrack_full", "table full", r"nf_conntrack: (?:nf_conntrack: )?table full, dropping packet"),

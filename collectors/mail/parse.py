@@ -223,7 +223,7 @@ class ImapResponse:
 
 
 _IMAP_STATUS = frozenset({"OK", "NO", "BAD", "BYE", "PREAUTH"})
-_CAPABILITY_CODE = re.compile(r"\[CAPABILITY ([^\]]*)\]", re.IGNORECASE)
+_CAPABILITY_CODE = re.compile(r"\[CAPABILITY ([^\[\]]*)\]", re.IGNORECASE)  # no "[" inside: a linear search
 
 
 def parse_imap(line: str) -> ImapResponse:

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 _SECTION = re.compile(r"^\s*([A-Z]+)\s*\{\s*$")
-_PAIR = re.compile(r'(\w+)=("([^"]*)"|(\S+))')
+_PAIR = re.compile(r'(?<!\w)(\w+)=("([^"]*)"|(\S+))')  # from a word's start only: linear over long words
 _ENTRY = re.compile(r"^\s*([A-Za-z0-9_-]+)\s+(.*)$")
 
 
@@ -79,8 +79,8 @@ def _strip_comment(line: str) -> str:
 def _number(text: str | None, line: int, key: str) -> int | None:
     if text is None:
         return None
-    if not text.lstrip("-").isdigit():
-        raise ValueError(f"cyrus.conf line {line}: {key}={text!r} is not a number")
+    if not re.fullmatch(r"-?[0-9]{1,18}", text):  # not isdigit(): it takes "²", and thousands of digits
+        raise ValueError(f"cyrus.conf line {line}: {key}={text[:40]!r} is not a number")
     value = int(text)
     return None if value < 0 else value  # maxchild=-1: unlimited
 

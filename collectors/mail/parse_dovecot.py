@@ -38,7 +38,9 @@ def parse_service_status(text: str) -> list[DovecotService]:
     missing = [name for name in _NEEDED if name not in header]
     if missing:
         raise ValueError(f"doveadm service status: no {', '.join(missing)} column (header {lines[0][:120]!r})")
-    at = {name: header.index(name) for name in header}
+    at: dict[str, int] = {}
+    for index, name in enumerate(header):  # the first of a name twice, as header.index() finds it (in linear time)
+        at.setdefault(name, index)
     services = []
     for line in lines[1:]:
         fields = line.split("\t")

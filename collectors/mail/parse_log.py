@@ -40,6 +40,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeGuard
 
 LEVELS = ("warning", "error", "fatal", "panic")
 SEVERE_LEVELS = frozenset({"error", "fatal", "panic"})  # what the newest lines kept for snapshots are
@@ -160,6 +161,8 @@ def parse_journal_entry(text: str, aliases: Mapping[str, str] | None = None) -> 
         fields = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"journal entry is not JSON ({exc.msg}): {text[:80]!r}") from None
+    except (ValueError, RecursionError) as exc:  # a number past the int digit limit; nesting past the stack
+        raise ValueError(f"journal entry is unreadable JSON ({type(exc).__name__}): {text[:80]!r}") from None
     if not isinstance(fields, dict):
         raise ValueError(f"journal entry is not a JSON object: {text[:80]!r}")  # noqa: TRY004 - bad input
     cursor = _journal_value(fields.get("__CURSOR"))
@@ -171,7 +174,7 @@ def parse_journal_entry(text: str, aliases: Mapping[str, str] | None = None) -> 
         return JournalRecord(cursor, None)
     message = _journal_value(fields.get("MESSAGE"))
     priority_text = _journal_value(fields.get("PRIORITY"))
-    priority = int(priority_text) if priority_text is not None and priority_text.isdigit() else None
+    priority = int(priority_text) if priority_text is not None and _small_number(priority_text) else None
     level = _level(daemon, message or "", priority)
     if level is None:
         return JournalRecord(cursor, None)
@@ -247,20 +250,35 @@ def _base(tag: str) -> str:
 
 
 def _journal_value(value: object) -> str | None:
-    if value is None:
-        return None
+    if isinstance(value, list) and not _is_bytes(value):  # a field stored more than once: the first says enough
+        return next((v for v in map(_journal_scalar, value) if v is not None), None)
+    return _journal_scalar(value)
+
+
+def _journal_scalar(value: object) -> str | None:
+    """A string, bytes as a list of byte values, or null; any other shape is none journalctl writes, so None
+    (and a list in a list is never walked: JSON nests deeper than the stack goes)."""
     if isinstance(value, str):
         return value
-    if isinstance(value, list) and all(isinstance(b, int) and 0 <= b < 256 for b in value):
+    if _is_bytes(value):
         return bytes(value).decode("utf-8", errors="replace")
-    if isinstance(value, list):  # a field stored more than once: the first says enough
-        return next((v for v in map(_journal_value, value) if v is not None), None)
-    return str(value)
+    if isinstance(value, int | float):
+        return str(value)
+    return None
+
+
+def _is_bytes(value: object) -> TypeGuard[list[int]]:
+    return isinstance(value, list) and all(isinstance(b, int) and 0 <= b < 256 for b in value)
+
+
+def _small_number(text: str) -> bool:
+    """ASCII digits that int() reads at once (str.isdigit() says yes to "²", and to thousands of digits)."""
+    return 0 < len(text) <= 20 and text.isascii() and text.isdigit()
 
 
 def _journal_time(fields: Mapping[str, object]) -> str:
     stamp = _journal_value(fields.get("__REALTIME_TIMESTAMP"))
-    if stamp is None or not stamp.isdigit():
+    if stamp is None or not _small_number(stamp):
         return ""
     try:
         return datetime.fromtimestamp(int(stamp) / 1e6, UTC).isoformat(timespec="microseconds")

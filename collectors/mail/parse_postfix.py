@@ -320,7 +320,8 @@ def _master_service(line: str, number: int) -> MasterService:
 
 
 def _digits(text: str) -> bool:
-    return text.isascii() and text.isdigit()
+    """A count Postfix reads: ASCII digits (isdigit() alone takes "²"), no more than a long holds."""
+    return len(text) <= 18 and text.isascii() and text.isdigit()
 
 
 def _flag(field: str, value: str, *, default: bool) -> bool:

@@ -16,26 +16,31 @@ from dataclasses import dataclass
 # "sda1[0]" followed by any of the flags md_seq_show() prints: (W)rite-mostly,
 # (J)ournal, (F)aulty, (S)pare, (R)eplacement. The number is the member's
 # descriptor number, not its slot in the [UU_] status.
-_MEMBER = re.compile(r"^(?P<device>[^\s\[\]()]+)\[(?P<number>\d+)\](?P<flags>(?:\([A-Z]\))*)$")
+_MEMBER = re.compile(r"^(?P<device>[^\s\[\]()]+)\[(?P<number>[0-9]{1,9})\](?P<flags>(?:\([A-Z]\))*)$")
 _FLAGS = frozenset("WJFSR")
-_BLOCKS = re.compile(r"^(?P<blocks>\d+) blocks\b(?P<rest>.*)$")
+# Numbers have at most 20 digits (64 bits) throughout: int() refuses thousands of digits, float() makes them inf.
+_BLOCKS = re.compile(r"^(?P<blocks>[0-9]{1,20}) blocks\b(?P<rest>.*)$")
 _SUPER = re.compile(r"\bsuper (?P<metadata>\S+)")
 # raid1/4/5/6/10 and multipath: "[raid_disks/in-sync disks] [U_U]"; raid0 and linear have none.
-_COUNTS = re.compile(r"\[(?P<raid_disks>\d+)/(?P<in_sync>\d+)\] \[(?P<status>[U_]*)\]")
+_COUNTS = re.compile(r"\[(?P<raid_disks>[0-9]{1,6})/(?P<in_sync>[0-9]{1,6})\] \[(?P<status>[U_]*)\]")
 # "[=>....]  recovery =  8.5% (16775552/195310144) finish=17.0min speed=259783K/sec"; blocks are 1 KiB.
 _PROGRESS = re.compile(
-    r"^(?:\[[=>.]*\]\s*)?(?P<action>resync|recovery|check|repair|reshape)\s*=\s*(?P<percent>\d+(?:\.\d+)?)%"
-    r"\s*\((?P<done>\d+)/(?P<total>\d+)\)"
-    r"(?:\s+finish=(?P<finish>\d+(?:\.\d+)?)min)?(?:\s+speed=(?P<speed>\d+)K/sec)?\s*$"
+    r"^(?:\[[=>.]*\]\s*)?(?P<action>resync|recovery|check|repair|reshape)\s*=\s*(?P<percent>[0-9]{1,3}(?:\.[0-9]+)?)%"
+    r"\s*\((?P<done>[0-9]{1,20})/(?P<total>[0-9]{1,20})\)"
+    r"(?:\s+finish=(?P<finish>[0-9]{1,12}(?:\.[0-9]+)?)min)?(?:\s+speed=(?P<speed>[0-9]{1,20})K/sec)?\s*$"
 )
 # A sync that is due but not running: "resync=DELAYED" (another array on the same
 # disks syncs first), "resync=PENDING" (starts at the first write), "*=REMOTE" (clustered md).
 _WAITING = re.compile(r"^(?P<action>resync|recover|reshape)=(?P<reason>DELAYED|PENDING|REMOTE)$")
 _BITMAP = re.compile(
-    r"^bitmap: (?P<pages>\d+)/(?P<pages_total>\d+) pages \[\d+KB\], (?P<chunk>\d+)(?P<unit>KB|B) chunk"
+    r"^bitmap: (?P<pages>[0-9]{1,20})/(?P<pages_total>[0-9]{1,20}) pages \[[0-9]+KB\], (?P<chunk>[0-9]{1,20})"
+    r"(?P<unit>KB|B) chunk"
     r"(?:, file: (?P<file>.+))?$"
 )
 _HEADER = re.compile(r"^(?P<name>[^\s:]+)\s*:(?P<rest>.*)$")
+# "[raid1] [raid6] ..."; "[" is not part of a name, so a run of "[[[[" is passed over in linear time (each start
+# would otherwise scan to the end of the line for its "]").
+_PERSONALITY = re.compile(r"\[([^\[\]\s]+)\]")
 
 ARRAY_STATES = frozenset(
     {"clear", "inactive", "suspended", "readonly", "read-auto", "clean", "active", "write-pending", "active-idle",
@@ -145,7 +150,7 @@ def parse_mdstat(text: str) -> MdStat:
         if not stripped:
             continue
         if stripped.startswith("Personalities"):
-            personalities = tuple(re.findall(r"\[([^\]\s]+)\]", stripped.partition(":")[2]))
+            personalities = tuple(_PERSONALITY.findall(stripped.partition(":")[2]))
             continue
         if stripped.startswith("unused devices"):
             unused = tuple(word for word in stripped.partition(":")[2].split() if word != "<none>")
@@ -160,18 +165,25 @@ def parse_mdstat(text: str) -> MdStat:
     if personalities is None:
         raise ValueError("no 'Personalities' line: not /proc/mdstat")
     arrays: list[MdArray] = []
+    seen: set[str] = set()
     for name, number, lines in sections:
-        if any(array.name == name for array in arrays):
+        if name in seen:
             errors.append((name, f"line {number}: listed twice"))
             continue
+        problems: list[str] = []
         try:
-            arrays.append(_parse_array(name, lines[0], lines[1:]))
+            arrays.append(_parse_array(name, lines[0], lines[1:], problems))
         except ValueError as exc:
             errors.append((name, f"line {number}: {exc}"))
+            continue
+        errors.extend((name, f"line {number}: {problem}") for problem in problems)
+        seen.add(name)
     return MdStat(personalities, tuple(arrays), tuple(errors), unused)
 
 
-def _parse_array(name: str, header: str, body: list[str]) -> MdArray:
+def _parse_array(name: str, header: str, body: list[str], problems: list[str]) -> MdArray:
+    """An array from its header and the lines below it. Only a header without the array's state raises: a member
+    word, a count or a line that cannot be read is left out and named in `problems`, and the array stands."""
     words = header.split()
     if not words or words[0] not in ("active", "inactive", "broken"):
         raise ValueError(f"expected 'active', 'inactive' or 'broken' after '{name} :', got {header.strip()[:40]!r}")
@@ -187,7 +199,7 @@ def _parse_array(name: str, header: str, body: list[str]) -> MdArray:
     metadata = None
     if len(words) >= 2 and words[-2] == "super":  # an array with no member attached has "super" here
         metadata, words = words[-1], words[:-2]
-    members = tuple(_parse_member(word) for word in words)
+    members = _members(words, problems)
 
     blocks = raid_disks = in_sync = None
     status = sync = waiting = bitmap = None
@@ -195,7 +207,10 @@ def _parse_array(name: str, header: str, body: list[str]) -> MdArray:
         if (match := _BLOCKS.match(line)) and blocks is None:
             blocks = int(match["blocks"])
             metadata = _metadata(match["rest"]) or metadata
-            raid_disks, in_sync, status = _counts(match["rest"])
+            try:
+                raid_disks, in_sync, status = _counts(match["rest"])
+            except ValueError as exc:
+                problems.append(str(exc))
         elif (match := _PROGRESS.match(line)) and sync is None:
             sync = SyncProgress(
                 action=match["action"], percent=float(match["percent"]),
@@ -209,7 +224,7 @@ def _parse_array(name: str, header: str, body: list[str]) -> MdArray:
             chunk = int(match["chunk"]) * (1024 if match["unit"] == "KB" else 1)
             bitmap = Bitmap(int(match["pages"]), int(match["pages_total"]), chunk, match["file"])
         else:
-            raise ValueError(f"unexpected line {line[:80]!r}")
+            problems.append(f"unexpected line {line[:80]!r}")
     return MdArray(
         name=name, state=state, read_only=read_only, auto_read_only=auto_read_only, personality=personality,
         members=members, blocks=blocks,
@@ -232,6 +247,16 @@ def _counts(blocks_rest: str) -> tuple[int | None, int | None, str | None]:
     if in_sync > raid_disks or len(status) != raid_disks:
         raise ValueError(f"inconsistent member counts {counts[0]!r}")
     return raid_disks, in_sync, status
+
+
+def _members(words: list[str], problems: list[str]) -> tuple[MdMember, ...]:
+    members = []
+    for word in words:
+        try:
+            members.append(_parse_member(word))
+        except ValueError as exc:
+            problems.append(str(exc))
+    return tuple(members)
 
 
 def _parse_member(word: str) -> MdMember:

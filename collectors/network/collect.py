@@ -10,6 +10,10 @@ snapshots). Interfaces come from /sys/class/net, bonds from
 losses are counted in carrier.py, from netlink while the watcher reads it and from
 this collector's sysfs reads otherwise; each is a link event, and the event policy
 snapshots those of the interfaces that carry a default route.
+
+Each interface, bond and /proc file is read on its own: one that cannot be read or
+parsed, or holds a count past float range, costs its own series only and says so in
+hostvigil_network_parse_errors{source}; the others are served.
 """
 
 from __future__ import annotations
@@ -17,11 +21,11 @@ from __future__ import annotations
 import errno
 import fnmatch
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from hostvigil.collector import Collector, CollectorError, Context, Option, Sample, Services
+from hostvigil.collector import Collector, CollectorError, Context, Option, Sample, Services, item_samples, servable
 from hostvigil.collectors.network.carrier import CarrierCounter, LinkSnapshot
 from hostvigil.collectors.network.link_watch import LinkWatcher
 from hostvigil.collectors.network.metrics import (
@@ -51,6 +55,7 @@ from hostvigil.collectors.network.metrics import (
 from hostvigil.collectors.network.parse import (
     OPER_STATES,
     NetDevice,
+    SoftnetCpu,
     parse_bonding,
     parse_netdev_sysfs,
     parse_netstat,
@@ -168,10 +173,9 @@ class NetworkCollector(Collector):
                 continue
             if device is None:
                 continue  # removed while being read
-            yield PARSE_ERRORS(0, source)
             if not self.watcher.up:  # netlink says it in order; a read now would run ahead of its messages
                 yield from self.carrier.observe(name, device)
-            yield from self._interface(name, device)
+            yield from _item(ctx, source, self._interface(name, device))
 
     def _interface(self, name: str, device: NetDevice) -> Iterator[Sample]:
         if device.operstate is not None:
@@ -220,8 +224,7 @@ class NetworkCollector(Collector):
                 continue
             if bond is None:
                 continue
-            yield PARSE_ERRORS(0, source)
-            yield from bond_samples(name, bond)
+            yield from _item(ctx, source, bond_samples(name, bond))
 
     def _softnet(self, ctx: Context) -> Iterator[Sample]:
         source = "proc/net/softnet_stat"
@@ -233,35 +236,66 @@ class NetworkCollector(Collector):
             return
         if rows is None:
             return
-        yield PARSE_ERRORS(0, source)
-        seen = set()
-        for row in rows:
-            cpu = str(row.cpu)
-            if cpu in seen:
-                continue
-            seen.add(cpu)
-            yield SOFTNET_PROCESSED(row.processed, cpu)
-            yield SOFTNET_DROPPED(row.dropped, cpu)
-            yield SOFTNET_SQUEEZED(row.time_squeeze, cpu)
+        yield from _item(ctx, source, _softnet_samples(rows))
 
     def _tcp(self, ctx: Context) -> Iterator[Sample]:
+        """TCP counters from /proc/net/snmp and netstat; a count past float range is left out, and its file named
+        in parse_errors, while the other counters are served."""
         counters: dict[str, dict[str, int]] = {}
+        origin: dict[str, str] = {}  # prefix -> the file it was taken from
+        broken: dict[str, bool] = {}  # file -> unreadable, or holding a value left out
         for file in ("snmp", "netstat"):
             source = f"proc/net/{file}"
             try:
                 parsed = ctx.parse(ctx.proc(f"net/{file}"), parse_netstat)
             except CollectorError as exc:
                 ctx.note_once(f"{source}:{exc}", str(exc))
-                yield PARSE_ERRORS(1, source)
+                broken[source] = True
                 continue
             if parsed is not None:
-                yield PARSE_ERRORS(0, source)
+                broken[source] = False
                 for prefix, values in parsed.items():
-                    counters.setdefault(prefix, values)
+                    if prefix not in counters:
+                        counters[prefix], origin[prefix] = values, source
+        samples = []
         for (prefix, field), spec in TCP.items():
             value = counters.get(prefix, {}).get(field)
             if value is not None and (value >= 0 or spec.kind == "gauge"):
-                yield spec(value)
+                sample = spec(value)
+                if not servable(sample):
+                    ctx.note_once(f"{origin[prefix]}:{prefix}:{field}", f"{origin[prefix]}: {prefix} {field}: "
+                                  f"a count past float range ({len(str(value))} digits), left out")
+                    broken[origin[prefix]] = True
+                    continue
+                samples.append(sample)
+        for source, bad in broken.items():
+            yield PARSE_ERRORS(bad, source)
+        yield from samples
+
+
+def _item(ctx: Context, source: str, samples: Iterable[Sample]) -> Iterator[Sample]:
+    """One interface's (bond's, file's) samples after its parse_errors 0, or parse_errors 1 alone when one of
+    them cannot be served (a count past float range)."""
+    try:
+        built = item_samples(samples)
+    except ValueError as exc:
+        ctx.note_once(f"{source}:{exc}", f"{source}: {exc}; its series are left out")
+        yield PARSE_ERRORS(1, source)
+        return
+    yield PARSE_ERRORS(0, source)
+    yield from built
+
+
+def _softnet_samples(rows: Iterable[SoftnetCpu]) -> Iterator[Sample]:
+    seen = set()
+    for row in rows:
+        cpu = str(row.cpu)
+        if cpu in seen:
+            continue
+        seen.add(cpu)
+        yield SOFTNET_PROCESSED(row.processed, cpu)
+        yield SOFTNET_DROPPED(row.dropped, cpu)
+        yield SOFTNET_SQUEEZED(row.time_squeeze, cpu)
 
 
 def interface_filter(include: list[str], exclude: list[str]) -> Callable[[str], bool]:

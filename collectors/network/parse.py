@@ -286,11 +286,12 @@ def parse_netdev_sysfs(attributes: Mapping[str, str], statistics: Mapping[str, s
         raise ValueError(f"duplex: {duplex[:40]!r} is not full, half or unknown")
     carrier = _sysfs_int(attributes, "carrier")
     flags = attributes.get("flags", "").strip()
-    try:
-        counters = {name: int(text.strip()) for name, text in statistics.items()}
-    except ValueError:
-        bad = next(name for name, text in statistics.items() if not text.strip().isdigit())
-        raise ValueError(f"statistics/{bad}: {statistics[bad].strip()[:40]!r} is not a number") from None
+    counters = {}
+    for name, text in statistics.items():
+        try:
+            counters[name] = int(text.strip())
+        except ValueError:
+            raise ValueError(f"statistics/{name}: {text.strip()[:40]!r} is not a number") from None
     try:
         flags_value = int(flags, 16) if flags else None
     except ValueError:

@@ -9,6 +9,7 @@ this agent runs on); those in ipv6_route are hex in network order.
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 import struct
 from collections.abc import Iterable
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 RTF_UP = 0x0001
 RTF_GATEWAY = 0x0002
 RTF_REJECT = 0x0200  # an unreachable route, such as IPv6's catch-all on lo
+_HEX = re.compile(r"[0-9A-Fa-f]+")
 
 
 @dataclass(frozen=True)
@@ -87,12 +89,12 @@ def _ipv6_route(fields: list[str]) -> Route:
 
 
 def _ipv4(field: str) -> str:
-    if len(field) != 8:
-        raise ValueError(f"{field!r} is not an IPv4 address in hex")
+    if not _HEX.fullmatch(field) or len(field) != 8:  # int(x, 16) alone takes "-0000001", "0x123456", "1_2_3_4_"
+        raise ValueError(f"{field[:40]!r} is not an IPv4 address in hex")
     return socket.inet_ntoa(struct.pack("<I", int(field, 16)))
 
 
 def _ipv6(field: str) -> str:
-    if len(field) != 32:
-        raise ValueError(f"{field!r} is not an IPv6 address in hex")
+    if not _HEX.fullmatch(field) or len(field) != 32:
+        raise ValueError(f"{field[:40]!r} is not an IPv6 address in hex")
     return str(ipaddress.IPv6Address(bytes.fromhex(field)))

@@ -71,6 +71,8 @@ def parse_power_supply(name: str, files: Mapping[str, str]) -> PowerSupply:
             numbers[attr] = int(raw.strip()) * multiplier / divisor
         except ValueError:
             errors.append(f"{attr}: {raw.strip()[:40]!r} is not an integer")
+        except OverflowError:
+            errors.append(f"{attr}: {raw.strip()[:40]!r} is too large")
     return PowerSupply(name, text["type"], text, numbers, tuple(errors))
 
 

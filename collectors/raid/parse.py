@@ -22,8 +22,10 @@ from dataclasses import dataclass
 from typing import Any
 
 _DRIVE_KEY = re.compile(r"^Drive (/c\d+(?:/e\d+)?/s\d+)$")
-_TEMPERATURE = re.compile(r"(-?\d+(?:\.\d+)?)\s*C\b")
-_NUMBER = re.compile(r"^\s*(\d+)\s*$")
+# Bounded digits keep a search linear (a long run of digits without a "C" is tried from every start) and int()
+# and float() quick.
+_TEMPERATURE = re.compile(r"(?<![\d.])(-?\d{1,6}(?:\.\d{1,6})?)\s*C\b")
+_NUMBER = re.compile(r"^\s*([0-9]{1,20})\s*$")
 
 
 @dataclass(frozen=True)
@@ -162,6 +164,8 @@ def _entries(text: str) -> list[Mapping[str, Any]]:
         document = json.loads(text[start : end + 1])  # storcli may print a banner line before the JSON
     except json.JSONDecodeError as exc:
         raise ValueError(f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except (ValueError, RecursionError) as exc:  # a number past the int digit limit; nesting past the stack
+        raise ValueError(f"unreadable JSON ({type(exc).__name__}): {text.strip()[:60]!r}") from None
     controllers = document.get("Controllers") if isinstance(document, dict) else None
     if isinstance(controllers, list):
         return [entry for entry in controllers if isinstance(entry, dict)]
@@ -170,7 +174,7 @@ def _entries(text: str) -> list[Mapping[str, Any]]:
 
 def _failure(entry: Mapping[str, Any]) -> CommandFailure | None:
     status = _dict(entry.get("Command Status"))
-    if str(status.get("Status", "")).strip().lower() != "failure":
+    if _scalar(status.get("Status")).strip().lower() != "failure":
         return None
     description = _text(status.get("Description")) or "failed without a description"
     details = [msg for item in _rows(status.get("Detailed Status")) if (msg := _text(item.get("ErrMsg")))]
@@ -190,11 +194,11 @@ def _controller_status(data: Mapping[str, Any]) -> str | None:
 def _virtual_drives(controller: int, data: Mapping[str, Any]) -> list[VirtualDrive]:
     result = []
     for row in _rows(data.get("VD LIST")):
-        group, _, number = str(row.get("DG/VD", "")).partition("/")
-        if not number.strip().isdigit():
+        group, _, number = _scalar(row.get("DG/VD")).partition("/")
+        if (vd := _int(number)) is None:
             continue
         result.append(VirtualDrive(
-            id=f"/c{controller}/v{int(number)}", drive_group=_int(group), raid_level=_text(row.get("TYPE")),
+            id=f"/c{controller}/v{vd}", drive_group=_int(group), raid_level=_text(row.get("TYPE")),
             state=_text(row.get("State")), name=_text(row.get("Name")),
         ))
     return result
@@ -251,17 +255,18 @@ def _section(details: Mapping[str, Any], suffix: str) -> Mapping[str, Any]:
 
 def _drive_id(controller: int, eid_slot: Any) -> str | None:
     """'252:0' -> '/c0/e252/s0'; ':3' or ' :3' (no enclosure) -> '/c0/s3'."""
-    enclosure, sep, slot = str(eid_slot or "").partition(":")
-    if not sep or not slot.strip().isdigit():
+    enclosure, sep, slot = _scalar(eid_slot).partition(":")
+    slot_number, enclosure_number = _int(slot), _int(enclosure)
+    if not sep or slot_number is None:
         return None
-    if enclosure.strip().isdigit():
-        return f"/c{controller}/e{int(enclosure)}/s{int(slot)}"
-    return f"/c{controller}/s{int(slot)}"
+    if enclosure_number is not None:
+        return f"/c{controller}/e{enclosure_number}/s{slot_number}"
+    return f"/c{controller}/s{slot_number}"
 
 
 def _temperature(value: Any) -> float | None:
     """' 21C (69.80 F)' or '34C' -> degrees Celsius; 'N/A' -> None."""
-    match = _TEMPERATURE.search(str(value)) if value is not None else None
+    match = _TEMPERATURE.search(_scalar(value))
     return float(match.group(1)) if match else None
 
 
@@ -281,6 +286,11 @@ def _text(value: Any) -> str | None:
         return None
     text = str(value).strip()
     return None if text in ("", "-", "N/A", "NA") else text
+
+
+def _scalar(value: Any) -> str:
+    """A JSON scalar as text; "" for null, a list or an object (str() of a deeply nested one would recurse)."""
+    return "" if value is None or isinstance(value, dict | list) else str(value)
 
 
 def _dict(value: Any) -> Mapping[str, Any]:

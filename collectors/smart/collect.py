@@ -3,9 +3,16 @@
 Disks fail slowly, then all at once: reallocated and pending sectors, uncorrected errors and NVMe media
 errors grow before an array drops the member, and one of our outages was a RAID controller that kept a
 failing SCSI drive online. So each disk is read by its own smartctl with its own deadline, a few at a
-time: a dying disk that hangs its smartctl (D state) costs that disk's series only. `-n standby` leaves
+time: a dying disk that hangs its smartctl (D state) costs that disk's series only, and so does one whose
+output is garbage, too long or holds a number past float range: `hostvigil_smart_readable` says 0 for it and
+`hostvigil_smart_read_failures_total` counts why, the other disks keep theirs. `-n standby` leaves
 sleeping disks asleep; a sleeping disk is reported as such, and its earlier values are not served as if
 they were read now. Exit status bits 3-7 are health facts and are exported; bits 0-1 mean nothing was read.
+
+A disk's output is read up to OUTPUT_LIMIT, far more than any disk prints (smartctl -x is tens of KB); more
+is an error for that disk, never half a document parsed. A parsed document costs several times its text (up to
+25 times for a dense one), so reports are parsed one at a time however many disks are read at once: the memory a
+run costs is bounded by one document, not by `concurrency` of them.
 
 Device labels are the device name, with ":TYPE" added when a type was configured ("/dev/sdb:sat",
 "/dev/bus/0:megaraid,5") or when a scanned type addresses a disk behind a controller port (a type holding
@@ -15,22 +22,36 @@ a comma, such as megaraid,N): those names alone do not say which disk is meant.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
-from hostvigil.collector import Collector, CollectorError, Context, Option, Sample, Unavailable
+from hostvigil.collector import Collector, CollectorError, Context, Option, Sample, Unavailable, item_samples
 from hostvigil.collectors.disk_health import FAILING_IN_USE, active_members, base_device, failing
 from hostvigil.collectors.md.parse import parse_mdstat
 from hostvigil.collectors.smart import parse
-from hostvigil.collectors.smart.metrics import DISK_FAILING, METRICS, READABLE, SCAN_OK, STANDBY, report_samples
+from hostvigil.collectors.smart.metrics import (
+    DISK_FAILING,
+    METRICS,
+    READ_FAILURE_REASONS,
+    READ_FAILURES,
+    READABLE,
+    SCAN_OK,
+    STANDBY,
+    report_samples,
+)
 from hostvigil.collectors.smart.parse import SmartReport
 from hostvigil.runner import CommandResult
 
 # A command is killed at its deadline and then reaped for up to a second (hostvigil.runner), and the
 # samples must reach the scheduler before the run's own deadline, or the whole run is discarded.
 _MARGIN = 2.0
+# The most a disk's smartctl --json -x, or the scan, may print: the largest real outputs (ATA with every log,
+# SCSI with a full background-scan log) stay well under a quarter of it.
+OUTPUT_LIMIT = 1024 * 1024
+_PARSING = threading.Lock()  # one report parsed at a time (see the module's docstring)
 
 
 @dataclass(frozen=True)
@@ -52,7 +73,8 @@ class Device:
 class _Outcome:
     device: Device
     report: SmartReport | None  # None: nothing could be read
-    reason: str = ""
+    reason: str = ""  # why not, for the log
+    failure: str = ""  # and which of READ_FAILURE_REASONS that is
 
 
 class SmartCollector(Collector):
@@ -76,6 +98,7 @@ class SmartCollector(Collector):
         # The latest report with SMART data of each device (by label): sleeping and unreadable disks keep
         # theirs. Replaced whole at the end of each run, so a reader in another thread sees one run's view.
         self.reports: dict[str, SmartReport] = {}
+        self._failures: dict[str, dict[str, int]] = {}  # label -> reason -> reads failed so far
         self._failing: dict[str, tuple[str | None, str]] = {}  # label -> (serial, reason), latched
         self._scanned: list[parse.ScanDevice] = []  # the last scan that answered
 
@@ -93,8 +116,17 @@ class SmartCollector(Collector):
                     known.add(device.key)
                     devices.append(device)
         reports: dict[str, SmartReport] = {}
-        for outcome in self._read_all(ctx, devices):
-            label = outcome.device.label
+        labels = {device.label for device in devices}
+        self._failures = {label: self._failures.get(label, dict.fromkeys(READ_FAILURE_REASONS, 0)) for label in labels}
+        for read in self._read_all(ctx, devices):
+            label, outcome = read.device.label, read
+            samples: list[Sample] = []
+            if read.report is not None and not read.report.standby:
+                try:
+                    samples = item_samples(report_samples(label, read.report))
+                except ValueError as exc:
+                    outcome = _Outcome(read.device, None, f"smartctl output: {exc}", "bad_output")
+            yield from self._failure_samples(label, outcome.failure)
             if outcome.report is None:
                 ctx.note_once(f"unreadable:{label}:{outcome.reason}", f"{label}: not readable: {outcome.reason}")
                 yield READABLE(0, label)
@@ -107,13 +139,20 @@ class SmartCollector(Collector):
                 if label in self.reports:
                     reports[label] = self.reports[label]
                 continue
-            yield from report_samples(label, outcome.report)
+            yield from samples
             yield DISK_FAILING(self._failing_now(ctx, label, outcome.report), label)
             reports[label] = outcome.report
-        labels = {device.label for device in devices}
         self._failing = {label: latched for label, latched in self._failing.items() if label in labels}
         self.reports = reports
         yield from self._in_use(ctx, reports)
+
+    def _failure_samples(self, label: str, failure: str) -> Iterator[Sample]:
+        """The device's read failures so far, counting this run's `failure` (none: "")."""
+        counts = self._failures[label]
+        if failure:
+            counts[failure] += 1
+        for reason in READ_FAILURE_REASONS:
+            yield READ_FAILURES(counts[reason], label, reason)
 
     def _in_use(self, ctx: Context, reports: Mapping[str, SmartReport]) -> Iterator[Sample]:
         """hostvigil_disk_failing_in_use for each disk of ours that is an active md member (controller
@@ -136,10 +175,12 @@ class SmartCollector(Collector):
         timeout = min(self.config["device_timeout"], ctx.remaining() - _MARGIN)
         if timeout <= 0:
             return self._scan_failed(ctx, "no time left before the collector's timeout")
-        result = ctx.runner.run(["smartctl", "--scan-open", "--json"], timeout)
+        result = ctx.runner.run(["smartctl", "--scan-open", "--json"], timeout, limit=OUTPUT_LIMIT)
         _check_runnable(result)
         if result.timed_out or result.error:
             return self._scan_failed(ctx, result.describe())
+        if result.truncated:
+            return self._scan_failed(ctx, f"printed more than {OUTPUT_LIMIT // 1024} KiB, not read")
         try:
             scanned = parse.parse_scan(result.stdout.decode(errors="replace"))
         except ValueError as exc:
@@ -160,7 +201,9 @@ class SmartCollector(Collector):
 
     def _read_all(self, ctx: Context, devices: list[Device]) -> list[_Outcome]:
         """Every device's outcome, in order, with at most `concurrency` smartctl processes at once."""
-        outcomes = {d.label: _Outcome(d, None, f"smartctl --scan-open: {d.error}") for d in devices if d.error}
+        outcomes = {
+            d.label: _Outcome(d, None, f"smartctl --scan-open: {d.error}", "open_failed") for d in devices if d.error
+        }
         to_read = [device for device in _unique(devices) if device.label not in outcomes]
         if to_read:
             workers = min(self.config["concurrency"], len(to_read))
@@ -172,17 +215,17 @@ class SmartCollector(Collector):
     def _read(self, ctx: Context, device: Device) -> _Outcome:
         timeout = min(self.config["device_timeout"], ctx.remaining() - _MARGIN)
         if timeout <= 0:
-            return _Outcome(device, None, "not read: no time left before the collector's timeout")
+            return _Outcome(device, None, "not read: no time left before the collector's timeout", "skipped")
         argv = ["smartctl", "--json", "-x", "-n", "standby", *(["-d", device.type] if device.type else []), device.name]
-        result = ctx.runner.run(argv, timeout)
+        result = ctx.runner.run(argv, timeout, limit=OUTPUT_LIMIT)
         _check_runnable(result)
-        report, reason = _report(result)
+        report, reason, failure = _report(result)
         if report is not None and not report.standby and (report.exit_status is None or report.exit_status.unreadable):
             reason = "; ".join(report.errors) or f"smartctl exit status {result.status}"
             if report.permission_denied and os.geteuid() != 0:
                 raise Unavailable(f"smartctl needs root to open {device.name}: {reason}")
-            report = None
-        return _Outcome(device, report, reason)
+            report, failure = None, "open_failed"
+        return _Outcome(device, report, reason, failure)
 
     def _failing_now(self, ctx: Context, label: str, report: SmartReport) -> int:
         """1 if the disk is failing now or was found failing before (latched until its serial changes)."""
@@ -228,20 +271,27 @@ def _unique(devices: list[Device]) -> list[Device]:
     return list(unique.values())
 
 
-def _report(result: CommandResult) -> tuple[SmartReport | None, str]:
-    """The report smartctl printed, with its exit status from the process; or None and why there is none."""
+def _report(result: CommandResult) -> tuple[SmartReport | None, str, str]:
+    """The report smartctl printed, with its exit status from the process; or None, why there is none and which
+    of READ_FAILURE_REASONS that is."""
     if result.timed_out:
-        return None, f"smartctl gave no answer within {result.duration:.0f}s and was killed"
+        return None, f"smartctl gave no answer within {result.duration:.0f}s and was killed", "timeout"
+    if result.stuck:
+        return None, f"smartctl killed at an earlier timeout is still stuck: {result.error}", "timeout"
     if result.error:
-        return None, result.error
+        return None, result.error, "open_failed"
+    if result.truncated:
+        too_long = f"more than {OUTPUT_LIMIT // 1024} KiB of output (exit status {result.status}), not read"
+        return None, too_long, "bad_output"
     try:
-        report = parse.parse_report(result.stdout.decode(errors="replace"))
+        with _PARSING:
+            report = parse.parse_report(result.stdout.decode(errors="replace"))
     except ValueError as exc:
         _check_json_support(result)
-        return None, f"exit status {result.status}, output {exc}"
+        return None, f"exit status {result.status}, output {exc}", "bad_output"
     if result.status is not None and 0 <= result.status <= 255:
         report = replace(report, exit_status=parse.decode_exit_status(result.status))
-    return report, ""
+    return report, "", ""
 
 
 def _check_runnable(result: CommandResult) -> None:

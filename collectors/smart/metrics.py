@@ -112,6 +112,16 @@ SELFTEST = _smart.gauge(
     "Newest self-test: 1 passed, 0 failed; absent if none is logged or it was aborted or is running.",
     "device",
 )
+READ_FAILURE_REASONS = ("timeout", "skipped", "bad_output", "open_failed")
+READ_FAILURES = _smart.counter(
+    "read_failures_total",
+    "Reads of the device that gave no SMART data, by reason: timeout (smartctl did not answer within "
+    "device_timeout and was killed, or the one killed before is still stuck and was not started again), skipped "
+    "(the collector's run had no time left for it), bad_output (more output than any disk prints, not smartctl "
+    "JSON, or a value out of range), open_failed (smartctl could not open or read the device). A sleeping disk "
+    "left alone is no failure.",
+    "device", "reason",
+)
 SCAN_OK = _smart.gauge(
     "scan_success",
     "1 if smartctl --scan-open answered; 0 if it failed and the devices of the previous scan were read.",
@@ -149,6 +159,7 @@ METRICS = (
     UNSAFE_SHUTDOWNS,
     ERROR_LOG,
     SELFTEST,
+    READ_FAILURES,
     SCAN_OK,
     DISK_FAILING,
 )

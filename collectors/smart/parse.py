@@ -9,6 +9,7 @@ at all is an error.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ NVME_CRITICAL_WARNINGS: tuple[tuple[int, str], ...] = (
 # ataprint.cpp (and scsiprint.cpp since 7.2) when `-n POWERMODE` finds the disk asleep:
 # "Device is in STANDBY mode, exit(2)"; smartctl.cpp prefixes the device for the OS-reported case
 # ("/dev/sda: Device is in STANDBY (OS) mode, exit(2)"). With --json it is a "messages" entry.
-_LOW_POWER = re.compile(r"Device is in (?P<mode>.+?) mode, exit\(\d+\)")
+_LOW_POWER = re.compile(r"Device is in (?P<mode>[^,\n]{1,40}?) mode, exit\(\d{1,3}\)")  # bounded: linear search
 _LOW_POWER_WORDS = ("STANDBY", "SLEEP", "IDLE")
 
 # ATA self-test execution status, high nibble: 1 aborted by the host, 2 interrupted by a reset, 15 running;
@@ -222,6 +223,8 @@ def _smartctl_json(text: str) -> dict[str, Any]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"not JSON ({exc.msg} at line {exc.lineno}): {text.strip()[:60]!r}") from None
+    except (ValueError, RecursionError) as exc:  # a number past the int digit limit; nesting past the stack
+        raise ValueError(f"unreadable JSON ({type(exc).__name__}): {text.strip()[:60]!r}") from None
     if not isinstance(data, dict) or not isinstance(data.get("smartctl"), dict):
         raise ValueError(f"no smartctl section, not smartctl --json: {text.strip()[:60]!r}")  # noqa: TRY004 - bad input
     return data
@@ -267,10 +270,15 @@ def _temperature(data: dict[str, Any]) -> float | None:
 def _power_on_hours(data: dict[str, Any]) -> float | None:
     time = _obj(data, "power_on_time")
     hours = _int(time.get("hours"))
+    minutes = _int(time.get("minutes")) or 0
     if hours is None:
-        hours = _int(_obj(data, "nvme_smart_health_information_log").get("power_on_hours"))
-        return None if hours is None else float(hours)
-    return hours + (_int(time.get("minutes")) or 0) / 60
+        hours, minutes = _int(_obj(data, "nvme_smart_health_information_log").get("power_on_hours")), 0
+    if hours is None:
+        return None
+    try:
+        return _number(hours + minutes / 60)
+    except OverflowError:  # counts past float range
+        return None
 
 
 def _attributes(data: dict[str, Any]) -> tuple[AtaAttribute, ...]:
@@ -364,7 +372,14 @@ def _int(value: Any) -> int | None:
 
 
 def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+    """A finite float of a JSON number; None for anything else, or one past float range (10**400, Infinity)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _bool(value: Any) -> bool | None:

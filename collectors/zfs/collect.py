@@ -6,8 +6,12 @@ ships them), `zpool status -j` (OpenZFS >= 2.3), `zpool status -p -P` text
 holds the pool state alone but never hangs. A suspended pool hangs every
 zpool command: each has a deadline, a command still stuck from an earlier
 run is not started again (the runner refuses), and the kstat state stands in
-for it, the pool reported as suspended or unknown rather than not at all. A pool
-or vdev leaving ONLINE is a storage event (a crash snapshot, by the policy).
+for it, the pool reported as suspended or unknown rather than not at all. So
+does output that cannot be used: cut off at the runner's limit (never half a
+pool tree taken for the whole) or not zpool's at all; a pool whose own part of
+the output cannot be parsed is reported UNKNOWN by the parsers, the others as
+read. A pool or vdev leaving ONLINE is a storage event (a crash snapshot, by the
+policy).
 """
 
 from __future__ import annotations
@@ -122,7 +126,7 @@ class ZfsCollector(Collector):
                 raise Unavailable("zpool is installed but ZFS is not running (no module loaded, or no zfs-fuse)")
             raise CollectorError(trouble or "no pools: /proc/spl/kstat/zfs is absent")
         if trouble and trouble != "missing":
-            ctx.note_once(f"kstat:{trouble}", f"zpool did not answer ({trouble}); pool states from kstat only")
+            ctx.note_once(f"kstat:{trouble}", f"zpool gave no pool states ({trouble}); pool states from kstat only")
         return kstat, "kstat"
 
     def _from_commands(self, ctx: Context, backend: str) -> tuple[list[Pool] | None, str]:
@@ -133,10 +137,12 @@ class ZfsCollector(Collector):
             if status.not_found:
                 return None, "missing"
             if status.ok:
+                if status.truncated:
+                    return None, _cut(status)
                 try:
                     pools = parse_status_json(status.stdout.decode(errors="replace"))
                 except ValueError as exc:
-                    raise CollectorError(f"zpool status -j: {exc}") from None
+                    return None, str(exc)  # the parser names zpool status -j
                 listing = self._run(ctx, [zpool, "list", "-j", "--json-int"])
                 space = _parsed(listing, parse_list_json)
                 return parse.with_space(pools, space), "json"
@@ -154,10 +160,12 @@ class ZfsCollector(Collector):
             return None, "not running"
         if not status.ok:
             return None, status.describe()
+        if status.truncated:
+            return None, _cut(status)
         try:
             pools = parse_status_text(status.stdout.decode(errors="replace"))
         except ValueError as exc:
-            raise CollectorError(f"zpool status: {exc}") from None
+            return None, f"zpool status: {exc}"
         listing = self._run(ctx, [zpool, "list", "-Hp", "-o", ",".join(_LIST_COLUMNS)])
         if listing.ok:
             space = _parsed(listing, lambda text: parse.parse_list_text(text, _LIST_COLUMNS))
@@ -261,9 +269,13 @@ def _hung(result: CommandResult) -> bool:
     return result.timed_out or result.stuck
 
 
+def _cut(result: CommandResult) -> str:
+    return f"{' '.join(result.argv)}: more output than the runner keeps, cut off"
+
+
 def _parsed(result: CommandResult, parser: Any) -> Mapping[str, parse.PoolSpace]:
     """Pool space from `zpool list`, or nothing: space is worth less than the state, so its failure is quiet."""
-    if not result.ok:
+    if not result.ok or result.truncated:
         return {}
     try:
         return parser(result.stdout.decode(errors="replace"))  # type: ignore[no-any-return]

@@ -11,6 +11,9 @@ Decisions the collector relies on:
 - Pools are parsed one by one. A pool whose block cannot be parsed comes back
   as a Pool with state "UNKNOWN" and the reason in `status`, so one odd pool
   never hides the others. ValueError only for text that is no zpool output at all.
+  Within a pool, what cannot be read (a scan line in unknown words, a vdev row
+  out of place or nested absurdly deep, a vdev entry of the wrong shape) is left
+  out and named in `problems`: one odd line never hides the pool's state.
 - `Pool.vdevs` holds the top-level vdevs of every group (data, logs, cache,
   spares, special, dedup) with their children; the root vdev (the pool's own
   line, whose state is the pool state) is not repeated, as in the libzfs backend.
@@ -31,6 +34,7 @@ Decisions the collector relies on:
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -75,6 +79,7 @@ class Pool:
     free_bytes: int | None = None
     fragmentation_ratio: float | None = None
     capacity_ratio: float | None = None
+    problems: tuple[str, ...] = ()  # lines or entries that could not be read, each named; the rest of the pool stands
 
 
 @dataclass(frozen=True)
@@ -92,7 +97,8 @@ class PoolSpace:
 
 # ---------------------------------------------------------------- numbers and dates
 
-_NICENUM = re.compile(r"^(?P<number>\d+(?:\.\d+)?)(?P<unit>[BKMGTPEZ]?)(?:i?B)?$")
+# At most 20 digits, what a 64-bit count prints: int() refuses thousands of digits and float() makes them infinite.
+_NICENUM = re.compile(r"^(?P<number>[0-9]{1,20}(?:\.[0-9]{1,20})?)(?P<unit>[BKMGTPEZ]?)(?:i?B)?$")
 _UNITS = {"": 0, "B": 0, "K": 1, "M": 2, "G": 3, "T": 4, "P": 5, "E": 6, "Z": 7}
 _DATE_FORMAT = "%a %b %d %H:%M:%S %Y"
 
@@ -102,16 +108,20 @@ def parse_count(text: str) -> int | None:
     match = _NICENUM.match(text.strip())
     if match is None:
         return None
-    return round(float(match["number"]) * (1 << 10 * _UNITS[match["unit"]]))
+    number, shift = match["number"], 10 * _UNITS[match["unit"]]
+    if "." not in number:  # exact (-p), past what a float holds exactly
+        return int(number) << shift
+    return round(float(number) * (1 << shift))
 
 
 def parse_percent(text: str) -> float | None:
     """ "48%", "48" (list -p) or "-": a ratio or None."""
     value = text.strip().removesuffix("%")
     try:
-        return float(value) / 100
+        ratio = float(value) / 100
     except ValueError:
         return None
+    return ratio if math.isfinite(ratio) else None
 
 
 def parse_date(text: str) -> float | None:
@@ -123,8 +133,8 @@ def parse_date(text: str) -> float | None:
     return parsed.replace(tzinfo=UTC).timestamp()
 
 
-_DURATION_HMS = re.compile(r"^(?:(?P<days>\d+) days? )?(?P<h>\d+):(?P<m>\d\d):(?P<s>\d\d)$")
-_DURATION_HM = re.compile(r"^(?P<h>\d+)h(?P<m>\d+)m$")
+_DURATION_HMS = re.compile(r"^(?:(?P<days>[0-9]{1,9}) days? )?(?P<h>[0-9]{1,9}):(?P<m>[0-9]{2}):(?P<s>[0-9]{2})$")
+_DURATION_HM = re.compile(r"^(?P<h>[0-9]{1,9})h(?P<m>[0-9]{1,9})m$")
 
 
 def parse_duration(text: str) -> float | None:
@@ -140,7 +150,10 @@ def parse_duration(text: str) -> float | None:
 # ---------------------------------------------------------------- shared by the status parsers
 
 # Interior vdevs are printed as <type>-<id>; a dRAID distributed spare as draid<p>[:...]-<id>-<n>.
-_INTERIOR = re.compile(r"^(?P<type>mirror|raidz[123]?|draid[123]?(?::[^-\s]+)?|replacing|spare|root|indirect)-\d+$")
+# Before 2009 (Solaris 10) they were printed without the id: "mirror", "replacing".
+_INTERIOR = re.compile(
+    r"^(?P<type>mirror|raidz[123]?|draid[123]?(?::[^-\s]+)?|replacing|spare|root|indirect)(?:-\d+)?$"
+)
 _DSPARE = re.compile(r"^draid\d(?::[^-\s]+)?-\d+-\d+$")
 
 

@@ -9,6 +9,7 @@ and states follow the zpool-status(8) and zpool-list(8) man pages of 2.3.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,6 +31,7 @@ _JSON_STATES = {"HEALTHY": "ONLINE", "CANT_OPEN": "UNAVAIL", "CLOSED": "OFFLINE"
 _JSON_GROUPS = {"logs": "logs", "l2cache": "cache", "cache": "cache", "spares": "spares", "special": "special",
                 "dedup": "dedup"}
 _JSON_KINDS = {"spare": "spare-group", "l2cache": "disk", "log": "disk"}
+_MAX_DEPTH = 16  # vdev levels below the root: real trees have four at most (see parse_status)
 
 
 def parse_status_json(text: str) -> list[Pool]:
@@ -37,7 +39,7 @@ def parse_status_json(text: str) -> list[Pool]:
     pools = _json_pools(text, "zpool status")
     result = []
     for key, entry in pools.items():
-        name = str(entry.get("name", key)) if isinstance(entry, dict) else str(key)
+        name = (_text(entry.get("name")) if isinstance(entry, dict) else None) or key
         try:
             result.append(_pool_from_json(name, entry))
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
@@ -48,7 +50,7 @@ def parse_status_json(text: str) -> list[Pool]:
 def _json_pools(text: str, command: str) -> dict[str, Any]:
     try:
         document = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the stack
         raise ValueError(f"{command} -j: not JSON: {text.strip()[:60]!r}") from None
     if not isinstance(document, dict) or not isinstance(document.get("output_version", {}), dict):
         raise ValueError(f"{command} -j: not a zpool JSON document")  # noqa: TRY004 - bad input
@@ -61,44 +63,71 @@ def _json_pools(text: str, command: str) -> dict[str, Any]:
 
 
 def _pool_from_json(name: str, entry: Any) -> Pool:
+    """A pool from its entry; a vdev entry of the wrong shape is left out and named in `problems`, so the pool
+    keeps its state and the other vdevs."""
     if not isinstance(entry, dict):
         raise TypeError(f"pool entry is {type(entry).__name__}, not an object")
+    problems: list[str] = []
     vdevs: list[Vdev] = []
-    root = entry.get("vdevs") or {}
-    for top in root.values():  # the single root vdev, named after the pool
-        vdevs.extend(_json_vdev(child, "data") for child in (top.get("vdevs") or {}).values())
+    for top in _children(entry, "data", problems):  # the single root vdev, named after the pool
+        vdevs.extend(_json_vdevs(top, "data", problems) if isinstance(top, dict) else ())
     for key, group in _JSON_GROUPS.items():
-        vdevs.extend(_json_vdev(child, group) for child in (entry.get(key) or {}).values())
-    status = entry.get("status")
-    msgid = entry.get("msgid")
+        vdevs.extend(_json_vdevs({"vdevs": entry.get(key)}, group, problems))
+    status = _text(entry.get("status"))
     return Pool(
         name=name,
         state=_json_state(entry.get("state")) or "UNKNOWN",
-        status_code=str(msgid) if msgid else None,
-        status=str(status) if status and status != "OK" else None,
+        status_code=_text(entry.get("msgid")),
+        status=status if status != "OK" else None,
         scan=_json_scan(entry.get("scan_stats")),
         data_errors=_json_int(entry.get("error_count")),
         vdevs=tuple(vdevs),
+        problems=tuple(problems),
     )
 
 
-def _json_vdev(entry: Any, group: str) -> Vdev:
-    if not isinstance(entry, dict):
-        raise TypeError(f"vdev entry is {type(entry).__name__}, not an object")
-    name = str(entry["name"])
-    vdev_type = entry.get("vdev_type")
-    kind = _JSON_KINDS.get(vdev_type, vdev_type) if isinstance(vdev_type, str) else vdev_kind(name)
-    return Vdev(
-        name=name,
-        kind=kind,
-        group=group,
-        state=_json_state(entry.get("state")) or "UNKNOWN",
-        read_errors=_json_int(entry.get("read_errors")),
-        write_errors=_json_int(entry.get("write_errors")),
-        checksum_errors=_json_int(entry.get("checksum_errors")),
-        note=str(entry["aux"]) if entry.get("aux") else None,
-        children=tuple(_json_vdev(child, group) for child in (entry.get("vdevs") or {}).values()),
-    )
+def _json_vdevs(parent: dict[str, Any], group: str, problems: list[str], depth: int = 0) -> list[Vdev]:
+    """The children of a vdev entry, each with its own children. One of the wrong shape (not an object, no name)
+    or nested deeper than any pool is (the walk recurses once a level) is named in `problems`."""
+    vdevs = []
+    for entry in _children(parent, group, problems):
+        name = _text(entry.get("name")) if isinstance(entry, dict) else None
+        if not isinstance(entry, dict) or name is None:
+            problems.append(f"{group}: a vdev entry that is not an object with a name: {type(entry).__name__}")
+            continue
+        if depth >= _MAX_DEPTH:
+            problems.append(f"{group}: vdev {name[:60]!r} nested more than {_MAX_DEPTH} levels deep")
+            continue
+        vdev_type = entry.get("vdev_type")
+        kind = _JSON_KINDS.get(vdev_type, vdev_type) if isinstance(vdev_type, str) else vdev_kind(name)
+        vdevs.append(Vdev(
+            name=name,
+            kind=kind,
+            group=group,
+            state=_json_state(entry.get("state")) or "UNKNOWN",
+            read_errors=_json_int(entry.get("read_errors")),
+            write_errors=_json_int(entry.get("write_errors")),
+            checksum_errors=_json_int(entry.get("checksum_errors")),
+            note=_text(entry.get("aux")),
+            children=tuple(_json_vdevs(entry, group, problems, depth + 1)),
+        ))
+    return vdevs
+
+
+def _children(entry: dict[str, Any], group: str, problems: list[str]) -> list[Any]:
+    """The entries of a "vdevs" object (or of a group's object); one that is not an object is named in `problems`."""
+    children = entry.get("vdevs")
+    if children is not None and not isinstance(children, dict):
+        problems.append(f"{group}: vdevs is a {type(children).__name__}, not an object")
+    return list(children.values()) if isinstance(children, dict) else []
+
+
+def _text(value: Any) -> str | None:
+    """A JSON scalar as text, None when empty or absent; never str() of a list or an object, which may nest deeper
+    than str() can recurse."""
+    if value is None or value == "" or isinstance(value, dict | list):
+        return None
+    return str(value)
 
 
 def _json_state(value: Any) -> str | None:
@@ -114,7 +143,7 @@ def _json_int(value: Any) -> int | None:
     if isinstance(value, int):
         return value
     if isinstance(value, float):
-        return round(value)
+        return round(value) if math.isfinite(value) else None
     if isinstance(value, str):
         return parse_count(value)
     return None
@@ -125,15 +154,15 @@ def _json_time(value: Any) -> float | None:
     if isinstance(value, str) and not value.strip().isdigit():
         return parse_date(value)
     number = _json_int(value)
-    return float(number) if number else None
+    return float(number) if number and abs(number) < 2**63 else None
 
 
 def _json_scan(stats: Any) -> Scan | None:
     """scan_stats: function/state are the pool_scan_func_t / dsl_scan_state_t names (SCRUB, FINISHED, ...)."""
     if not isinstance(stats, dict):
         return None
-    function = str(stats.get("function", "NONE")).lower()
-    state = str(stats.get("state", "NONE")).lower()
+    function = (_text(stats.get("function")) or "NONE").lower()
+    state = (_text(stats.get("state")) or "NONE").lower()
     if function in ("none", "") or state == "none":
         return Scan("none", "none", None, None, None, None, None)
     progress: float | None = None
@@ -142,7 +171,7 @@ def _json_scan(stats: Any) -> Scan | None:
     elif state == "scanning":
         total = _json_int(stats.get("to_examine"))
         done = _json_int(stats.get("issued", stats.get("examined")))
-        progress = done / total if total and done is not None else None
+        progress = done / total if total and done is not None and abs(done) < 2**63 else None
         if stats.get("pause_time") not in (None, 0, "0", "-") and _json_int(stats.get("pause_time")):
             state = "paused"
     return Scan(
@@ -167,8 +196,8 @@ def parse_list_json(text: str) -> dict[str, PoolSpace]:
             props = {}
         values = {name: _json_value(props, name) for name in ("size", "allocated", "free", "fragmentation",
                                                               "capacity", "health")}
-        name = str(entry.get("name", key))
-        health = values["health"] if isinstance(values["health"], str) else entry.get("state")
+        name = _text(entry.get("name")) or key
+        health = values["health"] if isinstance(values["health"], str) else _text(entry.get("state"))
         result[name] = PoolSpace(
             name=name,
             size_bytes=_json_int(values["size"]),
@@ -190,5 +219,9 @@ def _json_ratio(value: Any) -> float | None:
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, int | float):
-        return float(value) / 100
-    return parse_percent(str(value))
+        try:
+            ratio = float(value) / 100
+        except OverflowError:
+            return None
+        return ratio if math.isfinite(ratio) else None
+    return parse_percent(value) if isinstance(value, str) else None

@@ -30,6 +30,9 @@ _KEY = re.compile(r"^ {0,7}(?P<key>[a-z]+):(?:\s(?P<value>.*))?$")
 _GROUPS = {"logs": "logs", "cache": "cache", "spares": "spares", "special": "special", "dedup": "dedup"}
 _STATUS_CODE = re.compile(r"\bZFS-8000-[0-9A-Z]+\b")
 _NO_POOLS = ("no pools available", "all pools are healthy")
+# Levels below the pool's own line: top-level vdev, replacing/spare, their leaves; a dRAID spare in a replacing
+# in a draid is the deepest real tree. Deeper rows are garbage, and freezing the tree recurses once a level.
+_MAX_DEPTH = 16
 
 
 def parse_status_text(text: str) -> list[Pool]:
@@ -79,24 +82,34 @@ def _sections(lines: list[str]) -> dict[str, list[str]]:
 
 
 def _pool_from_text(name: str, lines: list[str]) -> Pool:
+    """A pool from its block; only a block without a name or a state fails. A scan line, an errors line or a vdev
+    row that cannot be read is left out and named in `problems`: one odd line never hides the pool's state."""
     if not name:
         raise ValueError("empty pool name")
     sections = _sections(lines)
     state = " ".join(sections.get("state", [""])[0].split())
     if not state:
         raise ValueError("no 'state:' line")
+    problems: list[str] = []
     status = _paragraph(sections.get("status"))
     code_text = " ".join(sections.get("see", []) + sections.get("action", []))
     code = _STATUS_CODE.search(code_text)
     scan_lines = sections.get("scan") or sections.get("scrub")
+    scan = None
+    if scan_lines:
+        try:
+            scan = _scan_from_text(scan_lines)
+        except ValueError as exc:
+            problems.append(str(exc))
     return Pool(
         name=name,
         state=state,
         status_code=code.group(0) if code else None,
         status=status,
-        scan=_scan_from_text(scan_lines) if scan_lines else None,
+        scan=scan,
         data_errors=_data_errors(sections.get("errors")),
-        vdevs=_config(sections.get("config", [])),
+        vdevs=_config(sections.get("config", []), problems),
+        problems=tuple(problems),
     )
 
 
@@ -114,7 +127,7 @@ def _data_errors(lines: list[str] | None) -> int | None:
     first = lines[0].strip()
     if first.startswith("No known data errors"):
         return 0
-    if match := re.match(r"^(\d+) data errors?\b", first):
+    if match := re.match(r"^([0-9]{1,20}) data errors?\b", first):
         return int(match.group(1))
     if first.startswith("Permanent errors have been detected"):
         files = [line for line in lines[1:] if line.strip()]
@@ -125,20 +138,27 @@ def _data_errors(lines: list[str] | None) -> int | None:
 # ---- scan lines
 
 
+# Counts have at most 20 digits (a 64-bit counter) and percentages 3 before the point: int() refuses thousands of
+# digits and float() makes them infinite.
+_ERRORS = r"(?P<errors>[0-9]{1,20})"
+_PERCENT = r"(?P<percent>[0-9]{1,3}(?:\.[0-9]{1,6})?)"
 _FINISHED_NEW = re.compile(
-    r"^(?P<function>scrub repaired|resilvered) (?P<bytes>\S+) in (?P<took>.+?) with (?P<errors>\d+) errors?"
+    r"^(?P<function>scrub repaired|resilvered) (?P<bytes>\S+) in (?P<took>.+?) with " + _ERRORS + r" errors?"
     r" on (?P<date>.+)$"
 )
 _FINISHED_OLD = re.compile(
-    r"^(?P<function>scrub|resilver) completed after (?P<took>\S+) with (?P<errors>\d+) errors? on (?P<date>.+)$"
+    r"^(?P<function>scrub|resilver) completed after (?P<took>\S+) with " + _ERRORS + r" errors? on (?P<date>.+)$"
 )
-_STOPPED_OLD = re.compile(r"^(?P<function>scrub|resilver) stopped after (?P<took>\S+) with (?P<errors>\d+) errors?"
+_STOPPED_OLD = re.compile(r"^(?P<function>scrub|resilver) stopped after (?P<took>\S+) with " + _ERRORS + r" errors?"
                           r" on (?P<date>.+)$")
 _CANCELED = re.compile(r"^(?P<function>scrub|resilver) canceled on (?P<date>.+)$")
 _RUNNING = re.compile(r"^(?P<function>scrub|resilver) (?P<state>in progress|paused) since (?P<date>.+)$")
-_RUNNING_OLD = re.compile(r"^(?P<function>scrub|resilver) in progress for (?P<took>\S+), (?P<percent>[\d.]+)% done")
-_DONE = re.compile(r"(?P<percent>\d+(?:\.\d+)?)% done")
-_REPAIRED = re.compile(r"(?P<bytes>\S+) (?:repaired|resilvered)\b")
+# "resilver in progress for 0h0m, 0.14% done, 0h1m to go" (2008-2010) and, before it, without the time taken:
+# "resilver in progress, 0.14% done, 0h0m to go" (Solaris 10, the ZFS-8000-9P message page).
+_RUNNING_OLD = re.compile(r"^(?P<function>scrub|resilver) in progress(?: for (?P<took>\S+))?, " + _PERCENT + "% done")
+_DONE = re.compile(r"(?<![0-9.])" + _PERCENT + "% done")
+# A size of at most 32 characters, starting a word: \S+ alone would be tried from every character of a long word.
+_REPAIRED = re.compile(r"(?<!\S)(?P<bytes>\S{1,32}) (?:repaired|resilvered)\b")
 
 
 def _scan_from_text(lines: list[str]) -> Scan | None:
@@ -200,8 +220,9 @@ class _Node:
         return replace(self.vdev, children=tuple(child.freeze() for child in self.children))
 
 
-def _config(lines: list[str]) -> tuple[Vdev, ...]:
-    """The vdev table under "config:": indentation (two columns a level) gives the tree."""
+def _config(lines: list[str], problems: list[str]) -> tuple[Vdev, ...]:
+    """The vdev table under "config:": indentation (two columns a level) gives the tree. A row that does not fit
+    (outside the table, without a state, nested deeper than any pool is) is left out and named in `problems`."""
     rows = [line.expandtabs(8).rstrip() for line in lines]
     header = next((i for i, row in enumerate(rows) if row.split()[:2] == ["NAME", "STATE"]), None)
     if header is None:
@@ -219,11 +240,15 @@ def _config(lines: list[str]) -> tuple[Vdev, ...]:
         if depth <= 0:
             if len(fields) == 1 and fields[0] in _GROUPS:
                 group, stack = _GROUPS[fields[0]], []
-                continue
-            if depth == 0 and len(fields) >= 2:  # the pool's own line: the root vdev
+            elif depth == 0 and len(fields) >= 2:  # the pool's own line: the root vdev
                 stack = []
-                continue
-            raise ValueError(f"vdev line outside the table: {row.strip()[:60]!r}")
+            else:
+                problems.append(f"vdev line outside the table: {row.strip()[:60]!r}")
+            continue
+        if depth > _MAX_DEPTH or len(fields) < 2:
+            problems.append(f"vdev line {'nested too deep' if len(fields) >= 2 else 'without a state'}: "
+                            f"{row.strip()[:60]!r}")
+            continue
         node = _Node(depth, _vdev_row(fields, group), [])
         while stack and stack[-1].depth >= depth:
             stack.pop()
@@ -234,8 +259,6 @@ def _config(lines: list[str]) -> tuple[Vdev, ...]:
 
 def _vdev_row(fields: list[str], group: str) -> Vdev:
     """ "name STATE READ WRITE CKSUM [note]"; spares print no counters ("name AVAIL", "name INUSE currently in use")."""
-    if len(fields) < 2:
-        raise ValueError(f"vdev {fields[0]!r} has no state")
     name, state, rest = fields[0], fields[1], fields[2:]
     counters: list[int | None] = [None, None, None]
     if len(rest) >= 3 and all(parse_count(field) is not None for field in rest[:3]):

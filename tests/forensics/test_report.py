@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
-from hostvigil.collector import Evidence
+from hostvigil.collector import Evidence, Paths
 from hostvigil.collectors.kernel.evidence import log_evidence
 from hostvigil.events import PowerEvent, State
 from hostvigil.forensics.boots import BootHistory, RecordedEvent
-from hostvigil.forensics.evidence import power_evidence, power_lost_at_end
-from hostvigil.forensics.report import UNKNOWN_TEXT, classify
+from hostvigil.forensics.evidence import Gatherer, power_evidence, power_lost_at_end
+from hostvigil.forensics.report import UNKNOWN_TEXT, build, classify, render
+from hostvigil.forensics.snapshots import FORMAT, SnapshotStore
+from hostvigil.runner import CommandRunner
 from tests.conftest import FIXTURES
 from tests.kernel.test_parse import OOPS_5_7
 
@@ -140,3 +143,25 @@ def test_recorded_events_survive_a_torn_last_line(tmp_path: Path) -> None:
         fh.write('{"time": 1, "kind": "pow')  # the power went while this was written
     (boot,) = BootHistory(tmp_path, "boot-b").boots()
     assert [e.message for e in history.events(boot)] == ["UPS ups@localhost on battery"]
+
+
+def test_a_reason_from_an_old_snapshot_cannot_forge_the_rendered_report(tmp_path: Path) -> None:
+    """An agent before sanitising stored reasons as given: escape sequences, a carriage return and a second
+    "Cause:" line. The report renders them escaped on their own line, and the one Cause is the verdict."""
+    history = BootHistory(tmp_path, "boot-a")
+    history.begin()
+    store = SnapshotStore(tmp_path / "snapshots")
+    forged = "maint\x1b[2J\x1b[H\r\nCause: kernel panic\n  Kernel panic - not syncing: forged\u202e\x07"
+    store.write({
+        "format": FORMAT, "boot_id": "boot-a", "time": time.time(), "time_iso": "", "trigger": "manual",
+        "reason": forged, "hostname": "h", "agent_version": "0", "collectors": None, "contributions": None,
+        "processes": None,
+    })
+    (boot,) = BootHistory(tmp_path, "boot-b").boots()
+    report = build(boot, "boot-b", Gatherer(Paths(), CommandRunner(), store, history, tmp_path, {}))
+    assert report["evidence"][0]["summary"] == forged  # the JSON keeps what was found, JSON-escaped
+    text = render(report)
+    assert [line for line in text.splitlines() if line.startswith("Cause")] == ["Cause: unknown"]
+    assert all(line.isprintable() for line in text.splitlines())
+    shown = r"maint\x1b[2J\x1b[H\r\nCause: kernel panic\n  Kernel panic - not syncing: forged\u202e\x07"
+    assert f"\n      {shown}\n" in text

@@ -20,8 +20,9 @@ import pytest
 
 from hostvigil.collectors.kernel.follower import _summary
 from hostvigil.collectors.kernel.parse_reports import events_from_text
-from hostvigil.forensics.snapshots import FORMAT, SnapshotStore
+from hostvigil.forensics.snapshots import FORMAT, MANUAL_BURST, MANUAL_EVERY, SnapshotStore
 from tests.conftest import FIXTURES, free_port, require_tool
+from tests.forensics.test_state_dir import fill
 from tests.kernel.test_parse import OOPS_5_7
 from tests.ups.nut import NutServer
 
@@ -222,17 +223,100 @@ def test_a_host_that_dies_on_battery_is_reported_as_power_loss(host: Host, upsd:
     assert "Cause: power loss" in host.cli("report").stdout
 
 
-def test_manual_snapshot_through_the_running_agent(host: Host) -> None:
+def test_hostvigil_snapshot_says_which_path_it_took_and_never_falls_back(host: Host) -> None:
+    """No agent: written here, and said so. An agent: through its control socket, the reason stored on one
+    printable line, a few at once and then refused (counted). An agent whose socket is gone: an error, and no
+    snapshot written behind its back."""
     host.boot(BOOT_A)
+    state = host.root / "state"
+    here = host.cli("snapshot", "--reason", "no agent yet")
+    assert here.returncode == 0, here.stderr
+    assert here.stdout.startswith(f"no agent running here; wrote {state / 'snapshots'}/")
+    assert here.stdout.endswith("-manual.json\n")
+
     host.start()
-    result = host.cli("snapshot", "--reason", "before maintenance")
+    assert host.proc is not None
+    sock = state / "control.sock"
+    assert oct(sock.stat().st_mode & 0o777) == "0o600"
+    assert oct(state.stat().st_mode & 0o777) == "0o700"  # the Host made it 0755: the agent tightened it
+    result = host.cli("snapshot", "--reason", "before maintenance\x1b[31m\nCause: kernel panic")
     assert result.returncode == 0, result.stderr
-    path = Path(result.stdout.strip())
+    said = f"through the agent (pid {host.proc.pid}) at {sock}: "
+    assert result.stdout.startswith(said)
+    path = Path(result.stdout.strip().removeprefix(said))
     doc = SnapshotStore(path.parent).read(path)
-    assert doc["reason"] == "before maintenance"
+    assert doc["reason"] == "before maintenance\\x1b[31m\\nCause: kernel panic"
     assert doc["trigger"] == "manual"
     assert doc["boot_id"] == BOOT_A
     assert "limits" in doc["collectors"]
+
+    for _ in range(MANUAL_BURST - 1):
+        assert host.cli("snapshot").returncode == 0
+    refused = host.cli("snapshot")
+    assert refused.returncode == 1
+    assert f"no snapshot taken: the agent (pid {host.proc.pid}) at {sock} refused: too many snapshot requests: " \
+           f"{MANUAL_BURST} at once, then one every {MANUAL_EVERY:g} s" in refused.stderr
+    wait_for(lambda: "hostvigil_snapshots_refused_total 1.0" in host.get("/metrics")[1])
+
+    sock.unlink()
+    manual = sorted((state / "snapshots").glob("*-manual.json"))
+    lost = host.cli("snapshot")
+    assert lost.returncode == 1
+    assert f"no snapshot taken: an agent (pid {host.proc.pid}) holds {state}, but its control socket {sock} " \
+           "cannot be reached: No such file or directory" in lost.stderr
+    assert sorted((state / "snapshots").glob("*-manual.json")) == manual
+
+
+def test_a_second_agent_is_refused_and_cannot_mark_the_boot_clean(host: Host) -> None:
+    host.boot(BOOT_A)
+    host.start()
+    assert host.proc is not None
+    second = subprocess.run(
+        [sys.executable, "-m", "hostvigil", "run", "--config", str(host.config),
+         "--listen", f"127.0.0.1:{free_port()}"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )
+    assert second.returncode == 1
+    state = host.root / "state"
+    assert f"state directory {state} is in use by another agent (pid {host.proc.pid}, holding {state}/lock)" \
+           in second.stderr
+    assert host.get("/-/ready")[0] == 200
+    host.stop(signal.SIGKILL)
+    assert not (state / "boots" / BOOT_A / "clean").exists()
+    host.boot(BOOT_B)
+    host.start()
+    wait_for(lambda: "hostvigil_boot_unclean 1.0" in host.get("/metrics")[1])
+
+
+def test_the_recorder_goes_on_on_a_full_disk_and_a_clean_stop_there_is_no_crash(host: Host) -> None:
+    """The state directory on a 2 MiB tmpfs that another file fills to the last byte: the agent keeps writing
+    snapshots (making room from its own oldest), stops cleanly, and the next boot reports no crash."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    state = host.root / "state"
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(state)], check=True)
+    try:
+        host.boot(BOOT_A)
+        host.start()
+        snapshots = state / "snapshots"
+        wait_for(lambda: len(list(snapshots.glob("*-periodic.json"))) >= 4)  # its own, to make room from
+        fill(state)
+        before = {p.name for p in snapshots.iterdir()}
+        wait_for(lambda: len({p.name for p in snapshots.glob("*-periodic.json")} - before) >= 2)
+        wait_for(lambda: metric(host.get("/metrics")[1], "hostvigil_snapshots_freed_total") >= 1)
+        host.stop(signal.SIGTERM)
+        assert (state / "boots" / BOOT_A / "clean").exists()
+        host.boot(BOOT_B)
+        host.start()
+        wait_for(lambda: "hostvigil_boot_unclean 0.0" in host.get("/metrics")[1])
+        assert not host.reports()
+        host.stop(signal.SIGTERM)
+        assert "Traceback" not in (host.root / "agent.log").read_text()
+    finally:
+        if host.proc is not None and host.proc.poll() is None:
+            host.proc.kill()
+            host.proc.wait()
+        subprocess.run(["umount", str(state)], check=True)
 
 
 @pytest.fixture

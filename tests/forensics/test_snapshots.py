@@ -10,12 +10,29 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from hostvigil.collectors.kernel.evidence import snapshot_tail
-from hostvigil.forensics.snapshots import FORMAT, URGENT_GAP, SnapshotError, SnapshotStore, Snapshotter, decode, encode
+from hostvigil.control import Refused
+from hostvigil.forensics.snapshots import (
+    FORMAT,
+    MANUAL_BURST,
+    MANUAL_EVERY,
+    MAX_MANUAL,
+    MAX_MANUAL_REASON,
+    URGENT_GAP,
+    SnapshotError,
+    SnapshotStore,
+    Snapshotter,
+    TokenBucket,
+    decode,
+    encode,
+    printable,
+    trigger_of,
+)
 from hostvigil.procfs import parse_stat
 
 
@@ -81,25 +98,106 @@ def test_an_oversized_snapshot_is_shrunk_to_its_cap(tmp_path: Path) -> None:
     assert store.read(path)["truncated"] == ["collectors"]
 
 
-def test_disk_full_keeps_every_complete_snapshot(tmp_path: Path) -> None:
+@pytest.fixture
+def small_tmpfs(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
+    """mount(size): a fresh tmpfs of that size under tmp_path (root only), unmounted after the test."""
     if os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs needs root")
-    target = tmp_path / "full"
-    target.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(target)], check=True)
-    try:
-        store = SnapshotStore(target, max_count=100)
-        recorder = Snapshotter(store, lambda trigger, reason: doc(trigger, size=20_000))
-        written = [recorder.write_now("periodic", "fill") for _ in range(6)]
-        assert None in written, "the 64 KiB disk never filled"
-        assert recorder.failures >= 1
-        complete = store.paths()
-        assert len(complete) == sum(1 for p in written if p is not None)
-        for path in complete:
-            store.read(path)
-        assert not [p for p in target.iterdir() if p.name.startswith(".")], "temp file left behind"
-    finally:
+    mounted: list[Path] = []
+
+    def mount(size: str) -> Path:
+        target = tmp_path / f"tmpfs{len(mounted)}"
+        target.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(target)], check=True)
+        mounted.append(target)
+        return target
+
+    yield mount
+    for target in mounted:
         subprocess.run(["umount", str(target)], check=True)
+
+
+def test_a_disk_the_store_filled_itself_does_not_stop_the_recorder(small_tmpfs: Callable[[str], Path]) -> None:
+    """80 snapshots of 60 KB on a 2 MiB disk, with no count or byte cap to save it: every write succeeds, by
+    freeing the oldest periodic snapshots; the newest, every event and every manual snapshot are kept."""
+    store = SnapshotStore(small_tmpfs("2m"), max_count=1000, max_total=1 << 30)
+    triggers = ["event" if i % 7 == 3 else "manual" if i % 11 == 5 else "periodic" for i in range(80)]
+    recorder = Snapshotter(store, lambda trigger, reason: doc(trigger, size=60_000))
+    written = [recorder.write_now(trigger, "fill") for trigger in triggers]
+    assert recorder.failures == 0
+    assert None not in written
+    assert store.freed > 20, "the disk never filled"
+    kept = set(store.paths())
+    assert set(written[-5:]) <= kept
+    assert {p for p, t in zip(written, triggers, strict=True) if t in ("event", "manual")} <= kept
+    assert all(trigger_of(p) == "periodic" for p in set(written) - kept)
+    for path in kept:
+        store.read(path)
+    assert not [p for p in store.directory.iterdir() if p.name.startswith(".")], "temp file left behind"
+
+
+def test_a_write_that_cannot_fit_keeps_every_complete_snapshot(small_tmpfs: Callable[[str], Path]) -> None:
+    """Event snapshots alone, fewer than those never freed: the write that does not fit fails, and only its
+    own temp file goes."""
+    store = SnapshotStore(small_tmpfs("64k"), max_count=100)
+    recorder = Snapshotter(store, lambda trigger, reason: doc(trigger, size=20_000))
+    written = [recorder.write_now("event", "fill") for _ in range(6)]
+    assert None in written, "the 64 KiB disk never filled"
+    assert recorder.failures >= 1
+    assert store.freed == 0
+    complete = store.paths()
+    assert len(complete) == sum(1 for p in written if p is not None)
+    for path in complete:
+        store.read(path)
+    assert not [p for p in store.directory.iterdir() if p.name.startswith(".")], "temp file left behind"
+
+
+def test_manual_snapshots_are_capped_on_their_own(tmp_path: Path) -> None:
+    """30 manual snapshots after the recorder's: the newest MAX_MANUAL of them are kept, and not one of the
+    recorder's snapshots is pushed out."""
+    store = SnapshotStore(tmp_path, max_count=5)
+    triggers = ["event", "periodic", "event", "periodic", "event"]
+    recorded = [store.write(doc(t, when=1_700_000_000 + i)) for i, t in enumerate(triggers)]
+    manual = [store.write(doc("manual", when=1_700_000_100 + i)) for i in range(30)]
+    assert store.paths() == sorted(recorded + manual[-MAX_MANUAL:])
+    store.write(doc("periodic", when=1_700_000_200))  # the recorder's own cap still takes its oldest
+    assert recorded[0] not in store.paths()
+    assert len(store.paths()) == 5 + MAX_MANUAL
+
+
+def test_manual_requests_are_rate_limited_and_refusals_counted(tmp_path: Path) -> None:
+    now = [1000.0]
+    recorder = Snapshotter(SnapshotStore(tmp_path), lambda trigger, reason: doc(trigger, when=now[0]))
+    recorder.manual_limit = TokenBucket(MANUAL_BURST, MANUAL_EVERY, clock=lambda: now[0])
+    for i in range(MANUAL_BURST):
+        now[0] += 0.001
+        recorder.manual(f"step {i}")
+    with pytest.raises(Refused, match=rf"at once, then one every {MANUAL_EVERY:g} s; try again in \d+ s"):
+        recorder.manual("one too many")
+    assert recorder.refused == 1
+    now[0] += MANUAL_EVERY
+    recorder.manual("a token came back")
+    with pytest.raises(Refused):
+        recorder.manual("and was taken")
+    assert (recorder.written["manual"], recorder.refused) == (MANUAL_BURST + 1, 2)
+
+
+def test_a_reason_is_stored_on_one_printable_line(tmp_path: Path) -> None:
+    reasons: list[str] = []
+
+    def build(trigger: str, reason: str) -> dict[str, object]:
+        reasons.append(reason)
+        return {**doc(trigger), "reason": reason}
+
+    recorder = Snapshotter(SnapshotStore(tmp_path), build)
+    path = recorder.manual("maint\x1b[2J\x1b]0;owned\x07\r\nCause: kernel panic\u202e" + "x" * 500)
+    stored = SnapshotStore(tmp_path).read(path)["reason"]
+    assert stored == reasons[0]
+    assert stored.startswith("maint\\x1b[2J\\x1b]0;owned\\x07\\r\\nCause: kernel panic\\u202exxx")
+    assert stored.isprintable()
+    assert len(stored) == MAX_MANUAL_REASON
+    assert stored.endswith("...")
+    assert printable("before the kernel update", 200) == "before the kernel update"
 
 
 WRITER = """

@@ -354,7 +354,8 @@ def test_repair_word_is_accepted_though_kernels_print_resync() -> None:
     assert md0.sync == SyncProgress("repair", 20.0, 400000, 2000000, 120.0, 10000 * 1024)
 
 
-def test_malformed_entries_are_errors_of_their_own() -> None:
+def test_malformed_entries_are_errors_of_their_own_and_arrays_keep_their_state() -> None:
+    """Only an entry whose state cannot be read is lost; an odd member, count or line is named and left out."""
     stat = parse_mdstat(
         "Personalities : [raid1]\n"
         "stray words before any array\n"
@@ -375,9 +376,15 @@ def test_malformed_entries_are_errors_of_their_own() -> None:
         "      1000 blocks super 1.2 [2/1] [U_]\n"
         "unused devices: <none>\n"
     )
-    assert [array.name for array in stat.arrays] == ["md4", "md5"]
-    assert stat.arrays[0].members[0].device == "sdb5"  # the first listing
-    assert stat.arrays[1].missing == 1
+    found = {array.name: array for array in stat.arrays}
+    assert list(found) == ["md0", "md1", "md2", "md3", "md4", "md5"]
+    assert {name: array.state for name, array in found.items()} == dict.fromkeys(found, "active")
+    assert [m.device for m in found["md0"].members] == ["sdb1"]
+    assert [m.device for m in found["md1"].members] == ["sda2"]
+    assert (found["md2"].raid_disks, found["md2"].missing, found["md2"].blocks) == (None, None, 1000)
+    assert (found["md3"].missing, found["md3"].blocks) == (0, 1000)
+    assert found["md4"].members[0].device == "sdb5"  # the first listing
+    assert found["md5"].missing == 1
     assert stat.errors == (
         ("stray", "line 2: 'stray words before any array' is not part of an array"),
         ("md0", "line 3: expected a member such as 'sda1[0]' or 'sdb[1](F)', got 'sda1'"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
 import sys
 import time
 from dataclasses import replace
@@ -18,6 +19,7 @@ from hostvigil.collectors.smart import collect as smart
 from hostvigil.collectors.smart.collect import SmartCollector
 from hostvigil.collectors.smart.parse import parse_report
 from hostvigil.runner import CommandRunner
+from tests.alerting import firing
 from tests.conftest import FIXTURES, fixture_paths, require_tool, values
 from tests.smart.test_parse import STANDBY_JSON
 
@@ -110,6 +112,16 @@ def make(**options: object) -> SmartCollector:
 def series(got: dict[tuple[str, tuple[str, ...]], float], device: str) -> set[str]:
     """Names of the metrics a device has series of."""
     return {name for name, labels in got if labels[:1] == (device,)}
+
+
+# What an unreadable device still has: the gauge that says so, and the count of its failed reads by reason.
+UNREADABLE = {"hostvigil_smart_readable", "hostvigil_smart_read_failures_total"}
+
+
+def failures(got: dict[tuple[str, tuple[str, ...]], float], device: str) -> dict[str, float]:
+    """A device's failed reads so far, only the reasons that counted."""
+    return {reason: count for reason, count in by_label(got, "hostvigil_smart_read_failures_total", device).items()
+            if count}
 
 
 def by_label(got: dict[tuple[str, tuple[str, ...]], float], metric: str, device: str) -> dict[str, float]:
@@ -230,7 +242,10 @@ def test_scan_open_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     fake = Fake(tmp_path, {"--scan-open": SCAN_DENIED})
     monkeypatch.setattr(smart.os, "geteuid", lambda: 0)  # as root, whoever runs the test
     got = fake.run()
-    assert got == {("hostvigil_smart_scan_success", ()): 1, ("hostvigil_smart_readable", ("/dev/nvme0",)): 0}
+    assert series(got, "/dev/nvme0") == UNREADABLE
+    assert got[("hostvigil_smart_scan_success", ())] == 1
+    assert got[("hostvigil_smart_readable", ("/dev/nvme0",))] == 0
+    assert failures(got, "/dev/nvme0") == {"open_failed": 1}
     assert [args for _, _, args in fake.calls() if "-x" in args] == []
     monkeypatch.setattr(smart.os, "geteuid", lambda: 1000)
     with pytest.raises(Unavailable, match="smartctl needs root to open /dev/nvme0: Permission denied"):
@@ -241,8 +256,10 @@ def test_open_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fake = Fake(tmp_path, {"/dev/nvme0": NVME_DENIED, "/dev/sda": ATA})
     monkeypatch.setattr(smart.os, "geteuid", lambda: 0)  # as root, whoever runs the test
     got = fake.run(devices=["/dev/nvme0", "/dev/sda"], scan=False)
-    assert series(got, "/dev/nvme0") == {"hostvigil_smart_readable"}
+    assert series(got, "/dev/nvme0") == UNREADABLE
     assert got[("hostvigil_smart_readable", ("/dev/nvme0",))] == 0
+    assert failures(got, "/dev/nvme0") == {"open_failed": 1}
+    assert failures(got, "/dev/sda") == {}
     assert got[("hostvigil_smart_readable", ("/dev/sda",))] == 1
     monkeypatch.setattr(smart.os, "geteuid", lambda: 1000)
     with pytest.raises(Unavailable, match=r"needs root to open /dev/nvme0: Smartctl open device: .* Permission denied"):
@@ -252,8 +269,9 @@ def test_open_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_garbage_output_costs_only_that_device(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     fake = Fake(tmp_path, {"/dev/sda": {"text": "\x00\x17 garbage", "status": 0}, "/dev/sdb": ATA})
     got = fake.run(devices=["/dev/sda", "/dev/sdb"], scan=False)
-    assert series(got, "/dev/sda") == {"hostvigil_smart_readable"}
+    assert series(got, "/dev/sda") == UNREADABLE
     assert got[("hostvigil_smart_readable", ("/dev/sda",))] == 0
+    assert failures(got, "/dev/sda") == {"bad_output": 1}
     assert got[("hostvigil_smart_readable", ("/dev/sdb",))] == 1
     assert "/dev/sda: not readable: exit status 0, output not JSON" in caplog.text
 
@@ -264,17 +282,112 @@ def test_a_hanging_disk_costs_only_its_own_series(tmp_path: Path) -> None:
     start = time.monotonic()
     got = fake.run(devices=["/dev/sda", "/dev/sdb"], scan=False, device_timeout=1.0)
     assert time.monotonic() - start < 10
-    assert series(got, "/dev/sda") == {"hostvigil_smart_readable"}
+    assert series(got, "/dev/sda") == UNREADABLE
     assert got[("hostvigil_smart_readable", ("/dev/sda",))] == 0
+    assert failures(got, "/dev/sda") == {"timeout": 1}
+    assert failures(got, "/dev/sdb") == {}
     assert got[("hostvigil_smart_readable", ("/dev/sdb",))] == 1
     assert got[("hostvigil_smart_temperature_celsius", ("/dev/sdb",))] == 35
+
+
+GOOD = {"/dev/sda": ATA, "/dev/nvme1": NVME}
+BAD = ("/dev/sdb", "/dev/sdc", "/dev/nvme0", "/dev/sdd")  # garbage, too much output, a count past float range, hung
+
+
+def bad_among_good(tmp_path: Path) -> Fake:
+    """A smartctl that answers GOOD's disks with their fixtures and BAD's each in its own bad way."""
+    huge = json.loads((SMARTCTL / NVME).read_text())
+    huge["nvme_smart_health_information_log"].update(media_errors=10**400, percentage_used=10**400)
+    endless = tmp_path / "endless.json"  # a valid start, then more than any disk prints
+    endless.write_text('{"smartctl": {"exit_status": 0}, "x": [' + "0," * smart.OUTPUT_LIMIT + "0]}")
+    return Fake(tmp_path, GOOD | dict(zip(BAD, [
+        {"text": "\x00\x17 garbage", "status": 0},
+        {"file": str(endless), "status": 0},
+        {"text": json.dumps(huge)},
+        {"file": str(SMARTCTL / ATA), "sleep": 300},
+    ], strict=True)))
+
+
+def test_one_bad_disk_among_good_ones(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Garbage, too much output, a count past float range, a hang: each costs its own disk's series only."""
+    fake = bad_among_good(tmp_path)
+    alone = fake.run(devices=list(GOOD), scan=False)
+    collector = make(devices=[*GOOD, *BAD], scan=False, device_timeout=1.0)
+    got = fake.run(collector)
+    for disk in GOOD:
+        assert {key: value for key, value in got.items() if key[1][:1] == (disk,)} == {
+            key: value for key, value in alone.items() if key[1][:1] == (disk,)
+        }
+    for disk in BAD:
+        assert series(got, disk) == UNREADABLE
+        assert got[("hostvigil_smart_readable", (disk,))] == 0
+    assert [failures(got, disk) for disk in BAD] == [{"bad_output": 1}] * 3 + [{"timeout": 1}]
+    assert "/dev/sdc: not readable: more than 1024 KiB of output (exit status 0), not read" in caplog.text
+    assert "/dev/nvme0: not readable: smartctl output: a value out of range" in caplog.text
+    again = fake.run(collector)
+    assert failures(again, "/dev/sdd") == {"timeout": 2}
+    assert failures(again, "/dev/sda") == {}
+
+
+@pytest.mark.integration
+def test_the_alerts_on_one_bad_disk_among_good_ones(tmp_path: Path, promtool: str) -> None:
+    """On the series two such runs export: every bad disk is unreadable, the hung one hangs, the good are quiet."""
+    fake = bad_among_good(tmp_path)
+    collector = make(devices=[*GOOD, *BAD], scan=False, device_timeout=1.0)
+    first, second = fake.samples(collector), fake.samples(collector)
+    alerts = firing(promtool, tmp_path, second, group="hostvigil-smart", before=first, minutes=30)
+    assert {(alert["alertname"], alert["device"]) for alert in alerts} == {
+        *(("SmartDiskUnreadable", disk) for disk in BAD), ("SmartDiskHangs", "/dev/sdd"),
+    }
+
+
+def test_fifty_megabytes_of_output_cost_a_few(tmp_path: Path) -> None:
+    """Four disks whose smartctl prints 50 MB each, read at once: the peak RSS grows by a few MB, not 50 or 120."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    smartctl = bin_dir / "smartctl"
+    smartctl.write_text(
+        "#!/bin/sh\n"
+        "printf '{\"smartctl\": {\"exit_status\": 0}, \"x\": ['\n"
+        "yes '{\"a\": 1},' | head -c 50000000\n"
+        "printf '0]}\\n'\n"
+    )
+    smartctl.chmod(0o755)
+    script = f"""
+import logging, resource, sys, time
+from hostvigil.collector import Context, Paths, check_reading
+from hostvigil.collectors.smart.collect import SmartCollector
+from hostvigil.runner import CommandRunner
+options = {{name: option.default for name, option in SmartCollector.options.items()}}
+collector = SmartCollector(options | {{"scan": False, "devices": ["/dev/sda", "/dev/sdb", "/dev/sdc", "/dev/sdd"]}})
+def run(bin_dir):
+    ctx = Context(Paths(), CommandRunner(bin_dirs=[bin_dir]), time.monotonic() + 60, logging.getLogger("t"), set())
+    return check_reading(collector, collector.collect(ctx)).samples
+run({str(tmp_path / "warm")!r})  # every lazy import done, every thread made once
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+samples = run({str(bin_dir)!r})
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+assert [s.value for s in samples if s.metric.name == "hostvigil_smart_readable"] == [0, 0, 0, 0], samples
+print(after - before)
+"""
+    warm = tmp_path / "warm"
+    warm.mkdir()
+    (warm / "smartctl").write_text(f"#!/bin/sh\ncat {SMARTCTL / ATA}\n")
+    (warm / "smartctl").chmod(0o755)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    grown_kib = int(result.stdout)
+    # Each disk's buffer and its copy: 2 MiB at most; four at once, and some slack for the allocator.
+    assert grown_kib < 12 * 1024, f"peak RSS grew by {grown_kib} KiB"
 
 
 def test_the_run_deadline_bounds_every_disk(tmp_path: Path) -> None:
     """With the collector's own deadline nearly gone, no smartctl is started that could outlive it."""
     fake = Fake(tmp_path, {"/dev/sda": ATA})
     got = fake.run(devices=["/dev/sda"], scan=False, timeout=1.0)
-    assert got == {("hostvigil_smart_readable", ("/dev/sda",)): 0}
+    assert series(got, "/dev/sda") == UNREADABLE
+    assert got[("hostvigil_smart_readable", ("/dev/sda",))] == 0
+    assert failures(got, "/dev/sda") == {"skipped": 1}
     assert fake.calls() == []
 
 
@@ -297,7 +410,10 @@ def test_a_sleeping_disk_is_not_woken_and_not_served_stale(tmp_path: Path) -> No
     assert awake[("hostvigil_smart_temperature_celsius", ("/dev/sda",))] == 30
     fake.answer({"/dev/sda": {"text": STANDBY_JSON}})  # exits 2, the recorded smartctl.exit_status
     asleep = fake.run(collector)
-    assert asleep == {("hostvigil_smart_readable", ("/dev/sda",)): 1, ("hostvigil_smart_standby", ("/dev/sda",)): 1}
+    assert series(asleep, "/dev/sda") == {*UNREADABLE, "hostvigil_smart_standby"}
+    assert asleep[("hostvigil_smart_readable", ("/dev/sda",))] == 1
+    assert asleep[("hostvigil_smart_standby", ("/dev/sda",))] == 1
+    assert failures(asleep, "/dev/sda") == {}  # asleep and left alone is no failure
     assert collector.reports["/dev/sda"].model == "OCZ-VERTEX2"  # the last report with data is kept for joins
     assert [args for _, _, args in fake.calls() if "-x" in args][-1] == ["--json", "-x", "-n", "standby", "/dev/sda"]
 
@@ -420,6 +536,6 @@ def test_the_real_smartctl_on_a_disk_without_smart(tmp_path: Path) -> None:
                   time.monotonic() + 60, logging.getLogger("test"))
     got = values(check_reading(collector, collector.collect(ctx)).samples)
     if got[("hostvigil_smart_readable", (device,))] == 0:  # a VM's disk, as in CI
-        assert series(got, device) == {"hostvigil_smart_readable"}  # nothing stale or made up beside it
+        assert series(got, device) == UNREADABLE  # nothing stale or made up beside it
     else:  # a real disk on a developer's machine
         assert "hostvigil_smart_info" in series(got, device)

@@ -109,6 +109,24 @@ def test_a_hung_zpool_falls_back_to_kstat_and_is_not_started_again(tmp_path: Pat
     assert fake.calls() == ["status -j --json-int"]
 
 
+def test_output_that_cannot_be_used_falls_back_to_kstat(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Garbage costs no pool its state, and output cut off at the runner's limit is never parsed as if whole."""
+    garbage = tmp_path / "garbage"
+    garbage.write_text("\x00 not zpool at all\n")
+    fake = FakeZpool(tmp_path, {"status -j --json-int": {"file": str(garbage)}})
+    got = collect(make(), fake.runner, KSTAT_TREE)
+    assert got[("hostvigil_zfs_backend_info", ("kstat",))] == 1
+    assert states(got, "hostvigil_zfs_pool_state") == {("store",): "ONLINE", ("zroot-nas",): "ONLINE"}
+    assert "zpool gave no pool states (zpool status -j: not JSON" in caplog.text
+    fake.answer({"status -j --json-int": "openzfs__zpool-status.8__example2.json"})
+    assert (ZFS / "openzfs__zpool-status.8__example2.json").stat().st_size > 500
+    cut = CommandRunner(bin_dirs=[str(tmp_path / "bin")], output_limit=500)
+    got = collect(make(), cut, KSTAT_TREE)
+    assert got[("hostvigil_zfs_backend_info", ("kstat",))] == 1
+    assert states(got, "hostvigil_zfs_pool_state") == {("store",): "ONLINE", ("zroot-nas",): "ONLINE"}
+    assert "zpool status -j --json-int: more output than the runner keeps, cut off" in caplog.text
+
+
 def test_no_zfs_at_all_is_unavailable(tmp_path: Path) -> None:
     with pytest.raises(Unavailable, match="ZFS is not in use"):
         collect(make(command="hostvigil-no-such-zpool"), CommandRunner(), tmp_path)

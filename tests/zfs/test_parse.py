@@ -7,6 +7,7 @@ layout print_scan_status() and the JSON output print; each says so.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
@@ -377,18 +378,42 @@ def test_one_bad_pool_does_not_hide_the_others() -> None:
     good = (FUSE / "status_offline.txt").read_text()
     text = "  pool: broken\n  scan: frobnicated\n\n" + good + "\n  pool: odd\n state: ONLINE\n  scan: teleporting\n"
     pools = parse_status_text(text)
-    assert [(p.name, p.state) for p in pools] == [("broken", "UNKNOWN"), ("tank", "DEGRADED"), ("odd", "UNKNOWN")]
+    assert [(p.name, p.state) for p in pools] == [("broken", "UNKNOWN"), ("tank", "DEGRADED"), ("odd", "ONLINE")]
     assert pools[0].status == "cannot parse zpool status of broken: no 'state:' line"
-    assert pools[2].status is not None
-    assert "unknown scan line 'teleporting'" in pools[2].status
+    # A scan line in words no zpool printed is named, and the pool keeps its state.
+    assert pools[2].problems == ("unknown scan line 'teleporting'",)
     assert (pools[2].vdevs, pools[2].data_errors, pools[2].scan) == ((), None, None)
 
 
-def test_vdev_line_outside_table_is_a_pool_error() -> None:
-    text = ("  pool: p\n state: ONLINE\nconfig:\n\n\tNAME  STATE  READ WRITE CKSUM\n\tp  ONLINE 0 0 0\n"
-            "sda ONLINE 0 0 0\n")
+def test_odd_vdev_rows_are_named_and_the_rest_stands() -> None:
+    text = ("  pool: p\n state: DEGRADED\nconfig:\n\n\tNAME  STATE  READ WRITE CKSUM\n\tp  DEGRADED 0 0 0\n"
+            "sda ONLINE 0 0 0\n"  # outside the table
+            "\t  mirror-0 DEGRADED 0 0 0\n\t    sdb\n"  # a leaf without a state
+            + "\t" + " " * 80 + "sdz ONLINE 0 0 0\n"  # nested 40 levels deep
+            "\t    sdc UNAVAIL 0 0 0 cannot open\n")
     (pool,) = parse_status_text(text)
-    assert pool.state == "UNKNOWN"
+    assert pool.state == "DEGRADED"
+    assert tree(pool.vdevs) == [
+        (0, "mirror-0", "mirror", "data", "DEGRADED", 0, 0, 0, None),
+        (1, "sdc", "disk", "data", "UNAVAIL", 0, 0, 0, "cannot open"),
+    ]
+    assert pool.problems == ("vdev line outside the table: 'sda ONLINE 0 0 0'", "vdev line without a state: 'sdb'",
+                             "vdev line nested too deep: 'sdz ONLINE 0 0 0'")
+
+
+def test_solaris_10_resilver_in_progress_keeps_the_pool_degraded() -> None:
+    """The pre-2009 wording "resilver in progress, 0.14% done, 0h0m to go" (no "for <time>"), from the
+    ZFS-8000-9P message page, with its vdevs named without ids ("mirror", "replacing")."""
+    test = status("openzfs-docs__ZFS-8000-9P__status_-x_resilver_in_progress.txt")["test"]
+    assert (test.state, test.data_errors, test.problems) == ("DEGRADED", 0, ())
+    assert test.scan == Scan("resilver", "scanning", pytest.approx(0.0014), None, None, None, None)
+    assert tree(test.vdevs) == [
+        (0, "mirror", "mirror", "data", "ONLINE", 0, 0, 0, None),
+        (1, "replacing", "replacing", "data", "ONLINE", 0, 0, 0, None),
+        (2, "c0t0d0", "disk", "data", "ONLINE", 0, 0, 3, None),
+        (2, "c0t0d2", "disk", "data", "ONLINE", 0, 0, 0, "58.5K resilvered"),
+        ok_leaf(1, "c0t0d1"),
+    ]
 
 
 @pytest.mark.parametrize("text", ["hello world\n", "NAME SIZE\n", "{}"])
@@ -447,6 +472,26 @@ def test_status_json_int_inline() -> None:
     ]
     assert (bad.name, bad.state) == ("bad", "UNKNOWN")
     assert bad.status == "cannot parse zpool status -j of bad: pool entry is list, not an object"
+
+
+def test_status_json_odd_vdev_entries_are_named_and_the_pool_keeps_its_state() -> None:
+    """Written inline in the -j layout: a vdev entry that is no object, one nested past any real tree."""
+    deep: dict[str, object] = {"name": "sdz", "state": "HEALTHY"}
+    for level in range(20):
+        deep = {"name": f"mirror-{level}", "state": "HEALTHY", "vdevs": {"x": deep}}
+    text = json.dumps({"output_version": {"command": "zpool status"}, "pools": {"tank": {
+        "name": "tank", "state": "DEGRADED", "vdevs": {"tank": {"name": "tank", "vdevs": {
+            "sda": {"name": "sda", "state": "HEALTHY", "read_errors": 0, "write_errors": 0, "checksum_errors": 0},
+            "odd": ["not", "an", "object"], "deep": deep}}},
+        "spares": ["sdc"]}}})
+    (tank,) = parse_status_json(text)
+    assert tank.state == "DEGRADED"
+    assert tree(tank.vdevs)[0] == ok_leaf(0, "sda")
+    assert tank.problems == (
+        "data: a vdev entry that is not an object with a name: list",
+        "data: vdev 'mirror-3' nested more than 16 levels deep",
+        "spares: vdevs is a list, not an object",
+    )
 
 
 @pytest.mark.parametrize("text", ["not json", "[]", '{"pools": []}', '{"something": 1}'])
