@@ -192,6 +192,33 @@ def test_one_bad_source_costs_only_its_series(tmp_path: Path) -> None:
     assert got[(N + "tcp_timeouts_total", ())] == 0  # from netstat, still read
 
 
+def test_a_count_past_float_range_costs_only_its_source(tmp_path: Path) -> None:
+    """Copies of real files, with one interface's rx_bytes, one CPU's softnet count and TCP OutSegs made 400 digits
+    long: each costs its own source's series, not the run (whose counters could not be served)."""
+    tree = tmp_path / "tree"
+    shutil.copytree(TREES / "net-vm-netns", tree, symlinks=True)
+    (tree / "sys/devices/virtual/net/uplink0/statistics/rx_bytes").write_text("9" * 400 + "\n")
+    softnet = (tree / "proc/net/softnet_stat").read_text().splitlines()
+    (tree / "proc/net/softnet_stat").write_text("\n".join(["f" * 400 + softnet[0][8:], *softnet[1:]]) + "\n")
+    snmp = (tree / "proc/net/snmp").read_text().splitlines()
+    row = next(i for i, line in enumerate(snmp) if line.startswith("Tcp: ") and line.split()[1].isdigit())
+    names, fields = snmp[row - 1].split(), snmp[row].split()
+    fields[names.index("OutSegs")] = "9" * 400
+    snmp[row] = " ".join(fields)
+    (tree / "proc/net/snmp").write_text("\n".join(snmp) + "\n")
+    got = collect(tree)
+    assert got[(N + "parse_errors", ("sys/class/net/uplink0",))] == 1
+    assert not [name for name, labels in got if labels == ("uplink0",) and name != N + "parse_errors"]
+    assert got[(N + "parse_errors", ("sys/class/net/spare0",))] == 0
+    assert got[(N + "carrier", ("spare0",))] == 0
+    assert got[(N + "parse_errors", ("proc/net/softnet_stat",))] == 1
+    assert not [name for name, _ in got if name.startswith(N + "softnet_")]
+    assert got[(N + "parse_errors", ("proc/net/snmp",))] == 1
+    assert (N + "tcp_sent_segments_total", ()) not in got
+    assert (N + "tcp_received_segments_total", ()) in got  # the rest of the file is served
+    assert got[(N + "parse_errors", ("proc/net/netstat",))] == 0
+
+
 def test_interface_filter() -> None:
     wanted = interface_filter([], DEFAULT_EXCLUDE)
     assert [n for n in ("eth0", "lo", "veth1a2b", "docker0", "br-0a1b", "bond0", "eno1") if wanted(n)] == [

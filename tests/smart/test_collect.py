@@ -353,8 +353,9 @@ def test_fifty_megabytes_of_output_cost_a_few(tmp_path: Path) -> None:
         "printf '0]}\\n'\n"
     )
     smartctl.chmod(0o755)
+    # VmHWM, the peak RSS of this process image: getrusage's ru_maxrss would start at pytest's, kept across exec.
     script = f"""
-import logging, resource, sys, time
+import logging, re, sys, time
 from hostvigil.collector import Context, Paths, check_reading
 from hostvigil.collectors.smart.collect import SmartCollector
 from hostvigil.runner import CommandRunner
@@ -363,12 +364,14 @@ collector = SmartCollector(options | {{"scan": False, "devices": ["/dev/sda", "/
 def run(bin_dir):
     ctx = Context(Paths(), CommandRunner(bin_dirs=[bin_dir]), time.monotonic() + 60, logging.getLogger("t"), set())
     return check_reading(collector, collector.collect(ctx)).samples
+def peak_kib():
+    return int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1))
 run({str(tmp_path / "warm")!r})  # every lazy import done, every thread made once
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before = peak_kib()
 samples = run({str(bin_dir)!r})
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+after = peak_kib()
 assert [s.value for s in samples if s.metric.name == "hostvigil_smart_readable"] == [0, 0, 0, 0], samples
-print(after - before)
+print(before, after)
 """
     warm = tmp_path / "warm"
     warm.mkdir()
@@ -376,8 +379,9 @@ print(after - before)
     (warm / "smartctl").chmod(0o755)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
-    grown_kib = int(result.stdout)
-    # Each disk's buffer and its copy: 2 MiB at most; four at once, and some slack for the allocator.
+    before, after = map(int, result.stdout.split())
+    grown_kib = after - before
+    assert before > 10 * 1024, f"implausible peak RSS {before} KiB before the run"
     assert grown_kib < 12 * 1024, f"peak RSS grew by {grown_kib} KiB"
 
 
