@@ -23,6 +23,7 @@ from hostvigil.collector import (
     Option,
     Sample,
     Unavailable,
+    item_samples,
 )
 from hostvigil.collectors.disk_health import FAILING_IN_USE
 from hostvigil.collectors.raid.metrics import (
@@ -192,7 +193,12 @@ class RaidCollector(Collector):
         for drive in latest.values():
             if drive.state is not None:  # the drive listing ran second: its state is the newer
                 pd_states[drive.id] = (str(drive.controller), drive.state)
-            samples.extend(_drive_samples(str(drive.controller), drive))
+            try:
+                samples.extend(item_samples(_drive_samples(str(drive.controller), drive)))
+            except ValueError as exc:  # a count past float range costs that drive's listing only
+                ctx.note_once(
+                    f"drive:{drive.id}", f"drive {drive.id}: {exc}; its counters, temperature and info are left out"
+                )
         for drive_id, (label, state) in pd_states.items():
             samples.extend(_one_hot(PHYSICAL_DRIVE_STATE, PHYSICAL_DRIVE_STATES, state, label, drive_id))
 

@@ -278,3 +278,22 @@ def test_failing_drives_the_controller_keeps_online(tmp_path: Path) -> None:
     failing = {(d, "/c0/v0"): float(d == "/c0/e252/s0") for d in drives}
     assert in_use(run(collector, tmp_path / "bin")) == failing
     assert in_use(run(collector, tmp_path / "bin")) == failing, "no more growth, but s0 is still the same disk"
+
+
+def test_a_count_past_float_range_costs_only_that_drive(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """s0 reporting 10**400 media errors: its counters, temperature and info are left out and named in the log
+    once; its state, the other three drives and the controller are served as before."""
+    huge = DRIVES.read_text().replace('"Media Error Count" : 0', f'"Media Error Count" : {10**400}', 1)
+    (tmp_path / "huge.json").write_text(huge)
+    fake_tool(tmp_path / "bin", {SHOW_ALL: CONTROLLERS, DRIVES_ALL: tmp_path / "huge.json"})
+    with caplog.at_level(logging.WARNING):
+        got = run(new_collector(), tmp_path / "bin")
+    others = ("/c0/e252/s1", "/c0/e252/s4", "/c0/e252/s5")
+    assert series(got, "drive_media_errors_total") == {("0", d): 0 for d in others}
+    assert ("0", "/c0/e252/s0") not in series(got, "drive_temperature_celsius")
+    assert series(got, "physical_drive_state")[("0", "/c0/e252/s0", "Onln")] == 1
+    assert series(got, "controller_healthy") == {("0",): 1}
+    assert [r.getMessage() for r in caplog.records if "/c0/e252/s0" in r.getMessage()] == [
+        "drive /c0/e252/s0: hostvigil_raid_drive_media_errors_total: value inf out of range;"
+        " its counters, temperature and info are left out"
+    ]
