@@ -41,6 +41,7 @@ from hostvigil.collectors.zfs.metrics import (
     FRAGMENTATION,
     FREE,
     METRICS,
+    PARSE_ERRORS,
     POOL_INFO,
     POOL_STATE,
     POOL_STATES,
@@ -99,6 +100,9 @@ class ZfsCollector(Collector):
         yield BACKEND(1, used)
         system = _system_pools(ctx)
         for pool in pools:
+            for problem in pool.problems:
+                ctx.note_once(f"problem:{pool.name}:{problem}", f"zpool: pool {pool.name}: {problem}; left out")
+            yield PARSE_ERRORS(1 if pool.problems else 0, pool.name)
             yield from _pool_samples(pool, system)
         yield from self._changes(ctx, pools)
 

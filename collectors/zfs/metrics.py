@@ -45,8 +45,14 @@ ALLOCATED = _zfs.gauge("allocated_bytes", "Space allocated in the pool.", "pool"
 FREE = _zfs.gauge("free_bytes", "Space free in the pool.", "pool")
 FRAGMENTATION = _zfs.gauge("fragmentation_ratio", "Free-space fragmentation.", "pool")
 CAPACITY = _zfs.gauge("capacity_ratio", "Allocated share of the pool.", "pool")
+PARSE_ERRORS = _zfs.gauge(
+    "parse_errors",
+    "1 for a pool with lines or entries in zpool's output that could not be read (each is logged once), else 0; "
+    "its other series come from what could be read.",
+    "pool",
+)
 
 METRICS = (
     POOL_STATE, POOL_INFO, BACKEND, SYSTEM, VDEV_STATE, VDEV_ERRORS, SCAN_RUNNING, SCAN_PROGRESS, SCAN_ERRORS,
-    SCAN_REPAIRED, SCAN_END, DATA_ERRORS, SIZE, ALLOCATED, FREE, FRAGMENTATION, CAPACITY,
+    SCAN_REPAIRED, SCAN_END, DATA_ERRORS, SIZE, ALLOCATED, FREE, FRAGMENTATION, CAPACITY, PARSE_ERRORS,
 )

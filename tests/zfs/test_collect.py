@@ -127,6 +127,29 @@ def test_output_that_cannot_be_used_falls_back_to_kstat(tmp_path: Path, caplog: 
     assert "zpool status -j --json-int: more output than the runner keeps, cut off" in caplog.text
 
 
+def test_an_odd_vdev_line_is_counted_and_the_pool_keeps_its_state(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Sun's resilver-in-progress status (ZFS-8000-9P) with one vdev line that lost its state: the pool stays
+    DEGRADED with its other vdevs, parse_errors is 1 and the line is named in the log."""
+    real = (ZFS / "openzfs-docs__ZFS-8000-9P__status_-x_resilver_in_progress.txt").read_text()
+    odd = tmp_path / "odd.txt"
+    odd.write_text(real.replace("            c0t0d1            ONLINE       0     0     0", "            c0t0d1"))
+    fake = FakeZpool(tmp_path, {"status -p -P": "openzfs-docs__ZFS-8000-9P__status_-x_resilver_in_progress.txt"})
+    collector = make()
+    got = collect(collector, fake.runner, tmp_path)
+    assert got[("hostvigil_zfs_parse_errors", ("test",))] == 0
+    assert states(got, "hostvigil_zfs_pool_state") == {("test",): "DEGRADED"}
+    fake.answer({"status -p -P": {"file": str(odd)}})
+    got = collect(collector, fake.runner, tmp_path)
+    assert got[("hostvigil_zfs_parse_errors", ("test",))] == 1
+    assert states(got, "hostvigil_zfs_pool_state") == {("test",): "DEGRADED"}
+    assert set(states(got, "hostvigil_zfs_vdev_state")) == {
+        ("test", name) for name in ("mirror", "replacing", "c0t0d0", "c0t0d2")
+    }
+    assert caplog.text.count("zpool: pool test: vdev line without a state: 'c0t0d1'; left out") == 1
+
+
 def test_no_zfs_at_all_is_unavailable(tmp_path: Path) -> None:
     with pytest.raises(Unavailable, match="ZFS is not in use"):
         collect(make(command="hostvigil-no-such-zpool"), CommandRunner(), tmp_path)
