@@ -222,7 +222,7 @@ def _report(config: Config, report_id: str | None, listing: bool, as_json: bool)
         return 1
     if listing:
         for item in reports.all():
-            print(f"{item['id']}  {crashreport.iso(item['last_seen_alive'])}  {item['cause']}")
+            print(crashreport.list_line(item))
         return 0
     found = reports.find(report_id) if report_id else next(iter(reports.all()), None)
     if found is None:

@@ -72,11 +72,11 @@ class RecordedEvent:
         subject, state = record.get("subject"), record.get("state")
         typed = isinstance(subject, str) and state in STATES
         known = {"time", "kind", "message", "subject", "state", "initial"}
-        time_ = record.get("time")
+        time_, kind, message = record.get("time"), record.get("kind"), record.get("message")
         return cls(
-            time=float(time_) if isinstance(time_, int | float) else 0.0,
-            kind=str(record.get("kind", "")),
-            message=str(record.get("message", "")),
+            time=float(time_) if isinstance(time_, float) or (isinstance(time_, int) and abs(time_) < 2**53) else 0.0,
+            kind=kind if isinstance(kind, str) else "",
+            message=message if isinstance(message, str) else "",
             subject=subject if typed else None,
             state=state if typed else None,
             initial=record.get("initial") is True,
@@ -176,14 +176,15 @@ class BootHistory:
                 log.error("cannot record %s event: %s", kind, exc.strerror, extra={"repeat_key": ("record", kind)})
 
     def events(self, boot: Boot) -> list[RecordedEvent]:
-        """A boot's recorded events; a torn last line (the crash) and lines that are no record are skipped."""
+        """A boot's recorded events; a torn last line (the crash) and lines that are no record (bad UTF-8, JSON
+        nested past the parser's depth) are skipped."""
         try:
-            lines = (boot.directory / "events.jsonl").read_text().splitlines()
+            lines = (boot.directory / "events.jsonl").read_text(errors="replace").splitlines()
         except OSError:
             return []
         events = []
         for line in lines:
-            with contextlib.suppress(json.JSONDecodeError):
+            with contextlib.suppress(ValueError, RecursionError):
                 record = json.loads(line)
                 if isinstance(record, dict):
                     events.append(RecordedEvent.from_record(record))
@@ -211,7 +212,7 @@ def _append_whole(fd: int, size: int, data: bytes) -> None:
 
 def _read_json(path: Path) -> dict[str, Any] | None:
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        data = json.loads(path.read_text(errors="replace"))
+    except (OSError, ValueError, RecursionError):
         return None
     return data if isinstance(data, dict) else None

@@ -96,6 +96,11 @@ def render(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def list_line(report: dict[str, Any]) -> str:
+    """The report's line in `hostvigil report --list`: id, when the host was last seen alive, cause, escaped."""
+    return f"{_shown(report['id'])}  {iso(report['last_seen_alive'])}  {_shown(report['cause'])}"
+
+
 def _shown(value: object) -> str:
     return printable(str(value), MAX_SHOWN)
 

@@ -12,7 +12,7 @@ from hostvigil.collectors.kernel.evidence import log_evidence
 from hostvigil.events import PowerEvent, State
 from hostvigil.forensics.boots import BootHistory, RecordedEvent
 from hostvigil.forensics.evidence import Gatherer, power_evidence, power_lost_at_end
-from hostvigil.forensics.report import UNKNOWN_TEXT, build, classify, render
+from hostvigil.forensics.report import UNKNOWN_TEXT, build, classify, list_line, render
 from hostvigil.forensics.snapshots import FORMAT, SnapshotStore
 from hostvigil.runner import CommandRunner
 from tests.conftest import FIXTURES
@@ -145,6 +145,24 @@ def test_recorded_events_survive_a_torn_last_line(tmp_path: Path) -> None:
     assert [e.message for e in history.events(boot)] == ["UPS ups@localhost on battery"]
 
 
+def test_garbage_lines_in_the_event_history_cost_only_themselves(tmp_path: Path) -> None:
+    """Bad UTF-8, JSON nested past the parser's depth, a time past float range and fields of the wrong type:
+    each such line is skipped or its field dropped, and the events around them are read."""
+    history = BootHistory(tmp_path, "boot-a")
+    history.begin()
+    path = tmp_path / "boots/boot-a/events.jsonl"
+    with path.open("ab") as fh:
+        fh.write(b'{"time": 1, "message": "before \xff\xfe"}\n')
+        fh.write(b"[" * 100_000 + b"\n")
+        fh.write(b'{"time": 1' + b"0" * 400 + b', "kind": "power", "message": "huge time"}\n')
+        fh.write(b'{"time": 2, "kind": ["power"], "message": {"a": 1}}\n')
+        fh.write(b'{"time": 3, "kind": "power", "message": "after"}\n')
+    (boot,) = BootHistory(tmp_path, "boot-b").boots()
+    assert [(e.time, e.kind, e.message) for e in history.events(boot)] == [
+        (1.0, "", "before \ufffd\ufffd"), (0.0, "power", "huge time"), (2.0, "", ""), (3.0, "power", "after"),
+    ]
+
+
 def test_a_reason_from_an_old_snapshot_cannot_forge_the_rendered_report(tmp_path: Path) -> None:
     """An agent before sanitising stored reasons as given: escape sequences, a carriage return and a second
     "Cause:" line. The report renders them escaped on their own line, and the one Cause is the verdict."""
@@ -165,3 +183,11 @@ def test_a_reason_from_an_old_snapshot_cannot_forge_the_rendered_report(tmp_path
     assert all(line.isprintable() for line in text.splitlines())
     shown = r"maint\x1b[2J\x1b[H\r\nCause: kernel panic\n  Kernel panic - not syncing: forged\u202e\x07"
     assert f"\n      {shown}\n" in text
+
+
+def test_a_report_list_line_is_one_printable_line() -> None:
+    """`hostvigil report --list` shows id, last seen alive and cause; a report file edited to carry escape
+    sequences or newlines in them still lists on one printable line."""
+    line = list_line({"id": "a\x1b[2J\nb", "last_seen_alive": 0.0, "cause": "oops\rCause: kernel panic"})
+    assert line == r"a\x1b[2J\nb  1970-01-01 00:00:00 UTC  oops\rCause: kernel panic"
+    assert line.isprintable()
