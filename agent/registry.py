@@ -9,6 +9,7 @@ metrics are collectors of the daemon itself, registered here beside them.
 from __future__ import annotations
 
 from hostvigil.collector import Collector
+from hostvigil.collectors.clock.collect import ClockCollector
 from hostvigil.collectors.edac.collect import EdacCollector
 from hostvigil.collectors.hwmon.collect import HwmonCollector
 from hostvigil.collectors.ipmi.collect import IpmiCollector
@@ -30,6 +31,7 @@ REGISTRY: dict[str, type[Collector]] = {
     cls.name: cls
     for cls in (
         AgentCollector,
+        ClockCollector,
         CrashCollector,
         EdacCollector,
         HwmonCollector,

@@ -28,7 +28,7 @@ def check(tmp_path: Path, text: str, capsys: pytest.CaptureFixture[str]) -> str:
         ("[agnet]\n", "agnet", "unknown key"),
         ("[agent]\nlisten_address = ':1'\n", "agent.listen_address", "unknown key"),
         ("[collectors.limits]\ndaemon = ['x']\n", "collectors.limits.daemon", "unknown key (known here: enabled,"),
-        ("[collectors.nosuch]\n", "collectors.nosuch", "unknown key (known here: agent, crash, edac, hwmon, ipmi,"),
+        ("[collectors.nosuch]\n", "collectors.nosuch", "unknown key (known here: agent, clock, crash, edac, hwmon,"),
         ("[paths]\nprocfs = '/proc'\n", "paths.procfs", "unknown key"),
         ("[agent]\nlisten = 10091\n", "agent.listen", "expected a string, got integer 10091"),
         ("[agent]\nlisten = 'localhost'\n", "agent.listen", 'bad listen address "localhost"'),
