@@ -19,6 +19,8 @@ from dataclasses import dataclass
 _SECTION = re.compile(r"^\s*([A-Z]+)\s*\{\s*$")
 _PAIR = re.compile(r'(?<!\w)(\w+)=("([^"]*)"|(\S+))')  # from a word's start only: linear over long words
 _ENTRY = re.compile(r"^\s*([A-Za-z0-9_-]+)\s+(.*)$")
+# Far past any real entry; what lies beyond is not a cyrus.conf, and splitting a cmd that long costs seconds.
+MAX_LINE = 4096
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,8 @@ def parse_cyrus_conf(text: str) -> list[CyrusService]:
     services = []
     section = ""
     for number, raw in enumerate(text.splitlines(), 1):
+        if len(raw) > MAX_LINE:
+            raise ValueError(f"cyrus.conf line {number}: longer than {MAX_LINE} characters: {raw[:40]!r}...")
         line = _strip_comment(raw)
         if not line:
             continue
