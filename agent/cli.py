@@ -18,7 +18,7 @@ from hostvigil import __version__
 from hostvigil.config import DEFAULT_PATH, Config, ConfigError, load, parse_listen
 from hostvigil.control import SOCKET_NAME, lock_holder
 from hostvigil.control import request as control_request
-from hostvigil.daemon import Agent, build_scheduler, state_dir, state_dir_candidates, wanted_collectors
+from hostvigil.daemon import Agent, Signals, build_scheduler, state_dir, state_dir_candidates, wanted_collectors
 from hostvigil.durable import write_atomically
 from hostvigil.forensics import report as crashreport
 from hostvigil.forensics.boots import read_boot_id
@@ -35,10 +35,16 @@ EXIT_USAGE = 2
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # First of all: a stop asked for while the config loads or the agent is built is kept, not lost.
+    signals = Signals.install() if args.command == "run" else None
+    if getattr(args, "listen", None):
+        try:
+            parse_listen(args.listen)
+        except ValueError as exc:
+            print(f"hostvigil: --listen: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     try:
         config = load(args.config, REGISTRY)
-        if getattr(args, "listen", None):
-            parse_listen(args.listen)
         if getattr(args, "web_config_file", None):
             config = dataclasses.replace(config, web_config_file=args.web_config_file)
         if args.command in ("run", "check-config") and config.web_config_file:
@@ -47,12 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"hostvigil: config error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except ValueError as exc:
-        print(f"hostvigil: --listen: {exc}", file=sys.stderr)
-        return EXIT_USAGE
     setup_logging(config.log_level)
     commands: dict[str, Callable[[], int]] = {
-        "run": lambda: _run(config, args.listen or config.listen),
+        "run": lambda: _run(config, args.listen or config.listen, signals, lambda: _reload(args)),
         "check-config": lambda: _check_config(config),
         "collect": lambda: _collect(config, args.collector or (), args.output),
         "snapshot": lambda: _snapshot(config, args.reason),
@@ -61,9 +64,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     return commands[args.command]()
 
 
-def _run(config: Config, listen: str) -> int:
+def _reload(args: argparse.Namespace) -> Config:
+    """The config as `run` read it at start, read again (SIGHUP): the same file and the same overrides."""
+    config = load(args.config, REGISTRY)
+    if args.web_config_file:
+        config = dataclasses.replace(config, web_config_file=args.web_config_file)
+    return config
+
+
+def _run(config: Config, listen: str, signals: Signals | None, reload: Callable[[], Config]) -> int:
     try:
-        return Agent(config, listen).run()
+        return Agent(config, listen, signals, reload).run()
     except OSError as exc:
         log.error("cannot start: %s", exc)
         return 1

@@ -95,6 +95,8 @@ class Option:
     kind: Literal["bool", "int", "float", "string", "strings", "list", "duration"]  # list: of strings or tables
     default: Any
     help: str
+    choices: tuple[str, ...] = ()  # a string option's only values, checked when the config is loaded
+    minimum: float | None = None  # a number's or duration's least value
 
     @property
     def python_type(self) -> type:

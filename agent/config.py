@@ -109,6 +109,8 @@ def load(path: Path | None, collectors: Mapping[str, type[Collector]]) -> Config
         raise ConfigError(source, "", f"cannot read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, "", f"not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(source, "", f"not UTF-8 (byte {exc.object[exc.start]:#04x} at offset {exc.start})") from None
     return _validate(data, source, path.parent, collectors)
 
 
@@ -122,6 +124,9 @@ def _validate(
     listen = reader.value(agent, "agent", "listen", str, DEFAULT_LISTEN)
     reader.check(lambda: parse_listen(listen), "agent.listen")
     state_dir = reader.value(agent, "agent", "state_dir", str, "")
+    if state_dir and not (base / state_dir).parent.is_dir():
+        # A mistyped path is refused rather than created: the agent makes only the state directory itself.
+        raise ConfigError(source, "agent.state_dir", f"{base / state_dir}: its parent directory does not exist")
     web_config_file = reader.value(agent, "agent", "web_config_file", str, "")
     log_level = reader.value(agent, "agent", "log_level", str, "info")
     if log_level not in LOG_LEVELS:
@@ -183,6 +188,10 @@ def _collector_config(
         name: reader.option(table, key, name, option) for name, option in cls.options.items()
     }
     reader.check(lambda: cls.validate(options), key)
+    if timeout > interval:
+        raise reader.fail(
+            f"{key}.timeout", f"{timeout:g}s is longer than the interval, {interval:g}s: runs would overlap"
+        )
     return CollectorConfig(
         enabled=reader.value(table, key, "enabled", bool, cls.enabled_by_default),
         interval=interval,
@@ -236,9 +245,15 @@ class _Reader:
         return self.check(lambda: parse_duration(value), f"{where}.{name}")
 
     def option(self, table: Mapping[str, Any], where: str, name: str, option: Option) -> Any:
+        value: Any
         if option.kind == "duration":
-            return self.duration(table, where, name, option.default)
-        value = self.value(table, where, name, option.python_type, option.default)
+            value = self.duration(table, where, name, option.default)
+        else:
+            value = self.value(table, where, name, option.python_type, option.default)
+        if option.choices and value not in option.choices:
+            raise self.fail(f"{where}.{name}", f"{value!r} is not one of {', '.join(option.choices)}")
+        if option.minimum is not None and value < option.minimum:
+            raise self.fail(f"{where}.{name}", f"{value!r} is below the least value, {option.minimum:g}")
         if option.kind == "strings" and not all(isinstance(item, str) for item in value):
             raise self.fail(f"{where}.{name}", "expected a list of strings")
         if option.kind == "list" and not all(isinstance(item, str | dict) for item in value):

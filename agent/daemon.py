@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -14,7 +15,7 @@ from typing import Any
 
 from hostvigil.cache import CollectorState, MetricsCache
 from hostvigil.collector import Collector, Services
-from hostvigil.config import Config, parse_listen
+from hostvigil.config import Config, ConfigError, parse_listen
 from hostvigil.control import SOCKET_NAME, ControlServer, Peer, Refused, StateDirError, StateDirLock, keep_private
 from hostvigil.events import Event
 from hostvigil.forensics.boots import read_boot_id
@@ -104,13 +105,52 @@ def _user_state_dir() -> Path:
     return Path(base) / "hostvigil"
 
 
+# How often the main thread wakes from its wait even if nothing woke it: a signal the kernel delivers to another
+# of the agent's threads does not interrupt the main thread's wait, and Python runs handlers in the main thread only.
+SIGNAL_WAKE = 0.25
+
+
+class Signals:
+    """SIGTERM, SIGINT and SIGHUP as `hostvigil run` receives them, from the start of main() on.
+
+    The handlers only set events: the main thread's wait acts on them, so a stop that comes
+    while the agent is still being built is kept and honoured when start-up is through, with
+    the same orderly shutdown (clean marker, shutdown snapshot) as any other stop.
+    """
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.reload = threading.Event()
+        self.received = ""  # the first stop signal's name
+
+    @classmethod
+    def install(cls) -> Signals:
+        signals = cls()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signals._on_stop)
+        signal.signal(signal.SIGHUP, signals._on_reload)
+        return signals
+
+    def _on_stop(self, signum: int, frame: FrameType | None) -> None:
+        if not self.received:
+            self.received = signal.Signals(signum).name
+        self.stop.set()
+
+    def _on_reload(self, signum: int, frame: FrameType | None) -> None:
+        self.reload.set()
+
+
 class Agent:
     """The running daemon. Built in the order its parts need each other: the cache, the forensics (they read the
     cache and record what the policy decides), the scheduler (it hands each run's events to the policy)."""
 
-    def __init__(self, config: Config, listen: str) -> None:
+    def __init__(
+        self, config: Config, listen: str, signals: Signals | None = None, reload: Callable[[], Config] | None = None
+    ) -> None:
         self.config = config
         self.listen = listen
+        self.signals = signals or Signals()
+        self._load_config = reload  # reads the config file again on SIGHUP; None: reloads are refused
         self.directory = state_dir(config)
         # Before the forensics: their store clears temp files, which are a running agent's writes in progress.
         self.lock = StateDirLock(self.directory)
@@ -125,7 +165,7 @@ class Agent:
             config, names, built=collectors, cache=self.cache, events=self.policy.handle, on_change=self._on_change
         )
         self.notifier = Notifier()
-        self.stop_event = threading.Event()
+        self.stop_event = self.signals.stop
         self._ready = False
         self._ready_lock = threading.Lock()
         self._waited_for: list[str] = []  # collectors still pending when the grace ran out
@@ -136,8 +176,7 @@ class Agent:
         collectors = {name: job.collector for name, job in self.scheduler.jobs.items()}
         web = load_web_config(self.config.web_config_file) if self.config.web_config_file else None
         server = MetricsServer((host, port), self.cache, self._healthy, lambda: self._ready, web)
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._on_signal)
+        self._server = server
         if forensics is not None:
             forensics.start(reported=lambda: self.scheduler.trigger("crash"))
         uevents = UeventListener(
@@ -167,7 +206,11 @@ class Agent:
         grace = threading.Timer(READY_GRACE, self._grace_over)
         grace.daemon = True
         grace.start()
-        self.stop_event.wait()
+        while not self.stop_event.wait(SIGNAL_WAKE):
+            if self.signals.reload.is_set():
+                self.signals.reload.clear()
+                self._reload()
+        log.info("received %s, stopping", self.signals.received or "a stop request")
         grace.cancel()
         self.notifier.stopping()
         if control is not None:
@@ -227,9 +270,34 @@ class Agent:
     def _healthy(self) -> bool:
         return time.monotonic() - self.scheduler.heartbeat < 5.0
 
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        log.info("received %s, stopping", signal.Signals(signum).name)
-        self.stop_event.set()
+    def _reload(self) -> None:
+        """SIGHUP: the config file read and checked again. A bad one is refused in one line and the running config
+        stays; from a good one the log level and the web config (TLS, basic auth) take effect at once, and what
+        only a restart applies (listen address, state directory, paths, collectors) is named."""
+        if self._load_config is None:
+            log.warning("received SIGHUP: this agent was started without a config file to reload")
+            return
+        try:
+            new = self._load_config()
+            web = load_web_config(new.web_config_file) if new.web_config_file else None
+        except (ConfigError, OSError) as exc:
+            log.error("received SIGHUP: config refused, the running one stays: %s", exc)
+            return
+        applied = []
+        if new.log_level != self.config.log_level:
+            logging.getLogger().setLevel(new.log_level.upper())
+            applied.append(f"log_level {new.log_level}")
+        if new.web_config_file != self.config.web_config_file:
+            self._server.use_web(web)
+            applied.append(f"web_config_file {new.web_config_file or 'none'}")
+        later = [name for name in ("listen", "state_dir", "paths", "snapshots", "collectors")
+                 if getattr(new, name) != getattr(self.config, name)]
+        self.config = dataclasses.replace(self.config, log_level=new.log_level, web_config_file=new.web_config_file)
+        log.info(
+            "received SIGHUP: %s reloaded; %s; %s",
+            new.source, "applied " + ", ".join(applied) if applied else "nothing to apply at once",
+            "a restart applies " + ", ".join(later) if later else "nothing waits for a restart",
+        )
 
     def _on_change(self, state: CollectorState) -> None:
         with self._ready_lock:

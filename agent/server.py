@@ -551,6 +551,14 @@ class MetricsServer:
         self._tokens -= 1
         return True
 
+    def use_web(self, web: WebConfig | None) -> None:
+        """Serve new connections with another web config (SIGHUP named a different file, or none)."""
+        self._signature = _signature(web.files) if web else None
+        self._rejected_signature = None
+        self._verified.clear()
+        self._tokens = float(web.rate_limit.burst) if web and web.rate_limit else 0.0
+        self.web = web
+
     def _current_web(self) -> WebConfig | None:
         """The web config in force, loaded again first if it or a file it names changed since it was loaded."""
         web = self.web

@@ -112,10 +112,15 @@ class IpmiCollector(Collector):
     timeout = 50.0
     namespaces = ("psu",)
     options: ClassVar[Mapping[str, Option]] = {
-        "tool": Option("string", "auto", 'auto (FreeIPMI if installed, else ipmitool), "freeipmi" or "ipmitool"'),
+        "tool": Option(
+            "string", "auto", 'auto (FreeIPMI if installed, else ipmitool), "freeipmi" or "ipmitool"',
+            choices=("auto", "freeipmi", "ipmitool"),
+        ),
         "command_timeout": Option("duration", 30.0, "how long one IPMI command may take (the first SDR read is slow)"),
         "sel_interval": Option("duration", 300.0, "how often the System Event Log is read"),
-        "sel_clock": Option("string", "utc", 'how the BMC keeps SEL time: "utc" (most BMCs) or "local"'),
+        "sel_clock": Option(
+            "string", "utc", 'how the BMC keeps SEL time: "utc" (most BMCs) or "local"', choices=("utc", "local")
+        ),
     }
     metrics = METRICS
 

@@ -121,7 +121,9 @@ class MailCollector(Collector):
             "{url = ..., <any setting below>}; none: discover them",
         ),
         "discover": Option("bool", True, "with no endpoints listed, probe those this host listens on"),
-        "starttls": Option("string", "auto", "auto (when offered), required, or off"),
+        "starttls": Option(
+            "string", "auto", "auto (when offered), required, or off", choices=("auto", "required", "off")
+        ),
         "tls_name": Option("string", "", "the name certificates must carry (default: the URL's host)"),
         "tls_verify": Option("bool", True, "verify certificates (chain and name); expiry is checked either way"),
         "ca_file": Option("string", "", "CA certificates to trust instead of the system's"),
@@ -131,8 +133,10 @@ class MailCollector(Collector):
         "rcpt": Option("string", "", "a test recipient tried with RCPT TO over SMTP and LMTP (nothing is sent)"),
         "probe_interval": Option("duration", 15.0, "probe each endpoint this often"),
         "probe_timeout": Option("duration", 5.0, "each step of a probe (greeting, login, ...) gets this long"),
-        "max_in_flight": Option("int", 4, "probes running at once, at most"),
-        "fail_after": Option("int", 2, "failed probes in a row before an endpoint counts as down (event)"),
+        "max_in_flight": Option("int", 4, "probes running at once, at most", minimum=1),
+        "fail_after": Option(
+            "int", 2, "failed probes in a row before an endpoint counts as down (event)", minimum=1
+        ),
         "daemons": Option("strings", [], "mail daemons expected here (dovecot, postfix, cyrus); none: installed"),
         "postfix_config": Option("string", "/etc/postfix", "Postfix's configuration directory"),
         "cyrus_config": Option("string", CYRUS_CONF, "Cyrus master's configuration"),
@@ -168,9 +172,6 @@ class MailCollector(Collector):
         """Endpoints, addresses and limits are checked when the config is loaded."""
         parse_endpoints(options.get("endpoints", []), check_settings(options, ""))
         apply_settings(Endpoint("imap", host="localhost", port=143), check_settings(options, ""), {})
-        for key in ("max_in_flight", "fail_after"):
-            if options.get(key, 1) < 1:
-                raise ValueError(f"{key}: must be at least 1")
         if options.get("probe_timeout", 5.0) > options.get("probe_interval", 15.0):
             raise ValueError("probe_timeout: longer than probe_interval; a step must end before the next probe")
         unknown = sorted(set(options.get("daemons", [])) - set(daemon_procs.DAEMONS))

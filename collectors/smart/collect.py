@@ -89,7 +89,7 @@ class SmartCollector(Collector):
         ),
         "scan": Option("bool", True, "also read the disks smartctl --scan-open finds"),
         "device_timeout": Option("duration", 30.0, "how long one disk's smartctl may take"),
-        "concurrency": Option("int", 4, "how many disks are read at once"),
+        "concurrency": Option("int", 4, "how many disks are read at once", minimum=1),
     }
     metrics = (*METRICS, FAILING_IN_USE)
 

@@ -84,10 +84,23 @@ class UpsCollector(Collector):
         "server": Option("string", DEFAULT_SERVER, "the upsd to list (and read plain NAMEs from), HOST[:PORT]"),
         "username": Option("string", "", "sent as USERNAME (never LOGIN); empty: none"),
         "password_file": Option("string", "", "a file holding the password sent as PASSWORD; needs username"),
-        "tls": Option("string", "auto", '"auto" (STARTTLS if upsd offers it), "required" or "off"'),
+        "tls": Option(
+            "string", "auto", '"auto" (STARTTLS if upsd offers it), "required" or "off"',
+            choices=("auto", "required", "off"),
+        ),
         "ca_file": Option("string", "", "CA certificates (PEM) that upsd's certificate must chain to; empty: none"),
     }
     metrics = METRICS
+
+    @classmethod
+    def validate(cls, options: Mapping[str, Any]) -> None:
+        """Addresses, and a password with no user to send it for, are config errors found when the config is loaded."""
+        try:
+            _targets(options.get("upses", []), parse_address(str(options.get("server", DEFAULT_SERVER)), "server"))
+        except CollectorError as exc:
+            raise ValueError(str(exc)) from None
+        if options.get("password_file") and not options.get("username"):
+            raise ValueError("password_file: set without username (upsd takes PASSWORD only after USERNAME)")
 
     def __init__(self, options: Mapping[str, Any]) -> None:
         super().__init__(options)

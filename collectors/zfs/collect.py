@@ -82,7 +82,7 @@ class ZfsCollector(Collector):
     uevent_subsystems = ("block",)  # a disk removed: the pool shows it at once
     options: ClassVar[Mapping[str, Option]] = {
         "command": Option("string", "zpool", "the zpool command"),
-        "backend": Option("string", "auto", "auto, libzfs, json, text or kstat"),
+        "backend": Option("string", "auto", "auto, libzfs, json, text or kstat", choices=("auto", *BACKENDS)),
         "command_timeout": Option("duration", 20.0, "how long one zpool command may take"),
     }
     metrics = METRICS
