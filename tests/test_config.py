@@ -54,6 +54,21 @@ def check(tmp_path: Path, text: str, capsys: pytest.CaptureFixture[str]) -> str:
          'endpoints[0]: user "probe" needs password_file (the password is never in the config)'),
         ("[collectors.mail]\nendpoints = [3]\n", "collectors.mail.endpoints", "expected a list of strings or tables"),
         ("[collectors.mail]\nprobe_timeout = '30s'\n", "collectors.mail", "probe_timeout: longer than probe_interval"),
+        # the values issue 14 found passing check-config and then failing a collector
+        ("[collectors.zfs]\nbackend = 'zfsd'\n", "collectors.zfs.backend",
+         "'zfsd' is not one of auto, libzfs, json, text, kstat"),
+        ("[collectors.ups]\ntls = 'yes'\n", "collectors.ups.tls", "'yes' is not one of auto, required, off"),
+        ("[collectors.ipmi]\ntool = 'openipmi'\n", "collectors.ipmi.tool", "'openipmi' is not one of"),
+        ("[collectors.ups]\npassword_file = '/etc/pw'\n", "collectors.ups",
+         "password_file: set without username"),
+        ("[collectors.ups]\nupses = ['ups@host:99999']\n", "collectors.ups", "bad address 'host:99999'"),
+        ("[collectors.probe]\nprobe_timeout = '5s'\nprobe_interval = '1s'\n", "collectors.probe",
+         "probe_timeout: 5 s is longer than probe_interval"),
+        ("[collectors.smart]\nconcurrency = 0\n", "collectors.smart.concurrency", "0 is below the least value, 1"),
+        ("[collectors.mail]\nmax_in_flight = 0\n", "collectors.mail.max_in_flight", "below the least value, 1"),
+        ("[collectors.limits]\ninterval = '5s'\ntimeout = '6s'\n", "collectors.limits.timeout",
+         "6s is longer than the interval, 5s: runs would overlap"),
+        ("[agent]\nstate_dir = '/nonexistent-hv/state'\n", "agent.state_dir", "its parent directory does not exist"),
     ],
 )
 def test_config_errors(
@@ -131,3 +146,18 @@ def test_the_example_config_loads_and_shows_every_option_at_its_default() -> Non
         assert config.collectors[name].interval == cls.interval, name
         for option, spec in cls.options.items():
             assert config.collectors[name].options[option] == spec.default, f"collectors.{name}.{option}"
+
+
+def test_a_config_that_is_not_utf8_names_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "hostvigil.toml"
+    path.write_bytes(b"[agent]\nlog_level = '\xff'\n")
+    assert main(["check-config", "--config", str(path)]) == 2
+    assert capsys.readouterr().err == f"hostvigil: config error: {path}: not UTF-8 (byte 0xff at offset 21)\n"
+
+
+def test_a_bad_listen_option_is_named_as_such_and_config_errors_are_not(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run", "--listen", "1.2.3:99999", "--config", str(tmp_path / "none.toml")]) == 2
+    err = capsys.readouterr().err
+    assert err == 'hostvigil: --listen: bad listen address "1.2.3:99999" (use ADDR:PORT, e.g. "127.0.0.1:10091")\n'
