@@ -66,6 +66,9 @@ class CommandResult:
         return f"{cmd}: exit status {self.status}" + (f": {tail[0][:200]}" if tail[0] else "")
 
 
+SYSTEM_BIN_DIRS = ("/usr/local/sbin", "/usr/sbin", "/sbin")
+
+
 class CommandRunner:
     """Runs commands with deadlines; `bin_dirs` let tests point tools at recorded outputs."""
 
@@ -76,7 +79,11 @@ class CommandRunner:
         env: Mapping[str, str] | None = None,
     ) -> None:
         self.output_limit = output_limit
-        path = os.pathsep.join([*bin_dirs, os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")])
+        inherited = os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin").split(os.pathsep)
+        # The tools are admin tools in /usr/sbin and /sbin (smartctl, zpool, ipmi-sensors), off an ordinary user's
+        # PATH: without these a user's run would say "not installed" of a tool that is.
+        system = [directory for directory in SYSTEM_BIN_DIRS if directory not in inherited]
+        path = os.pathsep.join([*bin_dirs, *inherited, *system])
         self._env = {"PATH": path, "LC_ALL": "C", "LANG": "C", **(env or {})}
         self._stuck: dict[tuple[str, ...], subprocess.Popen[bytes]] = {}
         self._lock = threading.Lock()

@@ -7,7 +7,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from hostvigil.runner import STDERR_LIMIT, CommandRunner
+import pytest
+
+from hostvigil.runner import STDERR_LIMIT, SYSTEM_BIN_DIRS, CommandRunner
 
 
 def test_exit_status_is_data_not_an_exception() -> None:
@@ -111,3 +113,15 @@ def _alive(pid: int) -> bool:
     # A zombie waiting for init to reap it is dead for our purposes.
     with open(f"/proc/{pid}/stat") as fh:
         return fh.read().split(") ", 1)[1][0] != "Z"
+
+
+def test_admin_tools_are_found_off_an_ordinary_users_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """smartctl, zpool and the IPMI tools live in /usr/sbin or /sbin, which an ordinary user's PATH lacks: a tool
+    there is run, not reported missing."""
+    tool = next((Path(d) / name for d in SYSTEM_BIN_DIRS for name in ("smartctl", "ipmi-sensors", "zpool", "sysctl")
+                 if (Path(d) / name).exists() and not any(Path(b, name).exists() for b in ("/usr/bin", "/bin"))), None)
+    if tool is None:
+        pytest.skip("no admin tool only in /usr/local/sbin, /usr/sbin or /sbin here")
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    result = CommandRunner().run([tool.name, "--version"], timeout=5)
+    assert not result.not_found, result.describe()
