@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -61,7 +62,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "snapshot": lambda: _snapshot(config, args.reason),
         "report": lambda: _report(config, args.id, args.list, args.json),
     }
-    return commands[args.command]()
+    try:
+        return commands[args.command]()
+    except BrokenPipeError:  # `hostvigil report --json | head`: the reader has what it wanted
+        # Python would report the pipe again when it flushes stdout at exit: point stdout at nothing first.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def _reload(args: argparse.Namespace) -> Config:
@@ -114,11 +120,14 @@ def _parser() -> argparse.ArgumentParser:
         help="why, kept in the snapshot (printable, at most 200 characters; default: manual)",
     )
 
-    report = sub.add_parser("report", help="show the report of the latest unclean reboot, or of ID")
+    report = sub.add_parser(
+        "report", help="show the report of the latest unclean reboot, or of ID",
+        description="Exit status: 0 when a report was shown or listed, 1 when there is none (or ID matches none).",
+    )
     report.add_argument("--config", type=Path, help=config_help)
     report.add_argument("id", nargs="?", help="report (previous boot) id or a unique prefix of it")
     report.add_argument("--list", action="store_true", help="list all reports, newest first")
-    report.add_argument("--json", action="store_true", help="the report as JSON")
+    report.add_argument("--json", action="store_true", help="the report (with --list: every report) as JSON")
 
     check = sub.add_parser("check-config", help="validate the config file and exit")
     check.add_argument("--config", type=Path, help=config_help)
@@ -232,9 +241,15 @@ def _report(config: Config, report_id: str | None, listing: bool, as_json: bool)
         log.error("cannot read reports: %s", exc)
         return 1
     if listing:
-        for item in reports.all():
-            print(crashreport.list_line(item))
-        return 0
+        items = list(reports.all())
+        if as_json:
+            print(json.dumps(items, indent=1))
+        else:
+            for item in items:
+                print(crashreport.list_line(item))
+        if not items:
+            print("hostvigil: no crash report yet", file=sys.stderr)
+        return 0 if items else 1
     found = reports.find(report_id) if report_id else next(iter(reports.all()), None)
     if found is None:
         missing = f"{report_id} (or the prefix is not unique)" if report_id else "yet"

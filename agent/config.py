@@ -189,9 +189,11 @@ def _collector_config(
     }
     reader.check(lambda: cls.validate(options), key)
     if timeout > interval:
-        raise reader.fail(
-            f"{key}.timeout", f"{timeout:g}s is longer than the interval, {interval:g}s: runs would overlap"
-        )
+        if "timeout" in table:
+            raise reader.fail(
+                f"{key}.timeout", f"{timeout:g}s is longer than the interval, {interval:g}s: runs would overlap"
+            )
+        timeout = interval  # a shorter interval set alone brings the built-in timeout down with it
     return CollectorConfig(
         enabled=reader.value(table, key, "enabled", bool, cls.enabled_by_default),
         interval=interval,

@@ -195,7 +195,7 @@ class Agent:
         names = ", ".join(self.scheduler.jobs) or "none"
         log.info(
             "serving %s://%s:%d/metrics; state in %s; collectors: %s",
-            server.scheme, host or "*", port, self.directory, names,
+            server.scheme, f"[{host}]" if ":" in host else host or "*", port, self.directory, names,
         )
         threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
         threading.Thread(target=self.scheduler.run_forever, name="scheduler", daemon=True).start()

@@ -175,6 +175,18 @@ def test_unclean_reboot_gets_one_report_naming_cause_and_evidence(host: Host) ->
     assert len(host.reports()) == 1
     listing = host.cli("report", "--list")
     assert listing.stdout.count("kernel_panic") == 1
+    assert [item["cause"] for item in json.loads(host.cli("report", "--list", "--json").stdout)] == ["kernel_panic"]
+    # `report --json | head`: the reader is gone before the report is written; no BrokenPipeError traceback.
+    reader, writer = os.pipe()
+    os.close(reader)
+    try:
+        piped = subprocess.run(
+            [sys.executable, "-m", "hostvigil", "report", "--json", "--config", str(host.config)],
+            stdout=writer, stderr=subprocess.PIPE, text=True, timeout=60, check=False,
+        )
+    finally:
+        os.close(writer)
+    assert (piped.returncode, piped.stderr) == (0, "")
 
     # An orderly stop, then boot C: nothing to report, and the previous boot counts as clean.
     host.stop(signal.SIGTERM)
@@ -185,6 +197,15 @@ def test_unclean_reboot_gets_one_report_naming_cause_and_evidence(host: Host) ->
     assert len(host.reports()) == 1
     as_json = host.cli("report", BOOT_A[:8], "--json")
     assert json.loads(as_json.stdout)["cause"] == "kernel_panic"
+
+
+def test_no_report_is_exit_status_1_listed_or_not(host: Host) -> None:
+    for args in (("report",), ("report", "--list"), ("report", "--list", "--json")):
+        result = host.cli(*args)
+        assert result.returncode == 1, args
+        assert result.stderr.endswith("\nhostvigil: no crash report yet\n") or result.stderr == (
+            "hostvigil: no crash report yet\n"
+        ), args
 
 
 def test_no_evidence_says_so_plainly(host: Host) -> None:
