@@ -27,6 +27,17 @@ _MAX_SLEEP = 1.0  # the loop wakes at least this often, so the heartbeat stays f
 _THREAD_RETRY = 5.0  # seconds before a run that could not get a thread is tried again
 
 
+# A collector whose subject is absent (no upsd, no BMC, no EDAC driver) is asked again less and less often, up to
+# this, rather than at its interval: the ups collector's 2 s would otherwise knock on a closed port all day.
+UNAVAILABLE_MAX_WAIT = 300.0
+
+
+def unavailable_wait(interval: float, runs: int) -> float:
+    """Seconds to the next run after `runs` unavailable runs in a row: the interval doubled for each after the
+    first, at most UNAVAILABLE_MAX_WAIT (or the interval, if that is longer)."""
+    return min(interval * 2.0 ** min(runs - 1, 30), max(interval, UNAVAILABLE_MAX_WAIT))
+
+
 @dataclass
 class Job:
     """One scheduled collector and the bookkeeping of its runs."""
@@ -41,6 +52,7 @@ class Job:
     timed_out: bool = False
     ran: bool = False  # at least one run ended (or timed out)
     noted: set[str] = field(default_factory=set)  # conditions already logged (Context.note_once)
+    unavailable_runs: int = 0  # unavailable in a row: each doubles the wait before the next run
 
     @property
     def name(self) -> str:
@@ -68,7 +80,7 @@ class Scheduler:
         self.heartbeat = time.monotonic()
         self._wake = threading.Condition()
         self._stopping = False
-        self._failing: set[str] = set()
+        self._failing: dict[str, str] = {}  # collector -> the failure last logged for it
 
     # -- the loop -----------------------------------------------------------------
 
@@ -174,13 +186,16 @@ class Scheduler:
         if late:
             log.info("collector %s: the run that timed out returned after %.1fs", job.name, duration)
             return
+        with self._wake:
+            job.unavailable_runs = job.unavailable_runs + 1 if unavailable else 0
+            if unavailable and job.next_due:  # not triggered meanwhile (a uevent: the hardware may be there now)
+                job.next_due = time.monotonic() + unavailable_wait(job.interval, job.unavailable_runs)
         if error:
             state = self.cache.publish_failure(job.name, error, duration, unavailable=unavailable)
             self._log_failure(state, unavailable)
         else:
             state = self.cache.publish_success(job.name, reading.samples, duration)
-            if job.name in self._failing:
-                self._failing.discard(job.name)
+            if self._failing.pop(job.name, None) is not None:
                 log.info("collector %s recovered", job.name)
         self.on_change(state)
 
@@ -192,10 +207,10 @@ class Scheduler:
         self.on_change(state)
 
     def _log_failure(self, state: CollectorState, unavailable: bool) -> None:
-        self._failing.add(state.name)
-        level = logging.WARNING if unavailable else logging.ERROR
-        # The repeat filter (hostvigil.logs) logs an error once, then summarizes repeats.
-        log.log(
-            level, "collector %s %s: %s", state.name, "unavailable" if unavailable else "failed",
-            state.last_error, extra={"repeat_key": (state.name, state.last_error)},
-        )
+        """Logged once per change of reason: the same reason again is in the metrics, not the log (a host
+        without a BMC is told so once, not every ten minutes)."""
+        why = f"{'unavailable' if unavailable else 'failed'}: {state.last_error}"
+        if self._failing.get(state.name) == why:
+            return
+        self._failing[state.name] = why
+        log.log(logging.WARNING if unavailable else logging.ERROR, "collector %s %s", state.name, why)

@@ -17,7 +17,7 @@ import pytest
 from hostvigil.cache import MetricsCache
 from hostvigil.collector import Collector, CollectorError, Context, Metrics, Paths, Sample, Unavailable
 from hostvigil.runner import CommandRunner
-from hostvigil.scheduler import Job, Scheduler
+from hostvigil.scheduler import Job, Scheduler, unavailable_wait
 from hostvigil.server import MetricsServer
 
 TICKS = Metrics("test").gauge("ticks", "Runs so far.")
@@ -264,3 +264,57 @@ def test_unavailable_is_not_counted_as_an_error() -> None:
     assert 'hostvigil_collector_success{collector="needsroot"} 0.0' in body
     assert 'hostvigil_collector_errors_total{collector="needsroot"} 0.0' in body
 
+
+
+class Moody(Collector):
+    """Unavailable for one reason, then another, then fine, then the first reason again."""
+
+    name = "moody"
+    help = "Changes its reason."
+    metrics = (TICKS,)
+    reasons: ClassVar[list[str]] = ["no BMC", "no BMC", "no BMC", "needs root", "needs root", "", "no BMC"]
+
+    def collect(self, ctx: Context) -> Iterator[Sample]:
+        reason = self.reasons.pop(0)
+        if reason:
+            raise Unavailable(reason)
+        yield TICKS(1)
+
+
+def test_a_reason_is_logged_once_per_change_however_long_it_lasts(caplog: pytest.LogCaptureFixture) -> None:
+    sched = scheduler(Job(Moody({}), interval=60, timeout=5))
+    with caplog.at_level(logging.INFO, logger="hostvigil.scheduler"):
+        for _ in range(7):
+            _run_again(sched)
+    assert [r.getMessage() for r in caplog.records if "moody" in r.getMessage()] == [
+        "collector moody unavailable: no BMC",
+        "collector moody unavailable: needs root",
+        "collector moody recovered",
+        "collector moody unavailable: no BMC",
+    ]
+
+
+def test_an_unavailable_collector_is_asked_less_and_less_often() -> None:
+    """No upsd here: the ups collector's 2 s interval becomes 2, 4, 8, ... up to 300 s between runs; a trigger
+    (a uevent) still runs it at once, and the interval comes back when it is available again."""
+    assert [unavailable_wait(2.0, runs) for runs in (1, 2, 3, 4, 8, 9, 100)] == [2, 4, 8, 16, 256, 300, 300]
+    assert unavailable_wait(600.0, 5) == 600.0
+
+    class Absent(NeedsRoot):
+        runs = 0
+
+        def collect(self, ctx: Context) -> Iterator[Sample]:
+            Absent.runs += 1
+            return super().collect(ctx)
+
+    sched = scheduler(Job(Absent({}), interval=0.05, timeout=1))
+    thread = threading.Thread(target=sched.run_forever, daemon=True)
+    thread.start()
+    try:
+        time.sleep(1.6)  # at the interval: 32 runs; backing off from 0.05 s: 0.05, 0.1, 0.2, 0.4, 0.8 -> 5 or 6
+        assert 4 <= Absent.runs <= 7, Absent.runs
+        before = Absent.runs
+        sched.trigger("needsroot")
+        _wait(lambda: Absent.runs > before)
+    finally:
+        sched.stop()
