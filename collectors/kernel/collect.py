@@ -74,10 +74,14 @@ class KernelCollector(Collector):
         super().__init__(options)
         self.follower: KmsgFollower | None = None
         self._report: Callable[[Event], None] = lambda event: None
+        # The daemon set out to follow /dev/kmsg. A one-shot run (`hostvigil collect`, textfile mode) or
+        # follow_kmsg = false never does: log_following is not exported then, rather than a 0 that pages forever.
+        self._following_wanted = False
 
     def start(self, services: Services) -> None:
         if not self.config.get("follow_kmsg", True):
             return
+        self._following_wanted = True
         self._report = services.events
         follower = KmsgFollower(
             services.paths.dev / "kmsg", self._on_event, lambda: services.collect_now(self.name),
@@ -119,7 +123,8 @@ class KernelCollector(Collector):
 
     def _events(self) -> Iterator[Sample]:
         follower = self.follower
-        yield FOLLOWING(1 if follower is not None and follower.up else 0)
+        if self._following_wanted:
+            yield FOLLOWING(1 if follower is not None and follower.up else 0)
         if follower is None:
             return
         with follower.lock:

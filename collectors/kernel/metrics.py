@@ -24,7 +24,11 @@ SUPPRESSED = _kernel.counter(
     "Messages the kernel itself rate-limited ('callbacks suppressed').",
 )
 FINGERPRINTS = _kernel.gauge("event_fingerprints", "Distinct events (by stack or message fingerprint) seen.")
-FOLLOWING = _kernel.gauge("log_following", "1 while /dev/kmsg is being followed (needs root or CAP_SYSLOG).")
+FOLLOWING = _kernel.gauge(
+    "log_following",
+    "1 while /dev/kmsg is being followed (needs root or CAP_SYSLOG), 0 when the daemon cannot; absent in one-shot "
+    "runs (`hostvigil collect`, textfile mode) and with follow_kmsg = false, which never follow it.",
+)
 TAINTED = _kernel.gauge("tainted_mask", "/proc/sys/kernel/tainted: 0 for an untainted kernel.")
 TAINT = _kernel.gauge("taint", "1 for each taint flag set (Documentation/admin-guide/tainted-kernels.rst).", "flag")
 COUNTED = _kernel.counter(

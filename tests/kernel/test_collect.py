@@ -5,8 +5,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from hostvigil.collector import Services
 from hostvigil.collectors.kernel.collect import KernelCollector
-from tests.conftest import FIXTURES, fixture_paths, run_collector, values
+from tests.conftest import FIXTURES, fixture_paths, run_collector, run_with, values
 
 
 def build_host(root: Path, *, kdump: bool, pstore_backend: str, journal: bool) -> None:
@@ -57,7 +58,7 @@ def test_a_host_ready_for_its_next_crash(tmp_path: Path) -> None:
     assert got[("hostvigil_kernel_journal_keeps_previous_boot", ())] == 1  # Storage=auto and /var/log/journal
     assert got[("hostvigil_kernel_panic_setting", ("kernel.panic",))] == 0
     assert got[("hostvigil_kernel_panic_setting", ("kernel.panic_on_oops",))] == 1
-    assert got[("hostvigil_kernel_log_following", ())] == 0
+    assert ("hostvigil_kernel_log_following", ()) not in got  # a one-shot run never follows /dev/kmsg
 
 
 def test_a_host_that_would_lose_its_next_crash(tmp_path: Path) -> None:
@@ -73,3 +74,16 @@ def test_this_machine() -> None:
     got = values(run_collector(KernelCollector, fixture_paths(Path("/")), follow_kmsg=False))
     assert ("hostvigil_kernel_tainted_mask", ()) in got
     assert ("hostvigil_kernel_boot_time_seconds", ()) in got
+
+
+def test_log_following_is_said_only_where_the_daemon_set_out_to_follow(tmp_path: Path) -> None:
+    """0 when the daemon cannot open /dev/kmsg (the alert's case); absent in a one-shot run and with
+    follow_kmsg = false, where nothing ever follows it and a 0 would page forever (textfile hosts)."""
+    paths = fixture_paths(tmp_path)  # no dev/kmsg under it
+    following = ("hostvigil_kernel_log_following", ())
+    daemon = KernelCollector({name: option.default for name, option in KernelCollector.options.items()})
+    daemon.start(Services(paths, tmp_path, ""))
+    assert values(run_with(daemon, paths))[following] == 0
+    off = KernelCollector({**daemon.config, "follow_kmsg": False})
+    off.start(Services(paths, tmp_path, ""))
+    assert following not in values(run_with(off, paths))
