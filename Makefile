@@ -10,7 +10,7 @@ LISTEN ?= 127.0.0.1:10091
 # re-install, which a change of the folders' mtimes triggers.
 SOURCES := pyproject.toml $(shell find agent collectors -type d -not -name __pycache__)
 
-.PHONY: run test lint typecheck pytest fuzz bench clean
+.PHONY: run test lint typecheck pytest fuzz bench deb test-debian-libs clean
 
 run: $(VENV)/.installed
 	$(BIN)/hostvigil run --listen $(LISTEN) $(ARGS)
@@ -39,6 +39,23 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/kmsg.py $(KMSG_ARGS)
 	$(BIN)/python bench/probes.py $(PROBE_ARGS)
 	$(BIN)/python bench/mail.py $(MAIL_ARGS)
+
+# dist/hostvigil_VERSION_all.deb with dh-python over Debian's python3-* libraries (apt-get install debhelper
+# dh-python pybuild-plugin-pyproject python3-all python3-setuptools, and the libraries debian/control names).
+deb:
+	@# Built in a copy of the tree: pybuild's clean would remove build/, where the editable install keeps its links.
+	rm -rf dist/src && mkdir -p dist/src
+	git ls-files -co --exclude-standard | tar -cf - -T - | tar -xf - -C dist/src
+	cd dist/src && PATH=/usr/sbin:/usr/bin:/sbin:/bin dpkg-buildpackage -us -uc -b
+	rm -rf dist/src
+
+# The suite on Debian 12's own libraries (the lower bounds pyproject.toml declares), as the .deb runs.
+test-debian-libs:
+	@[ -x .venv-debian/bin/python ] || /usr/bin/python3 -m venv --system-site-packages .venv-debian
+	.venv-debian/bin/python -m pip install -q --disable-pip-version-check --no-deps -e . \
+	  --config-settings editable_mode=strict
+	.venv-debian/bin/python -m pip install -q --disable-pip-version-check "pytest>=7.4" "hypothesis>=6.60"
+	.venv-debian/bin/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
 $(VENV)/.installed: $(SOURCES)
 	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || { \

@@ -166,7 +166,6 @@ def test_declarations_follow_the_house_rules() -> None:
         ({"endpoints": ["imapx://h"]}, r'endpoints\[0\]: "imapx://h": unknown scheme'),
         ({"user": "probe"}, 'user "probe" needs password_file'),
         ({"probe_interval": 5.0, "probe_timeout": 10.0}, "probe_timeout: longer than probe_interval"),
-        ({"max_in_flight": 0}, "max_in_flight: must be at least 1"),
         ({"daemons": ["exim"]}, 'daemons: "exim" is not one of dovecot, postfix, cyrus'),
     ],
 )
