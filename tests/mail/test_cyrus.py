@@ -168,8 +168,8 @@ def test_tls_key_unreadable_by_cyrus(server: CyrusServer) -> None:
             # The session goes on in plaintext, where LOGINDISABLED does not apply (allowplaintext: yes).
             assert imap.imap("n", "NOOP") == ["n OK Completed"]
 
-        # TCP is accepted, and closed during the handshake.
-        with Dialog.connect(server.ports.imaps) as raw, pytest.raises(ssl.SSLEOFError):
+        # TCP is accepted, and closed during the handshake (Python 3.11.2, Debian's, calls it a zero return).
+        with Dialog.connect(server.ports.imaps) as raw, pytest.raises((ssl.SSLEOFError, ssl.SSLZeroReturnError)):
             raw.sock = client_context(None).wrap_socket(raw.sock, server_hostname="localhost")
 
         _wait_lines(server, "error initializing TLS", 2, mark)

@@ -371,7 +371,7 @@ def test_polling_when_netlink_cannot_be_opened(
         def __init__(self, *args: object, **kwargs: object) -> None:
             raise OSError(93, "Protocol not supported")
 
-    monkeypatch.setattr(pyroute2, "AsyncIPRoute", NoNetlink)
+    monkeypatch.setattr(pyroute2, "AsyncIPRoute", NoNetlink, raising=False)  # pyroute2 0.7 has none to replace
     collector = NetworkCollector({name: option.default for name, option in NetworkCollector.options.items()})
     hooks = RecordingHooks()
     collector.watcher.listen(hooks.report, hooks.collect_now)
@@ -559,6 +559,15 @@ def harness_in(netns_pair: NetnsPair, tmp_path: Path) -> Iterator[tuple[NetnsPai
         running.close()
 
 
+# Link events read netlink through AsyncIPRoute, new in pyroute2 0.9: with Debian 12's 0.7.2 (`make
+# test-debian-libs`) the agent sees carrier changes by polling instead, which the tests above cover.
+needs_link_events = pytest.mark.skipif(
+    not hasattr(pyroute2, "AsyncIPRoute"),
+    reason="link events need pyroute2 0.9 or later (AsyncIPRoute), which the installed pyroute2 lacks",
+)
+
+
+@needs_link_events
 def test_link_flaps_seen_within_a_second(harness_in: tuple[NetnsPair, Harness]) -> None:
     pair, running = harness_in
     iface = pair.left_if
@@ -620,6 +629,7 @@ def test_link_flaps_seen_within_a_second(harness_in: tuple[NetnsPair, Harness]) 
     assert len([line for _, line in running.lines if line["kind"] == "event"]) == 2  # lost, and back
 
 
+@needs_link_events
 def test_link_storm_is_bounded_and_counted(harness_in: tuple[NetnsPair, Harness]) -> None:
     """1500 flaps as fast as `ip -batch` makes them: the watcher keeps up or re-reads, and every loss counts."""
     pair, running = harness_in
