@@ -63,11 +63,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "report": lambda: _report(config, args.id, args.list, args.json),
     }
     try:
-        return commands[args.command]()
+        status = commands[args.command]()
+        sys.stdout.flush()  # here, not at exit, so that a reader gone away is handled below
     except BrokenPipeError:  # `hostvigil report --json | head`: the reader has what it wanted
         # Python would report the pipe again when it flushes stdout at exit: point stdout at nothing first.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    return status
 
 
 def _reload(args: argparse.Namespace) -> Config:
