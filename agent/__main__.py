@@ -13,7 +13,7 @@ from hostvigil.signals import Signals
 
 def main() -> int:
     if sys.argv[1:2] == ["run"]:
-        Signals.install()
+        Signals.install_early()
     from hostvigil.cli import main as cli_main  # noqa: PLC0415 - after the handlers, on purpose
 
     return cli_main()

@@ -31,7 +31,7 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 class Signals:
     """The stop and reload requests of one `hostvigil run`; install() once, from the main thread."""
 
-    _installed: Signals | None = None
+    _early: Signals | None = None  # installed by hostvigil.__main__, not yet taken by the run it was for
 
     def __init__(self) -> None:
         self.stop = threading.Event()
@@ -40,10 +40,16 @@ class Signals:
         self._wakeup: int | None = None  # the read end of the wakeup pipe, once installed
 
     @classmethod
+    def install_early(cls) -> None:
+        """Install the handlers now, for the install() of the run that follows to take."""
+        cls._early = cls.install()
+
+    @classmethod
     def install(cls) -> Signals:
-        """The handlers for this process (installed now, or the ones installed earlier: they are kept)."""
-        if cls._installed is not None:
-            return cls._installed
+        """The handlers for this run: those install_early() put in, else new ones. From the main thread."""
+        early, cls._early = cls._early, None
+        if early is not None:
+            return early
         signals = cls()
         read, write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(write, warn_on_full_buffer=False)
@@ -51,7 +57,6 @@ class Signals:
         for sig in STOP_SIGNALS:
             signal.signal(sig, signals._on_stop)
         signal.signal(signal.SIGHUP, signals._on_reload)
-        cls._installed = signals
         return signals
 
     def wait(self, timeout: float = SIGNAL_WAKE) -> bool:
@@ -70,7 +75,7 @@ class Signals:
         if self.stop.is_set():
             # The stop under way writes the last snapshot and then the clean marker: cutting it short would
             # leave this boot looking like a crash. SIGKILL (systemd's, after TimeoutStopSec) still ends it.
-            log.warning("received %s again: still stopping in order (SIGKILL ends it at once)", name)
+            log.warning("received %s during the stop: still stopping in order (SIGKILL ends it at once)", name)
             return
         self.received = name
         self.stop.set()

@@ -256,3 +256,27 @@ def test_sighup_moves_the_listen_address_and_keeps_the_old_one_if_the_new_cannot
     finally:
         proc.terminate()
         assert proc.wait(STOP_BOUND) == 0
+
+
+def test_a_second_stop_during_the_stop_is_logged_and_the_stop_stays_orderly(tmp_path: Path) -> None:
+    port = free_port()
+    proc = start(tmp_path, port)
+    log = tmp_path / "agent.log"
+    try:
+        served(port, "hostvigil_collector_success")
+        proc.send_signal(signal.SIGTERM)
+        assert logged(log, "received SIGTERM, stopping")
+        # The shutdown snapshot takes the best part of a second: the second signal comes in the middle of the stop.
+        assert proc.poll() is None, "the stop ended before a second signal could be sent"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(STOP_BOUND) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log.read_text()
+    assert "received SIGINT during the stop: still stopping in order" in text
+    assert "stopped" in text
+    boot = BootHistory(tmp_path / "state", "the-next-boot").previous()
+    assert boot is not None
+    assert boot.clean
