@@ -73,6 +73,24 @@ def handlers_installed(pid: int) -> bool:
     return bool(int(caught, 16) & (1 << (signal.SIGHUP - 1)))
 
 
+def test_the_handlers_go_in_before_the_agent_is_imported() -> None:
+    """The imports behind hostvigil.cli take a quarter of a second: a stop then must find the handlers in."""
+    code = (
+        "import signal, sys\n"
+        "class Watch:\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name == 'hostvigil.cli':\n"
+        "            print('caught at import:', signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None))\n"
+        "sys.meta_path.insert(0, Watch())\n"
+        "sys.argv = ['hostvigil', 'run', '--listen', 'nowhere']\n"
+        "from hostvigil.__main__ import main\n"
+        "sys.exit(main())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == "caught at import: True\n"
+
+
 def time_to_first_answer(tmp_path: Path) -> float:
     port = free_port()
     begun = time.monotonic()
