@@ -269,12 +269,14 @@ class Agent:
             applied.append(f"listen {new.listen}")
         if new.web_config_file != self.config.web_config_file or web != self._server.web:
             self._server.use_web(web)
-            applied.append(f"web_config_file {new.web_config_file or 'none'}")
-        applied.extend(self._apply_collectors(new))
+            applied.append(f"web config {new.web_config_file or 'none'}")
+        changes = self._apply_collectors(new)
+        applied.extend(changes or [])
         later = [name for name in ("state_dir", "paths", "snapshots")
                  if getattr(new, name) != getattr(self.config, name)]
         self.config = dataclasses.replace(
-            self.config, log_level=new.log_level, web_config_file=new.web_config_file, collectors=new.collectors
+            self.config, log_level=new.log_level, web_config_file=new.web_config_file,
+            collectors=new.collectors if changes is not None else self.config.collectors,
         )
         log.info(
             "received SIGHUP: %s reloaded; %s; %s",
@@ -300,9 +302,10 @@ class Agent:
         old.server_close()
         return True
 
-    def _apply_collectors(self, new: Config) -> list[str]:
+    def _apply_collectors(self, new: Config) -> list[str] | None:
         """Collectors as the new config wants them; what changed, for the log. One whose options changed is
-        stopped and built again (its counters in the cache go on); one whose timing alone changed keeps running."""
+        built again and the old one stopped (its counters in the cache go on); one whose timing alone changed keeps
+        running. None if a new one cannot be built or started: then the running ones all stay as they were."""
         running, wanted = set(self.scheduler.jobs), wanted_collectors(new)
         removed = sorted(running - set(wanted))
         rebuilt = [name for name in wanted if name not in running
@@ -311,14 +314,22 @@ class Agent:
                    and new.collectors[name] != self.config.collectors[name]]
         if not (removed or rebuilt or retimed):
             return []
+        fresh: dict[str, Collector] = {}
+        for name in rebuilt:
+            try:
+                collector = self._make(name, new)
+                collector.start(self._services)
+            except Exception as exc:  # noqa: BLE001 - a collector's bug costs the reload, never the agent
+                log.error("received SIGHUP: collector %s cannot start, the running collectors stay: %s", name, exc)
+                for started in fresh.values():
+                    started.stop()
+                return None
+            fresh[name] = collector
         collectors = dict(self.collectors)
         for name in removed + [name for name in rebuilt if name in running]:
             collectors.pop(name).stop()
-        jobs = []
-        for name in rebuilt:
-            collectors[name] = self._make(name, new)
-            collectors[name].start(self._services)
-            jobs.append(Job(collectors[name], new.collectors[name].interval, new.collectors[name].timeout))
+        collectors.update(fresh)
+        jobs = [Job(fresh[name], new.collectors[name].interval, new.collectors[name].timeout) for name in rebuilt]
         self.cache.track(wanted)
         self.scheduler.replace(jobs, removed)
         for name in retimed:
