@@ -122,6 +122,13 @@ class MetricsCache:
             self._rendered.clear()
             return _copy(state)
 
+    def track(self, collector_names: Sequence[str]) -> None:
+        """Keep states for exactly these collectors (a config reload): new ones start empty, those gone go with
+        their series, the others keep theirs."""
+        with self._lock:
+            self._states = {name: self._states.get(name) or CollectorState(name) for name in collector_names}
+            self._rendered.clear()
+
     def states(self) -> dict[str, CollectorState]:
         with self._lock:
             return {name: _copy(state) for name, state in self._states.items()}

@@ -19,7 +19,7 @@ from hostvigil import __version__
 from hostvigil.config import DEFAULT_PATH, Config, ConfigError, load, parse_listen
 from hostvigil.control import SOCKET_NAME, lock_holder
 from hostvigil.control import request as control_request
-from hostvigil.daemon import Agent, Signals, build_scheduler, state_dir, state_dir_candidates, wanted_collectors
+from hostvigil.daemon import Agent, build_scheduler, state_dir, state_dir_candidates, wanted_collectors
 from hostvigil.durable import write_atomically
 from hostvigil.forensics import report as crashreport
 from hostvigil.forensics.boots import read_boot_id
@@ -27,6 +27,7 @@ from hostvigil.forensics.service import Forensics, ReportStore
 from hostvigil.forensics.snapshots import MAX_MANUAL_REASON, printable
 from hostvigil.logs import setup as setup_logging
 from hostvigil.registry import REGISTRY
+from hostvigil.signals import Signals
 from hostvigil.webconfig import load as load_web_config
 
 log = logging.getLogger("hostvigil")
@@ -36,7 +37,8 @@ EXIT_USAGE = 2
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    # First of all: a stop asked for while the config loads or the agent is built is kept, not lost.
+    # First of all (hostvigil.__main__ installs them earlier still): a stop asked for while the config loads or the
+    # agent is built is kept, not lost.
     signals = Signals.install() if args.command == "run" else None
     if getattr(args, "listen", None):
         try:
@@ -77,6 +79,8 @@ def _reload(args: argparse.Namespace) -> Config:
     config = load(args.config, REGISTRY)
     if args.web_config_file:
         config = dataclasses.replace(config, web_config_file=args.web_config_file)
+    if args.listen:
+        config = dataclasses.replace(config, listen=args.listen)
     return config
 
 

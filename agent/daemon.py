@@ -5,12 +5,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import signal
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from hostvigil.cache import CollectorState, MetricsCache
@@ -28,7 +26,9 @@ from hostvigil.registry import REGISTRY
 from hostvigil.runner import CommandRunner
 from hostvigil.scheduler import Job, Scheduler
 from hostvigil.server import MetricsServer
+from hostvigil.signals import Signals
 from hostvigil.uevents import UeventListener
+from hostvigil.webconfig import WebConfig
 from hostvigil.webconfig import load as load_web_config
 
 log = logging.getLogger("hostvigil")
@@ -105,41 +105,6 @@ def _user_state_dir() -> Path:
     return Path(base) / "hostvigil"
 
 
-# How often the main thread wakes from its wait even if nothing woke it: a signal the kernel delivers to another
-# of the agent's threads does not interrupt the main thread's wait, and Python runs handlers in the main thread only.
-SIGNAL_WAKE = 0.25
-
-
-class Signals:
-    """SIGTERM, SIGINT and SIGHUP as `hostvigil run` receives them, from the start of main() on.
-
-    The handlers only set events: the main thread's wait acts on them, so a stop that comes
-    while the agent is still being built is kept and honoured when start-up is through, with
-    the same orderly shutdown (clean marker, shutdown snapshot) as any other stop.
-    """
-
-    def __init__(self) -> None:
-        self.stop = threading.Event()
-        self.reload = threading.Event()
-        self.received = ""  # the first stop signal's name
-
-    @classmethod
-    def install(cls) -> Signals:
-        signals = cls()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, signals._on_stop)
-        signal.signal(signal.SIGHUP, signals._on_reload)
-        return signals
-
-    def _on_stop(self, signum: int, frame: FrameType | None) -> None:
-        if not self.received:
-            self.received = signal.Signals(signum).name
-        self.stop.set()
-
-    def _on_reload(self, signum: int, frame: FrameType | None) -> None:
-        self.reload.set()
-
-
 class Agent:
     """The running daemon. Built in the order its parts need each other: the cache, the forensics (they read the
     cache and record what the policy decides), the scheduler (it hands each run's events to the policy)."""
@@ -159,7 +124,8 @@ class Agent:
         collectors = {name: REGISTRY[name](config.collectors[name].options) for name in names if name != "crash"}
         self.forensics = self._forensics(collectors)
         if "crash" in names:
-            collectors["crash"] = CrashCollector(config.collectors["crash"].options, self.forensics)
+            collectors["crash"] = self._make("crash", config)
+        self.collectors = collectors  # the running ones; a reload replaces them
         self.policy = EventPolicy(self.forensics or _Unrecorded())
         self.scheduler = build_scheduler(
             config, names, built=collectors, cache=self.cache, events=self.policy.handle, on_change=self._on_change
@@ -171,9 +137,13 @@ class Agent:
         self._waited_for: list[str] = []  # collectors still pending when the grace ran out
 
     def run(self) -> int:
+        if self.signals.stop.is_set():  # asked before anything started: nothing to wind down, nothing recorded
+            log.info("received %s, stopping (before start-up)", self.signals.received or "a stop request")
+            self.lock.release()
+            return 0
         host, port = parse_listen(self.listen)
         forensics = self.forensics
-        collectors = {name: job.collector for name, job in self.scheduler.jobs.items()}
+        collectors = self.collectors
         web = load_web_config(self.config.web_config_file) if self.config.web_config_file else None
         server = MetricsServer((host, port), self.cache, self._healthy, lambda: self._ready, web)
         self._server = server
@@ -188,6 +158,7 @@ class Agent:
             events=lambda event: self.policy.handle([event]), collect_now=self.scheduler.trigger,
             uevents=uevents.counts, http=server.tally,
         )
+        self._services, self._uevents = services, uevents
         for collector in collectors.values():
             collector.start(services)
         uevents.start()
@@ -206,7 +177,7 @@ class Agent:
         grace = threading.Timer(READY_GRACE, self._grace_over)
         grace.daemon = True
         grace.start()
-        while not self.stop_event.wait(SIGNAL_WAKE):
+        while not self.signals.wait():
             if self.signals.reload.is_set():
                 self.signals.reload.clear()
                 self._reload()
@@ -217,13 +188,13 @@ class Agent:
             control.stop()
         self.scheduler.stop()
         uevents.stop()
-        for collector in collectors.values():
+        for collector in self.collectors.values():
             collector.stop()
         if forensics is not None:
             forensics.stop()
         self.notifier.close()
-        server.shutdown()
-        server.server_close()
+        self._server.shutdown()  # the one serving now: a reload may have moved it to another address
+        self._server.server_close()
         self.scheduler.runner.kill_all()
         log.info("stopped")
         self.lock.release()
@@ -267,13 +238,18 @@ class Agent:
             self.config, state_dir=self.directory, boot_id=boot_id, collectors=collectors, states=self.cache.states
         )
 
+    def _make(self, name: str, config: Config) -> Collector:
+        options = config.collectors[name].options
+        return CrashCollector(options, self.forensics) if name == "crash" else REGISTRY[name](options)
+
     def _healthy(self) -> bool:
         return time.monotonic() - self.scheduler.heartbeat < 5.0
 
     def _reload(self) -> None:
-        """SIGHUP: the config file read and checked again. A bad one is refused in one line and the running config
-        stays; from a good one the log level and the web config (TLS, basic auth) take effect at once, and what
-        only a restart applies (listen address, state directory, paths, collectors) is named."""
+        """SIGHUP: the config file read and checked again, as check-config checks it. A bad one is refused in one
+        line and the running config stays; a good one is applied: log level, web config (TLS, basic auth), listen
+        address, collectors added, removed, given new options or intervals. What only a restart applies (state
+        directory, paths, snapshots) is named."""
         if self._load_config is None:
             log.warning("received SIGHUP: this agent was started without a config file to reload")
             return
@@ -283,21 +259,90 @@ class Agent:
         except (ConfigError, OSError) as exc:
             log.error("received SIGHUP: config refused, the running one stays: %s", exc)
             return
+        if self._ready:
+            self.notifier.send("RELOADING=1", "STATUS=reloading the config")
         applied = []
         if new.log_level != self.config.log_level:
             logging.getLogger().setLevel(new.log_level.upper())
             applied.append(f"log_level {new.log_level}")
-        if new.web_config_file != self.config.web_config_file:
+        if new.listen != self.listen and self._rebind(new.listen, web):
+            applied.append(f"listen {new.listen}")
+        if new.web_config_file != self.config.web_config_file or web != self._server.web:
             self._server.use_web(web)
-            applied.append(f"web_config_file {new.web_config_file or 'none'}")
-        later = [name for name in ("listen", "state_dir", "paths", "snapshots", "collectors")
+            applied.append(f"web config {new.web_config_file or 'none'}")
+        changes = self._apply_collectors(new)
+        applied.extend(changes or [])
+        later = [name for name in ("state_dir", "paths", "snapshots")
                  if getattr(new, name) != getattr(self.config, name)]
-        self.config = dataclasses.replace(self.config, log_level=new.log_level, web_config_file=new.web_config_file)
+        self.config = dataclasses.replace(
+            self.config, log_level=new.log_level, web_config_file=new.web_config_file,
+            collectors=new.collectors if changes is not None else self.config.collectors,
+        )
         log.info(
             "received SIGHUP: %s reloaded; %s; %s",
-            new.source, "applied " + ", ".join(applied) if applied else "nothing to apply at once",
+            new.source, "applied " + "; ".join(applied) if applied else "nothing changed",
             "a restart applies " + ", ".join(later) if later else "nothing waits for a restart",
         )
+        if self._ready:
+            self.notifier.ready(self._summary())
+
+    def _rebind(self, listen: str, web: WebConfig | None) -> bool:
+        """Serve on the new address, then close the old one; if it cannot be bound, the old one stays."""
+        host, port = parse_listen(listen)
+        old = self._server
+        try:
+            server = MetricsServer((host, port), self.cache, self._healthy, lambda: self._ready, web)
+        except OSError as exc:
+            log.error("received SIGHUP: listen %s: %s; still serving %s", listen, exc.strerror or exc, self.listen)
+            return False
+        server.tally = old.tally  # the port's counts go on: collectors hold this object
+        threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
+        self._server, self.listen = server, listen
+        old.shutdown()
+        old.server_close()
+        return True
+
+    def _apply_collectors(self, new: Config) -> list[str] | None:
+        """Collectors as the new config wants them; what changed, for the log. One whose options changed is
+        built again and the old one stopped (its counters in the cache go on); one whose timing alone changed keeps
+        running. None if a new one cannot be built or started: then the running ones all stay as they were."""
+        running, wanted = set(self.scheduler.jobs), wanted_collectors(new)
+        removed = sorted(running - set(wanted))
+        rebuilt = [name for name in wanted if name not in running
+                   or new.collectors[name].options != self.config.collectors[name].options]
+        retimed = [name for name in wanted if name in running and name not in rebuilt
+                   and new.collectors[name] != self.config.collectors[name]]
+        if not (removed or rebuilt or retimed):
+            return []
+        fresh: dict[str, Collector] = {}
+        for name in rebuilt:
+            try:
+                collector = self._make(name, new)
+                collector.start(self._services)
+            except Exception as exc:  # noqa: BLE001 - a collector's bug costs the reload, never the agent
+                log.error("received SIGHUP: collector %s cannot start, the running collectors stay: %s", name, exc)
+                for started in fresh.values():
+                    started.stop()
+                return None
+            fresh[name] = collector
+        collectors = dict(self.collectors)
+        for name in removed + [name for name in rebuilt if name in running]:
+            collectors.pop(name).stop()
+        collectors.update(fresh)
+        jobs = [Job(fresh[name], new.collectors[name].interval, new.collectors[name].timeout) for name in rebuilt]
+        self.cache.track(wanted)
+        self.scheduler.replace(jobs, removed)
+        for name in retimed:
+            self.scheduler.retime(name, new.collectors[name].interval, new.collectors[name].timeout)
+        self.collectors = collectors
+        if self.forensics is not None:
+            self.forensics.use_collectors(collectors)
+        self._uevents.subscribe({name: c.uevent_subsystems for name, c in collectors.items() if c.uevent_subsystems})
+        added = [name for name in rebuilt if name not in running]
+        return [f"{what} {', '.join(names)}" for what, names in (
+            ("collectors added:", added), ("collectors removed:", removed),
+            ("new options for", [name for name in rebuilt if name in running]), ("new timing for", retimed),
+        ) if names]
 
     def _on_change(self, state: CollectorState) -> None:
         with self._ready_lock:

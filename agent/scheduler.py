@@ -108,6 +108,25 @@ class Scheduler:
             self._stopping = True
             self._wake.notify_all()
 
+    def replace(self, jobs: Sequence[Job], removed: Sequence[str] = ()) -> None:
+        """Take `jobs` in place of those of the same name and drop the `removed` (a config reload). A run of a job
+        taken out that is still in flight ends unpublished: its collector is no longer the one configured."""
+        with self._wake:
+            current = {name: job for name, job in self.jobs.items() if name not in removed}
+            current.update((job.name, job) for job in jobs)
+            self.jobs = current  # a new dict: readers iterating the old one outside the lock are not disturbed
+            for name in removed:
+                self._failing.pop(name, None)
+            self._wake.notify_all()
+
+    def retime(self, name: str, interval: float, timeout: float) -> None:
+        """A new interval and timeout for a running job; a shorter interval applies from now."""
+        with self._wake:
+            job = self.jobs[name]
+            job.interval, job.timeout = interval, timeout
+            job.next_due = min(job.next_due, time.monotonic() + interval)
+            self._wake.notify_all()
+
     def trigger(self, name: str) -> None:
         """Collect now (an event arrived) instead of at the next interval."""
         with self._wake:
@@ -179,10 +198,13 @@ class Scheduler:
         duration = time.monotonic() - start
         with self._wake:
             late = job.run_id != run_id or job.timed_out
+            retired = self.jobs.get(job.name) is not job  # replaced or removed by a reload meanwhile
             job.started, job.thread, job.ran = None, None, True
             self._wake.notify_all()
         # What changed was seen, whether or not the run is late or failed later: the collector has moved on.
         self.events(reading.events)
+        if retired:
+            return
         if late:
             log.info("collector %s: the run that timed out returned after %.1fs", job.name, duration)
             return

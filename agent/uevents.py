@@ -30,9 +30,7 @@ class UeventListener:
         """`subscriptions` maps a collector name to the subsystems whose events should run it."""
         self.collect_now = collect_now
         self.by_subsystem: dict[str, list[str]] = {}
-        for collector, subsystems in subscriptions.items():
-            for subsystem in subsystems:
-                self.by_subsystem.setdefault(subsystem, []).append(collector)
+        self._subscribe(subscriptions)
         self.counts: Counter[str] = Counter()  # events seen, by subsystem
         self._last_run: dict[str, float] = {}
         self._deferred: dict[str, float] = {}  # collector -> when it may run again
@@ -52,6 +50,19 @@ class UeventListener:
         self._thread = threading.Thread(target=self._follow, args=(monitor,), name="uevents", daemon=True)
         self._thread.start()
         return True
+
+    def subscribe(self, subscriptions: Mapping[str, Iterable[str]]) -> None:
+        """The subscriptions of the collectors running after a config reload; starts reading if none did before."""
+        self._subscribe(subscriptions)
+        if self._thread is None and not self._stopping.is_set():
+            self.start()
+
+    def _subscribe(self, subscriptions: Mapping[str, Iterable[str]]) -> None:
+        by_subsystem: dict[str, list[str]] = {}
+        for collector, subsystems in subscriptions.items():
+            for subsystem in subsystems:
+                by_subsystem.setdefault(subsystem, []).append(collector)
+        self.by_subsystem = by_subsystem  # one assignment: the reading thread sees the old map or the new
 
     def stop(self) -> None:
         self._stopping.set()

@@ -318,3 +318,41 @@ def test_an_unavailable_collector_is_asked_less_and_less_often() -> None:
         _wait(lambda: Absent.runs > before)
     finally:
         sched.stop()
+
+
+class Gated(Collector):
+    """Returns when its gate opens: a run still in flight when a reload replaces the collector."""
+
+    name = "flaky"
+    help = "Waits for its gate."
+    metrics = (FLAKY,)
+
+    def __init__(self, options: dict[str, object]) -> None:
+        super().__init__(options)
+        self.gate = threading.Event()
+
+    def collect(self, ctx: Context) -> Iterator[Sample]:
+        self.gate.wait(5)
+        yield FLAKY(1)
+
+
+def test_a_reload_replaces_jobs_and_a_replaced_run_in_flight_is_not_published(monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = MetricsCache(["flaky", "ticking"])
+    old = Gated({})
+    scheduler = Scheduler([Job(old, 60, 30), Job(Ticking({}), 60, 30)], cache, Paths(), CommandRunner())
+    scheduler.tick()
+    _wait(lambda: cache.states()["ticking"].success is True)
+    new = Flaky({})
+    monkeypatch.setattr(Flaky, "behaviour", ["error"])
+    scheduler.replace([Job(new, 60, 30)], ["ticking"])
+    cache.track(["flaky"])
+    assert set(scheduler.jobs) == {"flaky"}
+    assert set(cache.states()) == {"flaky"}
+    scheduler.tick()
+    _wait(lambda: cache.states()["flaky"].success is False)
+    old.gate.set()  # the replaced collector's run returns: its success must not cover the new one's failure
+    _wait(lambda: not any(thread.name == "collector-flaky" for thread in threading.enumerate()))
+    assert cache.states()["flaky"].success is False
+    scheduler.retime("flaky", 5, 2)
+    assert (scheduler.jobs["flaky"].interval, scheduler.jobs["flaky"].timeout) == (5, 2)
+    assert scheduler.jobs["flaky"].next_due <= time.monotonic() + 5

@@ -93,8 +93,12 @@ class Forensics:
         self.store = SnapshotStore(
             state_dir / "snapshots", snapshots.keep, snapshots.max_bytes, snapshots.max_total_bytes
         )
-        builder = SnapshotBuilder(config.paths.proc, boot_id, collectors, states)
+        self._builder = builder = SnapshotBuilder(config.paths.proc, boot_id, collectors, states)
         self.snapshotter = Snapshotter(self.store, builder, snapshots.interval, snapshots.min_gap)
+
+    def use_collectors(self, collectors: Mapping[str, Collector]) -> None:
+        """The collectors running after a config reload: snapshots and reports ask these from now on."""
+        self.collectors = self._builder.collectors = collectors
 
     # -- what the event policy records ------------------------------------------------
 
