@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 from dataclasses import dataclass
 
@@ -66,9 +67,15 @@ def reading(state: int, status: int, offset: int, maxerror: int, esterror: int) 
     )
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    """The C library, looked up once: find_library runs ldconfig, which no 30-second run should pay for."""
+    return ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+
+
 def read_clock() -> ClockReading:
     """The kernel clock's state now; OSError when the system call is refused (a seccomp filter) or missing."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc = _libc()
     raw = _Timex()  # modes = 0: read only
     state = libc.adjtimex(ctypes.byref(raw))
     if state < 0:
