@@ -720,3 +720,34 @@ def test_link_storm_is_bounded_and_counted(harness_in: tuple[NetnsPair, Harness]
     extras = [line["extra"] for _, line in running.lines if line["kind"] == "snapshot_extra"]
     assert extras, stderr
     assert len(extras[0]["link_events"]) == 50
+
+
+def print_overflow_run(iface: str, flaps: int) -> None:
+    """Inside a namespace: the watcher on a socket buffer too small for a burst, and what it made of the burst."""
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    link_watch.RECEIVE_BUFFER = 0  # the kernel's minimum: a few messages, so the burst overflows it
+    watcher = LinkWatcher(CarrierCounter(), interface_filter([], DEFAULT_EXCLUDE))
+    watcher.listen(lambda event: None, lambda collector: None)
+    assert watcher.mode == "netlink"
+    subprocess.run(["ip", "-batch", "-"], input=f"link set dev {iface} down\nlink set dev {iface} up\n" * flaps,
+                   text=True, capture_output=True, timeout=60, check=True)
+    deadline = time.monotonic() + 20
+    while watcher.carrier.losses_last_hour(iface) < flaps and time.monotonic() < deadline:
+        time.sleep(0.05)
+    watcher.stop()
+    print(json.dumps({"losses": watcher.carrier.losses_last_hour(iface), "restarts": watcher.restarts,
+                      "malformed": watcher.malformed}))
+
+
+def test_socket_overflow_is_answered_by_a_dump_in_a_namespace(netns_pair: NetnsPair) -> None:
+    """A real ENOBUFS: a burst of flaps overruns a minimal socket buffer; the watcher dumps every link again on
+    the same socket and every loss counts (from the kernel's carrier_down_count), with no restart."""
+    pair = netns_pair
+    result = subprocess.run(
+        ["ip", "netns", "exec", pair.left, sys.executable, "-c",
+         f"from tests.network.test_collect import print_overflow_run as p; p({pair.left_if!r}, 300)"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"losses": 300, "restarts": 0, "malformed": 0}
+    assert "the kernel dropped messages (socket buffer full); re-reading link states" in result.stderr
