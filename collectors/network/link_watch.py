@@ -1,24 +1,31 @@
 """Link events as they happen: the kernel's rtnetlink link messages, read on a source thread of their own.
 
 The kernel announces every link change on the rtnetlink link group
-(RTM_NEWLINK); pyroute2 reads them here, each message is a look for the carrier
-counter (carrier.py), its events go to the event policy at once, and a changed
-link runs the network collector within a second. A socket that fails or
-overflows (ENOBUFS) is reopened by the Source loop and every link read again, so
-what lost messages said still counts; a storm of messages is cut short the same
-way. Where netlink cannot be opened at all, the watcher stays down and the
-collector's own sysfs reads are the looks.
+(RTM_NEWLINK, RTM_DELLINK). The watcher reads them from a plain NETLINK_ROUTE
+socket (parse_rtnl.py decodes them): no netlink library, so no ~10 MB of one in
+memory and none whose version decides whether link events work. A blocking read
+with a short timeout on the Source thread is all the machinery: each message is a
+look for the carrier counter (carrier.py), its events go to the event policy at
+once, and a changed link runs the network collector within a second. The starting
+state comes from a dump of every link (RTM_GETLINK). A socket buffer that
+overflowed (ENOBUFS) is answered with another dump, so what the lost messages said
+still counts; a storm of messages reopens the socket and dumps again; a socket that
+fails is reopened by the Source loop after a backoff. Where netlink cannot be
+opened at all, the watcher stays down and the collector's own sysfs reads are the
+looks.
 """
 
 from __future__ import annotations
 
-import asyncio
+import errno
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
+from hostvigil.collectors.network import parse_rtnl
 from hostvigil.collectors.network.carrier import CarrierCounter
 from hostvigil.collectors.network.parse import IFF_LOWER_UP, IFF_UP
 from hostvigil.events import Event, LinkEvent
@@ -32,6 +39,9 @@ RESYNC_TIMEOUT = 5.0  # seconds for a re-read of every link
 RESYNC_EVERY = 300.0  # seconds between two re-reads of every link when nothing else asks for one
 BURST = 50  # messages since the last re-read after which every link is read again once it is quiet
 QUIET = 0.5  # seconds without a message that end a burst
+MIN_WAIT = 0.01  # seconds: a socket timeout of 0 would make the read non-blocking
+RECEIVE_BYTES = 65536  # a datagram the kernel sends is at most 32 KiB (netlink_recvmsg caps dumps there)
+RECEIVE_BUFFER = 1 << 20  # SO_RCVBUF asked for (pyroute2's size, which the storm test was tuned with)
 
 
 class LinkWatcher(Source):
@@ -51,6 +61,7 @@ class LinkWatcher(Source):
         self._ready = threading.Event()
         self._last_collect = -COLLECT_SPACING
         self._collect_due: float | None = None
+        self._seq = 0  # of the last dump request: its replies carry it, multicast messages carry 0
 
     @property
     def mode(self) -> str:
@@ -67,7 +78,19 @@ class LinkWatcher(Source):
     # -- the source ---------------------------------------------------------------------
 
     def run(self) -> None:
-        asyncio.run(self._session())
+        """One socket: open it, read every link, then handle messages until stopped or a storm (which returns
+        to be reopened at once); a failed read raises, and the socket is reopened after a backoff."""
+        sock = open_link_socket()
+        try:
+            self._dump(sock)
+            if self._opened:  # reopened: what the lost messages said is in the re-read states
+                self._request_collect(time.monotonic())
+            self._opened = True
+            self.running()
+            self._ready.set()
+            self._read(sock)
+        finally:
+            sock.close()
 
     def retry(self, error: Exception) -> bool:
         """A socket that was open once is reopened; netlink that never opened is not there (polling then)."""
@@ -76,75 +99,112 @@ class LinkWatcher(Source):
             self._ready.set()
         return self._opened
 
-    async def _session(self) -> None:
-        """One socket: open it, read every link, then handle messages until stopped or a storm (which returns
-        to be reopened at once); a failed read raises, and the socket is reopened after a backoff."""
-        # pyroute2 takes about 0.2 s to import: only the daemon's watcher pays for it, not every CLI run.
-        from pyroute2 import AsyncIPRoute  # noqa: PLC0415
-        from pyroute2.netlink.rtnl import RTMGRP_LINK  # noqa: PLC0415
-
-        ipr = AsyncIPRoute()
-        try:
-            await ipr.bind(groups=RTMGRP_LINK)
-            # A dump whose replies the kernel dropped (a full socket buffer) would never end.
-            await asyncio.wait_for(self._resync(ipr), RESYNC_TIMEOUT)
-            if self._opened:  # reopened: what the lost messages said is in the re-read states
-                self._request_collect(time.monotonic())
-            self._opened = True
-            self.running()
-            self._ready.set()
-            await self._read(ipr)
-        finally:
-            _close(ipr)
-
-    async def _read(self, ipr: Any) -> None:
+    def _read(self, sock: socket.socket) -> None:
         """Handle messages until stopped or a storm; a failed read raises.
 
-        After a burst, once it has been quiet for a moment, and every few minutes anyway, every link is
-        read again: a socket buffer that overflowed does not always say so (ENOBUFS), and what the lost
-        messages said must still count.
+        A socket buffer that overflowed (ENOBUFS: the kernel dropped messages) is answered by reading every
+        link again on the same socket. After a burst, once it has been quiet for a moment, and every few
+        minutes anyway, every link is read again too: an overflow is not always reported, and what the
+        lost messages said must still count. Waits are short (at most half a second), so a stop is prompt.
         """
-        pending: asyncio.Future[list[Any]] | None = None
         window_start, handled, since_resync = time.monotonic(), 0, 0
         resync_at = time.monotonic() + RESYNC_EVERY
-        try:
-            while not self.stopping.is_set():
-                if pending is None:
-                    pending = asyncio.ensure_future(_next_messages(ipr))
-                wait = min(self._wait_time(), max(0.0, resync_at - time.monotonic()))
-                done, _ = await asyncio.wait({pending}, timeout=wait)
-                now = time.monotonic()
-                self._collect_if_due(now)
-                if pending not in done:
-                    if now >= resync_at:
-                        await asyncio.wait_for(self._resync(ipr), RESYNC_TIMEOUT)
-                        resync_at, since_resync = time.monotonic() + RESYNC_EVERY, 0
-                    continue
-                future, pending = pending, None
-                messages = future.result()  # ENOBUFS (messages were lost) raises here
-                for message in messages:
-                    self.handle_message(message)
-                handled += len(messages)
-                since_resync += len(messages)
-                if since_resync >= BURST:
-                    resync_at = now + QUIET
-                if now - window_start >= 1.0:
-                    window_start, handled = now, 0
-                elif handled >= MAX_MESSAGES_PER_SECOND:
-                    # A storm: stop reading for the rest of the second (a blocking sleep, so the socket
-                    # is not drained into memory either), then reopen and re-read every link's state.
-                    log.warning("link events: more than %d messages a second; re-reading link states",
-                                MAX_MESSAGES_PER_SECOND, extra={"repeat_key": ("link-events", "storm")})
-                    time.sleep(max(0.0, 1.0 - (now - window_start)))
-                    return
-        finally:
-            if pending is not None:
-                pending.cancel()
+        while not self.stopping.is_set():
+            sock.settimeout(max(MIN_WAIT, min(self._wait_time(), resync_at - time.monotonic())))
+            try:
+                data = sock.recv(RECEIVE_BYTES)
+            except TimeoutError:
+                data = None
+            except OSError as exc:
+                if exc.errno != errno.ENOBUFS:
+                    raise
+                log.warning("link events: the kernel dropped messages (socket buffer full); re-reading link states",
+                            extra={"repeat_key": ("link-events", "overflow")})
+                self._dump(sock)
+                resync_at, since_resync = time.monotonic() + RESYNC_EVERY, 0
+                continue
+            now = time.monotonic()
+            self._collect_if_due(now)
+            if data is None:
+                if now >= resync_at:
+                    self._dump(sock)
+                    resync_at, since_resync = time.monotonic() + RESYNC_EVERY, 0
+                continue
+            count, _ = self.handle_datagram(data)
+            handled += count
+            since_resync += count
+            if since_resync >= BURST:
+                resync_at = now + QUIET
+            if now - window_start >= 1.0:
+                window_start, handled = now, 0
+            elif handled >= MAX_MESSAGES_PER_SECOND:
+                # A storm: stop reading for the rest of the second (the socket is not drained into memory
+                # either), then reopen and re-read every link's state.
+                log.warning("link events: more than %d messages a second; re-reading link states",
+                            MAX_MESSAGES_PER_SECOND, extra={"repeat_key": ("link-events", "storm")})
+                self.stopping.wait(max(0.0, 1.0 - (now - window_start)))
+                return
 
-    async def _resync(self, ipr: Any) -> None:
-        """Read every link's state (at start, after a burst, now and then): changes since the last look count."""
-        for message in [message async for message in await ipr.get_links()]:
-            self.handle_message(message)
+    def _dump(self, sock: socket.socket) -> None:
+        """Read every link's state (at start, after an overflow or a burst, now and then): changes since the
+        last look count. Link messages that arrive meanwhile are handled too; a dump the kernel could not
+        answer whole (an overflow meanwhile) is asked again, until RESYNC_TIMEOUT, after which it raises."""
+        deadline = time.monotonic() + RESYNC_TIMEOUT
+        while True:
+            self._seq = self._seq % 0xFFFFFFFF + 1
+            sock.send(parse_rtnl.request_links(self._seq))
+            if self._read_dump(sock, deadline):
+                return
+
+    def _read_dump(self, sock: socket.socket, deadline: float) -> bool:
+        """Handle datagrams until the dump asked for ends: whether it came whole (no overflow meanwhile)."""
+        whole = True
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no end of the link dump in time")
+            sock.settimeout(left)
+            try:
+                data = sock.recv(RECEIVE_BYTES)
+            except OSError as exc:
+                if exc.errno != errno.ENOBUFS:
+                    raise
+                whole = False  # the dump goes on, but changes announced meanwhile were dropped
+                continue
+            if self.handle_datagram(data, self._seq)[1]:
+                return whole
+
+    def handle_datagram(self, data: bytes, dump_seq: int | None = None) -> tuple[int, bool]:
+        """The link messages of one datagram, and whether the dump `dump_seq` (if one is read) ended in it.
+        Anything odd is counted and skipped; an error the kernel answers the dump request with raises."""
+        try:
+            messages = parse_rtnl.split_messages(data)
+        except ValueError as exc:
+            self.malformed += 1
+            log.debug("link events: unreadable datagram: %s", exc)
+            return 0, False
+        links, dump_done = 0, False
+        for message in messages:
+            if message.type in (parse_rtnl.RTM_NEWLINK, parse_rtnl.RTM_DELLINK):
+                links += 1
+                try:
+                    link = parse_rtnl.parse_link(message)
+                except ValueError as exc:
+                    self.malformed += 1
+                    log.debug("link events: unreadable message: %s", exc)
+                    continue
+                self.handle_message(link)
+            elif dump_seq is not None and message.seq == dump_seq and message.type in (
+                parse_rtnl.NLMSG_DONE, parse_rtnl.NLMSG_ERROR
+            ):
+                try:
+                    code = parse_rtnl.parse_error(message)
+                except ValueError:
+                    code = 0 if message.type == parse_rtnl.NLMSG_DONE else errno.EBADMSG
+                if code > 0:
+                    raise OSError(code, os.strerror(code))
+                dump_done = True
+        return links, dump_done
 
     def _wait_time(self) -> float:
         due = self._collect_due
@@ -152,34 +212,22 @@ class LinkWatcher(Source):
 
     # -- messages -----------------------------------------------------------------------
 
-    def handle_message(self, message: Any) -> None:
-        """One rtnetlink message; anything odd in it is counted and skipped."""
-        try:
-            event = message.get("event")
-            name = message.get("IFLA_IFNAME")
-            if not isinstance(name, str) or not self.wanted(name):
-                return
-            if event == "RTM_DELLINK":
-                self.carrier.forget(name)
-                return
-            if event != "RTM_NEWLINK":
-                return
-            flags = message["flags"]
-            operstate = message.get("IFLA_OPERSTATE")
-            down_count = message.get("IFLA_CARRIER_DOWN_COUNT")
-            index = message.get("index")
-            if not isinstance(flags, int) or not isinstance(operstate, str):
-                self.malformed += 1
-                log.debug("link events: %s: flags %r, operstate %r", name, flags, operstate)
-                return
-            self.update(
-                name, link=bool(flags & IFF_UP and flags & IFF_LOWER_UP), admin_up=bool(flags & IFF_UP),
-                operstate=operstate.lower(), down_count=down_count if isinstance(down_count, int) else None,
-                index=index if isinstance(index, int) else None,
-            )
-        except Exception as exc:  # noqa: BLE001 - a malformed message costs only itself
+    def handle_message(self, link: parse_rtnl.Link) -> None:
+        """One link message: a look for the carrier counter, or a link that is gone."""
+        if not self.wanted(link.name):
+            return
+        if link.deleted:
+            self.carrier.forget(link.name)
+            return
+        if link.operstate is None:
             self.malformed += 1
-            log.debug("link events: unreadable message: %s", exc)
+            log.debug("link events: %s: no operstate", link.name)
+            return
+        flags = link.flags
+        self.update(
+            link.name, link=bool(flags & IFF_UP and flags & IFF_LOWER_UP), admin_up=bool(flags & IFF_UP),
+            operstate=link.operstate, down_count=link.carrier_down_count, index=link.index,
+        )
 
     def update(
         self, name: str, *, link: bool, admin_up: bool, operstate: str, down_count: int | None,
@@ -218,14 +266,16 @@ class LinkWatcher(Source):
             log.error("link events: collecting %s failed: %s", self.collector, exc)
 
 
-def _close(ipr: Any) -> None:
-    """Close a netlink socket that may already be broken."""
+def open_link_socket() -> socket.socket:
+    """A NETLINK_ROUTE socket on the link group (RTMGRP_LINK): every RTM_NEWLINK and RTM_DELLINK of this
+    network namespace, and the replies to what is sent on it."""
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
     try:
-        ipr.close()
-    except Exception as exc:  # noqa: BLE001 - closing what failed must not fail the reopening
-        log.debug("link events: closing the netlink socket: %s", exc)
-
-
-async def _next_messages(ipr: Any) -> list[Any]:
-    """The messages of the next datagram the kernel sends."""
-    return [message async for message in ipr.get()]
+        # About 900 link messages (1.5 KB each) fit before the kernel drops some (ENOBUFS), measured here;
+        # about 180 where net.core.rmem_max is left at its default (208 KiB), which caps what is asked for.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+        sock.bind((0, parse_rtnl.RTMGRP_LINK))  # port 0: the kernel picks one
+    except OSError:
+        sock.close()
+        raise
+    return sock

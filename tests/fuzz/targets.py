@@ -36,6 +36,7 @@ from hostvigil.collectors.mail import parse_queue_file as queue_file
 from hostvigil.collectors.md import parse as md
 from hostvigil.collectors.network import parse as network
 from hostvigil.collectors.network import parse_route as route
+from hostvigil.collectors.network import parse_rtnl as rtnl
 from hostvigil.collectors.power_supply import parse as power_supply
 from hostvigil.collectors.probe import parse as probe
 from hostvigil.collectors.raid import parse as raid
@@ -223,6 +224,11 @@ NET_DEVICES = [
     (_directory(folder), _directory(folder / "statistics") if (folder / "statistics").is_dir() else {})
     for folder in sorted(TREES.glob("*/sys/class/net/*"))
 ]
+# Datagrams this machine's kernel sent on a NETLINK_ROUTE socket (link changes, a dump, its end, an error), and
+# the payloads of their link messages on their own, so that mutations reach the attributes more often.
+RTNL = [path.read_bytes() for path in sorted(NETWORK.glob("*__rtnl_*.bin"))]
+RTNL_LINKS = [message.payload for data in RTNL for message in rtnl.split_messages(data)
+              if message.type in (rtnl.RTM_NEWLINK, rtnl.RTM_DELLINK)]
 POWER_SUPPLIES = [(folder.name, _directory(folder)) for folder in sorted(TREES.glob("*/sys/class/power_supply/*"))]
 
 UPS = FIXTURES / "ups/upsd-2.8.0"
@@ -326,6 +332,21 @@ def _postfix(main: str, master: str) -> object:
 
 def _queue_file(data: bytes) -> object:
     return list(queue_file.queue_file_records(data, whole_file=True)), queue_file.queue_file_arrival(data)
+
+
+def _rtnl(data: bytes) -> object:
+    """A datagram as the link watcher reads it: its messages split, link messages parsed, ends and errors read."""
+    found: list[object] = []
+    for message in rtnl.split_messages(data):
+        if message.type in (rtnl.RTM_NEWLINK, rtnl.RTM_DELLINK):
+            found.append(rtnl.parse_link(message))
+        elif message.type in (rtnl.NLMSG_DONE, rtnl.NLMSG_ERROR):
+            found.append(rtnl.parse_error(message))
+    return found
+
+
+def _rtnl_link(payload: bytes) -> object:
+    return rtnl.parse_link(rtnl.Message(rtnl.RTM_NEWLINK, 0, 0, 0, payload))
 
 
 def _ups_vars(lines: list[str], name: str) -> object:
@@ -456,6 +477,8 @@ TARGETS: tuple[Target, ...] = (
     Target("network.parse_route",
            _text([*_files(NETWORK, "*_route"), *[_read(p) for p in sorted(TREES.glob("*/proc/net/route"))]]),
            route.parse_route),
+    Target("network.rtnl_datagram", _one(byte_strings(RTNL)), _rtnl),
+    Target("network.rtnl_parse_link", _one(byte_strings(RTNL_LINKS)), _rtnl_link),
     Target("network.parse_ipv6_route", _text([_read(p) for p in sorted(TREES.glob("*/proc/net/ipv6_route"))]),
            route.parse_ipv6_route),
     # probe

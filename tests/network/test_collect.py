@@ -7,6 +7,7 @@ print what they are asked; the test flaps the link and times what comes back.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import shutil
@@ -18,12 +19,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import pyroute2
 import pytest
 
 from hostvigil import policy
 from hostvigil.cache import CollectorState, MetricsCache
 from hostvigil.collector import Context, Paths, Services, check_reading
+from hostvigil.collectors.network import link_watch, parse_rtnl
 from hostvigil.collectors.network.carrier import MAX_EVENTS, CarrierCounter
 from hostvigil.collectors.network.collect import DEFAULT_EXCLUDE, NetworkCollector, interface_filter
 from hostvigil.collectors.network.link_watch import LinkWatcher
@@ -33,6 +34,7 @@ from hostvigil.runner import CommandRunner
 from hostvigil.scheduler import Job, Scheduler
 from tests.conftest import FIXTURES, TREES, fixture_paths, run_collector, values
 from tests.netns import NetnsPair
+from tests.network.test_parse_rtnl import capture, link_message
 
 ROOT = Path(__file__).resolve().parents[2]
 N = "hostvigil_network_"
@@ -354,11 +356,15 @@ def test_bounded_and_malformed() -> None:
     assert len(snapshot["link_events"]) == 50
     assert snapshot["link_events"][-1]["interface"] == "eth0"
     assert watcher.carrier.losses_last_hour("eth0") == MAX_EVENTS  # every loss counts, beyond the events kept
-    watcher.handle_message({"event": "RTM_NEWLINK", "IFLA_IFNAME": "eth0", "flags": "bogus"})
-    watcher.handle_message(object())
-    watcher.handle_message({"event": "RTM_NEWLINK", "IFLA_IFNAME": "veth0"})  # excluded: ignored
-    assert watcher.malformed == 2
-    watcher.handle_message({"event": "RTM_DELLINK", "IFLA_IFNAME": "eth0"})
+    bad_operstate = link_message(b"eth0\0", attributes=[(parse_rtnl.IFLA_IFNAME, b"eth0\0"),
+                                                        (parse_rtnl.IFLA_OPERSTATE, b"\x09")])
+    no_operstate = link_message(b"eth0\0", attributes=[(parse_rtnl.IFLA_IFNAME, b"eth0\0")])
+    assert watcher.handle_datagram(bad_operstate + b"\x01\x02") == (0, False)  # a length that lies: all of it
+    assert watcher.handle_datagram(bad_operstate + no_operstate) == (2, False)  # each costs only itself
+    assert watcher.handle_datagram(link_message(b"veth0\0", flags=0)) == (1, False)  # excluded: ignored
+    assert watcher.malformed == 3
+    assert watcher.carrier.losses_last_hour("eth0") == MAX_EVENTS
+    watcher.handle_datagram(link_message(b"eth0\0", kind=parse_rtnl.RTM_DELLINK))
     assert look(watcher, False, 0, index=None) == []  # forgotten: the next look is a new baseline
 
 
@@ -367,11 +373,10 @@ def test_polling_when_netlink_cannot_be_opened(
 ) -> None:
     """Without netlink the collector's own reads find the loss: the captured uplink0 that lost carrier, seen
     first as it was before (a copy of the capture modified to carrier 1, operstate up, one loss fewer)."""
-    class NoNetlink:
-        def __init__(self, *args: object, **kwargs: object) -> None:
-            raise OSError(93, "Protocol not supported")
+    def no_netlink() -> object:
+        raise OSError(93, "Protocol not supported")  # EPROTONOSUPPORT, as socket() says on a kernel without it
 
-    monkeypatch.setattr(pyroute2, "AsyncIPRoute", NoNetlink, raising=False)  # pyroute2 0.7 has none to replace
+    monkeypatch.setattr(link_watch, "open_link_socket", no_netlink)
     collector = NetworkCollector({name: option.default for name, option in NetworkCollector.options.items()})
     hooks = RecordingHooks()
     collector.watcher.listen(hooks.report, hooks.collect_now)
@@ -406,6 +411,80 @@ def test_polling_when_netlink_cannot_be_opened(
         ("network", "default route interface uplink0 lost carrier"),
     ]  # no collect_now: the loss was found by a collection
     collector.stop()
+
+
+class ScriptedSocket:
+    """A netlink socket that answers from a script, one step a read: a datagram, or an error to raise.
+    When the script is done, the watcher is stopped."""
+
+    def __init__(self, watcher: LinkWatcher, steps: list[bytes | OSError]) -> None:
+        self.watcher, self.steps = watcher, steps
+        self.requests: list[int] = []  # the sequence numbers of the dump requests sent
+        self.closed = False
+
+    def settimeout(self, timeout: float) -> None:
+        assert timeout > 0
+
+    def send(self, data: bytes) -> int:
+        (message,) = parse_rtnl.split_messages(data)
+        assert message.type == parse_rtnl.RTM_GETLINK
+        self.requests.append(message.seq)
+        return len(data)
+
+    def recv(self, size: int) -> bytes:
+        if not self.steps:
+            self.watcher.stopping.set()
+            raise TimeoutError
+        step = self.steps.pop(0)
+        if isinstance(step, OSError):
+            raise step
+        return step
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def with_seq(data: bytes, seq: int) -> bytes:
+    """A captured one-message datagram as the reply to the request `seq`."""
+    return data[:8] + seq.to_bytes(4, sys.byteorder) + data[12:]
+
+
+def test_overflow_is_answered_by_reading_every_link_again(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """ENOBUFS (the kernel dropped messages): every link is dumped again on the same socket, and what the
+    lost messages said counts; an overflow during that dump asks for another. No restart, no crash."""
+    watcher, hooks = watcher_with_hooks()
+    watcher.carrier.set_default_interfaces({"hv0"})
+    enobufs = OSError(errno.ENOBUFS, "No buffer space available")
+    sock = ScriptedSocket(watcher, [
+        with_seq(capture("veth_up"), 1), with_seq(capture("dump_done"), 1),  # the starting state: hv0 up
+        enobufs,  # its peer went down meanwhile, and that message was lost
+        enobufs, with_seq(capture("dump_done"), 2),  # the re-read overflowed too: not whole
+        with_seq(capture("veth_carrier_lost"), 3), with_seq(capture("dump_done"), 3),
+    ])
+    monkeypatch.setattr(link_watch, "open_link_socket", lambda: sock)
+    watcher.run()
+    assert sock.requests == [1, 2, 3]
+    assert sock.closed
+    assert watcher.restarts == 0
+    assert "the kernel dropped messages (socket buffer full); re-reading link states" in caplog.text
+    assert hooks.calls == [
+        ("snapshot", "default route interface hv0 lost carrier"),
+        ("network", "default route interface hv0 lost carrier"),
+        ("collect", "network"),
+    ]
+    assert watcher.carrier.losses_last_hour("hv0") == 1
+
+
+def test_an_error_answering_the_dump_fails_the_socket(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernel refused the dump (here ENODEV, as captured): the socket fails and is reopened by the Source."""
+    watcher, _ = watcher_with_hooks()
+    sock = ScriptedSocket(watcher, [capture("veth_up"), with_seq(capture("getlink_enodev"), 1)])
+    monkeypatch.setattr(link_watch, "open_link_socket", lambda: sock)
+    with pytest.raises(OSError, match="No such device"):
+        watcher.run()
+    assert sock.closed
 
 
 # -- live, in network namespaces -----------------------------------------------------------
@@ -559,15 +638,6 @@ def harness_in(netns_pair: NetnsPair, tmp_path: Path) -> Iterator[tuple[NetnsPai
         running.close()
 
 
-# Link events read netlink through AsyncIPRoute, new in pyroute2 0.9: with Debian 12's 0.7.2 (`make
-# test-debian-libs`) the agent sees carrier changes by polling instead, which the tests above cover.
-needs_link_events = pytest.mark.skipif(
-    not hasattr(pyroute2, "AsyncIPRoute"),
-    reason="link events need pyroute2 0.9 or later (AsyncIPRoute), which the installed pyroute2 lacks",
-)
-
-
-@needs_link_events
 def test_link_flaps_seen_within_a_second(harness_in: tuple[NetnsPair, Harness]) -> None:
     pair, running = harness_in
     iface = pair.left_if
@@ -629,7 +699,6 @@ def test_link_flaps_seen_within_a_second(harness_in: tuple[NetnsPair, Harness]) 
     assert len([line for _, line in running.lines if line["kind"] == "event"]) == 2  # lost, and back
 
 
-@needs_link_events
 def test_link_storm_is_bounded_and_counted(harness_in: tuple[NetnsPair, Harness]) -> None:
     """1500 flaps as fast as `ip -batch` makes them: the watcher keeps up or re-reads, and every loss counts."""
     pair, running = harness_in
@@ -651,3 +720,34 @@ def test_link_storm_is_bounded_and_counted(harness_in: tuple[NetnsPair, Harness]
     extras = [line["extra"] for _, line in running.lines if line["kind"] == "snapshot_extra"]
     assert extras, stderr
     assert len(extras[0]["link_events"]) == 50
+
+
+def print_overflow_run(iface: str, flaps: int) -> None:
+    """Inside a namespace: the watcher on a socket buffer too small for a burst, and what it made of the burst."""
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    link_watch.RECEIVE_BUFFER = 0  # the kernel's minimum: a few messages, so the burst overflows it
+    watcher = LinkWatcher(CarrierCounter(), interface_filter([], DEFAULT_EXCLUDE))
+    watcher.listen(lambda event: None, lambda collector: None)
+    assert watcher.mode == "netlink"
+    subprocess.run(["ip", "-batch", "-"], input=f"link set dev {iface} down\nlink set dev {iface} up\n" * flaps,
+                   text=True, capture_output=True, timeout=60, check=True)
+    deadline = time.monotonic() + 20
+    while watcher.carrier.losses_last_hour(iface) < flaps and time.monotonic() < deadline:
+        time.sleep(0.05)
+    watcher.stop()
+    print(json.dumps({"losses": watcher.carrier.losses_last_hour(iface), "restarts": watcher.restarts,
+                      "malformed": watcher.malformed}))
+
+
+def test_socket_overflow_is_answered_by_a_dump_in_a_namespace(netns_pair: NetnsPair) -> None:
+    """A real ENOBUFS: a burst of flaps overruns a minimal socket buffer; the watcher dumps every link again on
+    the same socket and every loss counts (from the kernel's carrier_down_count), with no restart."""
+    pair = netns_pair
+    result = subprocess.run(
+        ["ip", "netns", "exec", pair.left, sys.executable, "-c",
+         f"from tests.network.test_collect import print_overflow_run as p; p({pair.left_if!r}, 300)"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"losses": 300, "restarts": 0, "malformed": 0}
+    assert "the kernel dropped messages (socket buffer full); re-reading link states" in result.stderr
