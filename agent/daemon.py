@@ -83,7 +83,8 @@ def state_dir(config: Config) -> Path:
     errors = []
     for path in state_dir_candidates(config):
         try:
-            path.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # A configured directory's parent must exist (a typo is not a tree to create; hostvigil.config says so).
+            path.mkdir(parents=path != config.state_dir, exist_ok=True, mode=0o700)
             if os.access(path, os.W_OK):
                 keep_private(path)
                 return path
@@ -281,7 +282,8 @@ class Agent:
             new = self._load_config()
             web = load_web_config(new.web_config_file) if new.web_config_file else None
         except (ConfigError, OSError) as exc:
-            log.error("received SIGHUP: config refused, the running one stays: %s", exc)
+            problems = "; ".join(exc.problems) if isinstance(exc, ConfigError) else exc
+            log.error("received SIGHUP: config refused, the running one stays: %s", problems)
             return
         applied = []
         if new.log_level != self.config.log_level:
