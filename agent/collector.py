@@ -95,7 +95,7 @@ class Option:
     """A collector-specific config key, with what a value must be beyond its type, declared here so that
     `check-config` and the start refuse it (hostvigil.config runs `problem`) rather than a run failing later.
 
-    `choices`: the only values a string (or each item of strings) may take. `minimum`/`maximum`: bounds of a
+    `choices`: the only values a string (or each item of strings) may take. `minimum`: the least value of a
     number or duration. `at_most`: another option of the same collector this one may not exceed (a timeout and its
     interval). `check`: what the rest cannot say (an address, a readable file); ValueError with the reason.
     """
@@ -105,7 +105,6 @@ class Option:
     help: str
     choices: tuple[str, ...] = ()
     minimum: float | None = None
-    maximum: float | None = None
     at_most: str = ""
     check: Callable[[Any], object] | None = None  # its return value is ignored
 
@@ -121,8 +120,6 @@ class Option:
                     return f"{item!r} is not one of {', '.join(self.choices)}"
         if self.minimum is not None and value < self.minimum:
             return f"{value!r} is below the least value, {self.minimum:g}"
-        if self.maximum is not None and value > self.maximum:
-            return f"{value!r} is above the greatest value, {self.maximum:g}"
         if self.check is not None:
             try:
                 self.check(value)

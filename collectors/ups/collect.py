@@ -183,11 +183,12 @@ class UpsCollector(Collector):
             variables = readings.get(label)
             if variables is None:
                 error = errors.get(label) or NutError("other", f"UPS {label}: not read")
-                ctx.note_once(f"error:{label}:{error.reason}", f"UPS {label}: {error}")
+                ctx.note_once(f"error:{label}", f"UPS {label}: {error}", error.reason)
                 yield from self._lost(label, error)
                 yield UP(0, label)
                 last[label] = {"up": False, "error": error.reason, **self._status_of(label)}
             else:
+                ctx.note_cleared(f"error:{label}")
                 yield UP(1, label)
                 yield from _samples(ctx, label, variables)
                 yield from self._changed(label, variables, now)
@@ -241,12 +242,15 @@ class UpsCollector(Collector):
 
     def _latest(self, ctx: Context) -> dict[Server, ServerRead]:
         """Each poller's latest read; one that has none yet is waited for until the run's deadline, and one older
-        than STALE reads is reported timed out (its poller counts its own failed attempts)."""
+        than STALE reads is reported timed out (its poller counts its own failed attempts). A read that failed
+        before it could ask (upsd refused or absent) stays the UPSes' state while the poller backs off."""
         reads = {}
         for server, poller in self._pollers.items():
             poller.first_read.wait(max(0.0, ctx.deadline - time.monotonic() - _MARGIN))
             latest, read_at = poller.latest, poller.read_at
-            if latest is None or read_at is None or time.monotonic() - read_at > STALE * self.interval:
+            waiting = latest is not None and latest.list_error is not None and not latest.readings
+            stale = read_at is None or (time.monotonic() - read_at > STALE * self.interval and not waiting)
+            if latest is None or stale:
                 late = NutError("timeout", f"upsd {server[0]}:{server[1]}: no read for {STALE * self.interval:g} s")
                 latest = failed(late, poller.known())
             reads[server] = latest

@@ -7,6 +7,7 @@ file through states no capture shows (on battery, battery low, FSD) by editing i
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import signal
 import socket
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from hostvigil import sources
 from hostvigil.cache import MetricsCache
 from hostvigil.collector import CollectorError, Context, Services, Unavailable, check_reading
 from hostvigil.collectors.ups.collect import FLAGS, UpsCollector, nut_client, parse_address
@@ -572,3 +574,50 @@ def test_ipv6_and_default_port_addresses() -> None:
     assert parse_address("[::1]:3494") == ("::1", 3494)
     assert parse_address("ups.example.net") == ("ups.example.net", 3493)
     assert parse_address("10.0.0.5:3493") == ("10.0.0.5", 3493)
+
+
+class _FastUps(UpsCollector):
+    interval = 0.05  # a poller's read is stale after 0.15 s: the backoff outlasts that at once
+
+
+def test_an_upsd_that_drops_every_connection_is_asked_less_and_less_often(monkeypatch: pytest.MonkeyPatch) -> None:
+    """upsd refusing (here: closing every connection at once) is connected to again after doubling waits up to a
+    minute, not at every interval, and the UPS stays down for the reason it is, not as a read that timed out."""
+    monkeypatch.setattr(sources, "FIRST_RETRY", 0.05)
+    attempts: list[float] = []
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def drop_every_connection() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = listener.accept()
+                attempts.append(time.monotonic())
+                conn.close()
+
+    threading.Thread(target=drop_every_connection, daemon=True).start()
+    registry = Sources()
+    entry = f"dummy@127.0.0.1:{port}"
+    ups = _FastUps({name: option.default for name, option in UpsCollector.options.items()} | {"upses": [entry]})
+    ups.start(Services(fixture_paths("none"), Path("/nonexistent"), "", sources=registry))
+    try:
+        (poller,) = registry
+        deadline = time.monotonic() + 10
+        while len(attempts) < 6:
+            assert time.monotonic() < deadline, f"only {len(attempts)} attempts"
+            time.sleep(0.05)
+        gaps = [later - earlier for earlier, later in itertools.pairwise(attempts)]
+        assert gaps[-1] > 4 * gaps[0], f"no backoff: {gaps}"
+        # at every interval (0.05 s) it would have tried some 30 times by now
+        assert len(attempts) <= 8, attempts
+        while poller.read_at is None or time.monotonic() - poller.read_at <= 3 * _FastUps.interval:
+            time.sleep(0.02)  # the latest failed read is older than a stale one: the poller is waiting to retry
+        got = run(ups)
+        assert got[("hostvigil_ups_up", (entry,))] == 0
+        assert ups.snapshot_extra()["ups"][entry]["error"] == "other", "the upsd's own failure, not a timeout"
+    finally:
+        ups.stop()
+        listener.close()
+    assert poller.max_retry == 60.0
+    poller._failures = 20  # a long outage: the wait stops doubling at the ceiling
+    assert poller.backoff() == 60.0
