@@ -35,7 +35,7 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 class ConfigError(Exception):
     """A configuration problem, rendered as 'FILE: KEY: REASON'; `problems` holds every problem found, one such line
-    each (str() is them joined by newlines). `ConfigError.listing(lines)` makes one of several."""
+    each (str() is them joined by "; ", one line for a log). `ConfigError.listing(lines)` makes one of several."""
 
     def __init__(self, source: str, key: str, reason: str) -> None:
         line = f"{source}: {key}: {reason}" if key else f"{source}: {reason}"
@@ -45,7 +45,7 @@ class ConfigError(Exception):
     @classmethod
     def listing(cls, problems: Sequence[str]) -> ConfigError:
         error = cls.__new__(cls)
-        Exception.__init__(error, "\n".join(problems))
+        Exception.__init__(error, "; ".join(problems))
         error.problems = tuple(problems)
         return error
 
@@ -227,12 +227,15 @@ def _collector_config(
             )
         timeout = interval  # a shorter interval set alone brings the built-in timeout down with it
     before = len(reader.problems)
-    options = {
-        name: reader.option(table, key, name, option) for name, option in cls.options.items()
-    }
+    options, sound = {}, set()  # sound: the options whose own value passed
+    for name, option in cls.options.items():
+        noted = len(reader.problems)
+        options[name] = reader.option(table, key, name, option)
+        if len(reader.problems) == noted:
+            sound.add(name)
     for name, option in cls.options.items():
         limit = option.at_most
-        if limit and len(reader.problems) == before and options[name] > options[limit]:
+        if limit and {name, limit} <= sound and options[name] > options[limit]:
             reader.note(f"{key}.{name}", f"{options[name]:g} s is longer than {limit} ({options[limit]:g} s)")
     if len(reader.problems) == before:  # the rules between options need each option's own value to be sound
         try:

@@ -282,8 +282,7 @@ class Agent:
             new = self._load_config()
             web = load_web_config(new.web_config_file) if new.web_config_file else None
         except (ConfigError, OSError) as exc:
-            problems = "; ".join(exc.problems) if isinstance(exc, ConfigError) else exc
-            log.error("received SIGHUP: config refused, the running one stays: %s", problems)
+            log.error("received SIGHUP: config refused, the running one stays: %s", exc)
             return
         applied = []
         if new.log_level != self.config.log_level:

@@ -77,7 +77,7 @@ def test_every_problem_of_a_file_is_named_at_once(tmp_path: Path, capsys: pytest
     with pytest.raises(ConfigError) as refused:
         load(path, REGISTRY)
     assert len(refused.value.problems) == 4
-    assert str(refused.value) == "\n".join(refused.value.problems)
+    assert str(refused.value) == "; ".join(refused.value.problems), "one line, as a reload refused logs it"
 
 
 def test_the_rules_between_options_wait_for_each_option_to_be_sound(tmp_path: Path) -> None:
@@ -156,3 +156,15 @@ def test_a_file_the_user_cannot_read_is_refused(nobody_tmp: Path) -> None:
             readable_file(str(secret))
 
     run_as_nobody(check)
+
+
+def test_a_timeout_past_its_interval_is_named_beside_another_bad_option(tmp_path: Path) -> None:
+    path = tmp_path / "hostvigil.toml"
+    path.write_text(
+        "[collectors.probe]\ntargets = ['tcp:mx1.example.net']\nprobe_interval = '1s'\nprobe_timeout = '5s'\n"
+    )
+    with pytest.raises(ConfigError) as refused:
+        load(path, REGISTRY)
+    assert [problem.split(": ")[1] for problem in refused.value.problems] == [
+        "collectors.probe.targets", "collectors.probe.probe_timeout"
+    ]
