@@ -54,7 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             load_web_config(config.web_config_file)
         _check_collector_names(getattr(args, "collector", None) or ())
     except ConfigError as exc:
-        print(f"hostvigil: config error: {exc}", file=sys.stderr)
+        for problem in exc.problems:  # every problem of the file, one line each
+            print(f"hostvigil: config error: {problem}", file=sys.stderr)
         return EXIT_USAGE
     setup_logging(config.log_level)
     commands: dict[str, Callable[[], int]] = {
@@ -87,8 +88,8 @@ def _reload(args: argparse.Namespace) -> Config:
 def _run(config: Config, listen: str, signals: Signals | None, reload: Callable[[], Config]) -> int:
     try:
         return Agent(config, listen, signals, reload).run()
-    except OSError as exc:
-        log.error("cannot start: %s", exc)
+    except OSError as exc:  # the message names the address or directory; the errno number adds nothing
+        log.error("cannot start: %s", exc.strerror if exc.filename is None and exc.strerror else exc)
         return 1
 
 

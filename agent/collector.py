@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import stat
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -90,17 +92,57 @@ class Sample:
 
 @dataclass(frozen=True)
 class Option:
-    """A collector-specific config key."""
+    """A collector-specific config key, with what a value must be beyond its type, declared here so that
+    `check-config` and the start refuse it (hostvigil.config runs `problem`) rather than a run failing later.
+
+    `choices`: the only values a string (or each item of strings) may take. `minimum`: the least value of a
+    number or duration. `at_most`: another option of the same collector this one may not exceed (a timeout and its
+    interval). `check`: what the rest cannot say (an address, a readable file); ValueError with the reason.
+    """
 
     kind: Literal["bool", "int", "float", "string", "strings", "list", "duration"]  # list: of strings or tables
     default: Any
     help: str
-    choices: tuple[str, ...] = ()  # a string option's only values, checked when the config is loaded
-    minimum: float | None = None  # a number's or duration's least value
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+    at_most: str = ""
+    check: Callable[[Any], object] | None = None  # its return value is ignored
 
     @property
     def python_type(self) -> type:
         return {"bool": bool, "int": int, "float": float, "string": str, "strings": list, "list": list}[self.kind]
+
+    def problem(self, value: Any) -> str | None:
+        """Why `value` (already of the option's type) is not allowed, or None."""
+        if self.choices:
+            for item in value if self.kind == "strings" else [value]:
+                if item not in self.choices:
+                    return f"{item!r} is not one of {', '.join(self.choices)}"
+        if self.minimum is not None and value < self.minimum:
+            return f"{value!r} is below the least value, {self.minimum:g}"
+        if self.check is not None:
+            try:
+                self.check(value)
+            except ValueError as exc:
+                return str(exc)
+        return None
+
+
+def readable_file(path: str) -> None:
+    """An Option check: "" (not set), or a regular file this user can open now; ValueError saying why not.
+
+    Opened without blocking (a FIFO would hang the check) and closed at once: nothing is read."""
+    if not path:
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError(f"{path} is not a regular file")
+    finally:
+        os.close(fd)
 
 
 @dataclass
@@ -165,15 +207,16 @@ class BootWindow:
 class Context:
     """What a run may use: host roots, the command runner, its deadline and a log-once.
 
-    `noted` outlives the run (the scheduler keeps one per collector), so a
-    condition noted once is not logged again at every interval.
+    `noted` outlives the run (the scheduler keeps one per collector): each noted
+    key with the reason last logged for it, so a condition is logged when it
+    appears and when its reason changes, not again at every interval.
     """
 
     paths: Paths
     runner: CommandRunner
     deadline: float
     log: logging.Logger
-    noted: set[str] = field(default_factory=set)
+    noted: dict[str, str] = field(default_factory=dict)
 
     def proc(self, relative: str) -> Path:
         return self.paths.proc / relative
@@ -208,11 +251,17 @@ class Context:
         """Seconds left before the run's deadline (commands get no more than this)."""
         return max(0.0, self.deadline - time.monotonic())
 
-    def note_once(self, key: str, message: str) -> None:
-        """Log a condition (e.g. a missing privilege) the first time only."""
-        if key not in self.noted:
-            self.noted.add(key)
+    def note_once(self, key: str, message: str, reason: str | None = None) -> None:
+        """Log a condition (e.g. a missing privilege) once per change of its reason (default: the message): the
+        key names what the condition is about (a UPS, a disk), the reason what is wrong with it now."""
+        reason = message if reason is None else reason
+        if self.noted.get(key) != reason:
+            self.noted[key] = reason
             self.log.warning("%s", message)
+
+    def note_cleared(self, key: str) -> None:
+        """The condition noted under `key` is over: the next one is logged even with the same reason."""
+        self.noted.pop(key, None)
 
 
 class Collector:

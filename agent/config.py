@@ -1,14 +1,20 @@
 """The configuration file: TOML, validated whole before anything starts.
 
 Every error names the file, the key and the reason in one line, so that
-`hostvigil check-config` and a failed start both say exactly what to fix.
+`hostvigil check-config` and a failed start both say exactly what to fix; all
+of a file's errors are found in one pass (ConfigError.problems), so a file with
+three mistakes is not fixed in three rounds. Each collector option is checked
+by what its Option declares (choices, bounds, another option it may not
+exceed, a check such as a readable file) and then by the collector's own
+`validate` for rules between options: what would only fail a run later is
+refused here.
 """
 
 from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,10 +34,20 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 class ConfigError(Exception):
-    """A configuration problem, rendered as 'FILE: KEY: REASON'."""
+    """A configuration problem, rendered as 'FILE: KEY: REASON'; `problems` holds every problem found, one such line
+    each (str() is them joined by "; ", one line for a log). `ConfigError.listing(lines)` makes one of several."""
 
     def __init__(self, source: str, key: str, reason: str) -> None:
-        super().__init__(f"{source}: {key}: {reason}" if key else f"{source}: {reason}")
+        line = f"{source}: {key}: {reason}" if key else f"{source}: {reason}"
+        super().__init__(line)
+        self.problems: tuple[str, ...] = (line,)
+
+    @classmethod
+    def listing(cls, problems: Sequence[str]) -> ConfigError:
+        error = cls.__new__(cls)
+        Exception.__init__(error, "; ".join(problems))
+        error.problems = tuple(problems)
+        return error
 
 
 @dataclass(frozen=True)
@@ -94,7 +110,8 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 
 def load(path: Path | None, collectors: Mapping[str, type[Collector]]) -> Config:
-    """Read and validate a config file; no file at the default path means defaults."""
+    """Read and validate a config file; no file at the default path means defaults. ConfigError lists every
+    problem (`problems`); this is the one check `check-config`, `run` and a reload all make."""
     if path is None:
         if not DEFAULT_PATH.exists():
             return _validate({}, "<defaults>", Path.cwd(), collectors)
@@ -118,19 +135,27 @@ def _validate(
     data: Mapping[str, Any], source: str, base: Path, known: Mapping[str, type[Collector]]
 ) -> Config:
     reader = _Reader(source)
+    config = _read(reader, data, base, known)
+    if reader.problems:
+        raise ConfigError.listing(reader.problems)
+    return config
+
+
+def _read(reader: _Reader, data: Mapping[str, Any], base: Path, known: Mapping[str, type[Collector]]) -> Config:
+    """The config, with what is wrong noted in the reader and the default taken in its place."""
     reader.only_keys(data, "", ("agent", "paths", "snapshots", "collectors"))
     agent = reader.table(data, "agent")
     reader.only_keys(agent, "agent", ("listen", "state_dir", "log_level", "web_config_file"))
     listen = reader.value(agent, "agent", "listen", str, DEFAULT_LISTEN)
-    reader.check(lambda: parse_listen(listen), "agent.listen")
+    reader.check(lambda: parse_listen(listen), "agent.listen", None)
     state_dir = reader.value(agent, "agent", "state_dir", str, "")
-    if state_dir and not (base / state_dir).parent.is_dir():
-        # A mistyped path is refused rather than created: the agent makes only the state directory itself.
-        raise ConfigError(source, "agent.state_dir", f"{base / state_dir}: its parent directory does not exist")
     web_config_file = reader.value(agent, "agent", "web_config_file", str, "")
     log_level = reader.value(agent, "agent", "log_level", str, "info")
     if log_level not in LOG_LEVELS:
-        raise ConfigError(source, "agent.log_level", f'"{log_level}" is not one of {", ".join(LOG_LEVELS)}')
+        reader.note("agent.log_level", f'"{log_level}" is not one of {", ".join(LOG_LEVELS)}')
+        log_level = "info"
+    if state_dir:
+        _check_state_dir(reader, base / state_dir)
 
     paths_table = reader.table(data, "paths")
     defaults = Paths()
@@ -150,7 +175,7 @@ def _validate(
     }
     return Config(
         snapshots=_snapshot_config(reader, reader.table(data, "snapshots")),
-        source=source,
+        source=reader.source,
         listen=listen,
         state_dir=base / state_dir if state_dir else None,
         web_config_file=base / web_config_file if web_config_file else None,
@@ -173,8 +198,19 @@ def _snapshot_config(reader: _Reader, table: Mapping[str, Any]) -> SnapshotConfi
     )
     for name in ("keep", "max_bytes", "max_total_bytes"):
         if getattr(config, name) < 1:
-            raise reader.fail(f"snapshots.{name}", "must be at least 1")
+            reader.note(f"snapshots.{name}", "must be at least 1")
     return config
+
+
+def _check_state_dir(reader: _Reader, path: Path) -> None:
+    """The agent creates the state directory itself, never its parents: a missing parent is a typo (or a mount that
+    is not there yet), not a directory tree to make. One that exists too open is tightened or refused at start
+    (hostvigil.control.keep_private)."""
+    if path.exists():
+        if not path.is_dir():
+            reader.note("agent.state_dir", f"{path} exists and is not a directory")
+    elif not path.parent.is_dir():  # a mistyped path is refused rather than created
+        reader.note("agent.state_dir", f"{path}: its parent directory does not exist")
 
 
 def _collector_config(
@@ -184,16 +220,32 @@ def _collector_config(
     reader.only_keys(table, key, ("enabled", "interval", "timeout", *cls.options))
     interval = reader.duration(table, key, "interval", cls.interval)
     timeout = reader.duration(table, key, "timeout", cls.timeout)
-    options = {
-        name: reader.option(table, key, name, option) for name, option in cls.options.items()
-    }
-    reader.check(lambda: cls.validate(options), key)
     if timeout > interval:
         if "timeout" in table:
-            raise reader.fail(
+            reader.note(
                 f"{key}.timeout", f"{timeout:g}s is longer than the interval, {interval:g}s: runs would overlap"
             )
         timeout = interval  # a shorter interval set alone brings the built-in timeout down with it
+    before = len(reader.problems)
+    options, sound = {}, set()  # sound: the options whose own value passed
+    for name, option in cls.options.items():
+        noted = len(reader.problems)
+        options[name] = reader.option(table, key, name, option)
+        if len(reader.problems) == noted:
+            sound.add(name)
+    for name, option in cls.options.items():
+        limit = option.at_most
+        if limit and {name, limit} <= sound and options[name] > options[limit]:
+            reader.note(f"{key}.{name}", f"{options[name]:g} s is longer than {limit} ({options[limit]:g} s)")
+    if len(reader.problems) == before:  # the rules between options need each option's own value to be sound
+        try:
+            cls.validate(options)
+        except ValueError as exc:
+            name, sep, reason = str(exc).partition(": ")
+            if sep and name in cls.options:  # "OPTION: reason", as validate's messages start
+                reader.note(f"{key}.{name}", reason)
+            else:
+                reader.note(key, str(exc))
     return CollectorConfig(
         enabled=reader.value(table, key, "enabled", bool, cls.enabled_by_default),
         interval=interval,
@@ -206,24 +258,26 @@ _TYPE_NAMES = {bool: "a boolean", str: "a string", int: "an integer", float: "a 
 
 
 class _Reader:
-    """Typed access to TOML tables that raises ConfigError naming the key."""
+    """Typed access to TOML tables that notes each problem as a line naming the key, and goes on with the default."""
 
     def __init__(self, source: str) -> None:
         self.source = source
+        self.problems: list[str] = []
 
-    def fail(self, key: str, reason: str) -> ConfigError:
-        return ConfigError(self.source, key, reason)
+    def note(self, key: str, reason: str) -> None:
+        self.problems.append(str(ConfigError(self.source, key, reason)))
 
     def only_keys(self, table: Mapping[str, Any], where: str, allowed: tuple[str, ...]) -> None:
         for name in table:
             if name not in allowed:
                 key = f"{where}.{name}" if where else name
-                raise self.fail(key, f"unknown key (known here: {', '.join(allowed)})")
+                self.note(key, f"unknown key (known here: {', '.join(allowed)})")
 
     def table(self, data: Mapping[str, Any], key: str, name: str | None = None) -> Mapping[str, Any]:
         value = data.get(name or key, {})
         if not isinstance(value, dict):
-            raise self.fail(key, f"expected a table, got {_describe(value)}")
+            self.note(key, f"expected a table, got {_describe(value)}")
+            return {}
         return value
 
     def value(self, table: Mapping[str, Any], where: str, name: str, kind: type[T], default: T) -> T:
@@ -235,7 +289,8 @@ class _Reader:
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             return float(value)  # type: ignore[return-value]
         if not ok:
-            raise self.fail(f"{where}.{name}", f"expected {_TYPE_NAMES[kind]}, got {_describe(value)}")
+            self.note(f"{where}.{name}", f"expected {_TYPE_NAMES[kind]}, got {_describe(value)}")
+            return default
         return value  # type: ignore[no-any-return]
 
     def duration(self, table: Mapping[str, Any], where: str, name: str, default: float) -> float:
@@ -243,30 +298,34 @@ class _Reader:
             return default
         value = table[name]
         if not isinstance(value, str):
-            raise self.fail(f"{where}.{name}", f'expected a duration such as "30s", got {_describe(value)}')
-        return self.check(lambda: parse_duration(value), f"{where}.{name}")
+            self.note(f"{where}.{name}", f'expected a duration such as "30s", got {_describe(value)}')
+            return default
+        return self.check(lambda: parse_duration(value), f"{where}.{name}", default)
 
     def option(self, table: Mapping[str, Any], where: str, name: str, option: Option) -> Any:
-        value: Any
+        """The option's value, or its default after noting why the value given cannot be used."""
+        before = len(self.problems)
         if option.kind == "duration":
             value = self.duration(table, where, name, option.default)
         else:
             value = self.value(table, where, name, option.python_type, option.default)
-        if option.choices and value not in option.choices:
-            raise self.fail(f"{where}.{name}", f"{value!r} is not one of {', '.join(option.choices)}")
-        if option.minimum is not None and value < option.minimum:
-            raise self.fail(f"{where}.{name}", f"{value!r} is below the least value, {option.minimum:g}")
-        if option.kind == "strings" and not all(isinstance(item, str) for item in value):
-            raise self.fail(f"{where}.{name}", "expected a list of strings")
-        if option.kind == "list" and not all(isinstance(item, str | dict) for item in value):
-            raise self.fail(f"{where}.{name}", "expected a list of strings or tables")
-        return value
+            if option.kind == "strings" and not all(isinstance(item, str) for item in value):
+                self.note(f"{where}.{name}", "expected a list of strings")
+            if option.kind == "list" and not all(isinstance(item, str | dict) for item in value):
+                self.note(f"{where}.{name}", "expected a list of strings or tables")
+        if len(self.problems) == before:
+            problem = option.problem(value)
+            if problem is None:
+                return value
+            self.note(f"{where}.{name}", problem)
+        return option.default
 
-    def check(self, parse: Callable[[], T], key: str) -> T:
+    def check(self, parse: Callable[[], T], key: str, default: T) -> T:
         try:
             return parse()
         except ValueError as exc:
-            raise self.fail(key, str(exc)) from None
+            self.note(key, str(exc))
+            return default
 
 
 def _describe(value: Any) -> str:

@@ -83,7 +83,8 @@ def state_dir(config: Config) -> Path:
     errors = []
     for path in state_dir_candidates(config):
         try:
-            path.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # A configured directory's parent must exist (a typo is not a tree to create; hostvigil.config says so).
+            path.mkdir(parents=path != config.state_dir, exist_ok=True, mode=0o700)
             if os.access(path, os.W_OK):
                 keep_private(path)
                 return path

@@ -51,7 +51,7 @@ class Job:
     thread: threading.Thread | None = None
     timed_out: bool = False
     ran: bool = False  # at least one run ended (or timed out)
-    noted: set[str] = field(default_factory=set)  # conditions already logged (Context.note_once)
+    noted: dict[str, str] = field(default_factory=dict)  # conditions logged, with their reason (Context.note_once)
     unavailable_runs: int = 0  # unavailable in a row: each doubles the wait before the next run
 
     @property

@@ -152,6 +152,11 @@ class _Connection:
         self.task, self.writer, self.peer = task, writer, peer
 
 
+def host_port(host: str, port: int) -> str:
+    """HOST:PORT as a URL has it: an IPv6 address in brackets ("[::1]:10091"), all addresses as "*"."""
+    return f"[{host}]:{port}" if ":" in host else f"{host or '*'}:{port}"
+
+
 class MetricsServer:
     """Serves the metrics port from a thread of its own: serve_forever() there, shutdown() and server_close() here.
 
@@ -182,9 +187,9 @@ class MetricsServer:
             self._socket.bind(address)
             self._socket.listen(BACKLOG)
             self._socket.setblocking(False)
-        except OSError:
+        except OSError as exc:
             self._socket.close()
-            raise
+            raise OSError(exc.errno, f"cannot listen on {host_port(*address)}: {exc.strerror or exc}") from None
         self.server_address: tuple[str, int] = self._socket.getsockname()[:2]
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -28,6 +28,7 @@ class Source:
 
     retrying = "retrying"  # what a failure is followed by, for the log ("reopening /dev/kmsg")
     log_failures = True  # False where the collector reports them itself (the UPS pollers: errors_total)
+    max_retry = MAX_RETRY  # the backoff's ceiling, in seconds
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -48,6 +49,11 @@ class Source:
 
     def wake(self) -> None:
         """Interrupt a wait in `run` so that it sees `stopping` (waits on `stopping` itself need nothing)."""
+
+    def backoff(self) -> float:
+        """Seconds before the next run after the failures in a row so far: doubling from FIRST_RETRY up to
+        max_retry."""
+        return float(min(self.max_retry, FIRST_RETRY * 2 ** max(0, self._failures - 1)))
 
     def running(self) -> None:
         """Called by `run` once it reads: the source is up, and failures in a row start counting again."""
@@ -78,7 +84,7 @@ class Source:
                 if self.log_failures:
                     log.warning("%s: %s; %s", self.name, self.last_error, self.retrying,
                                 extra={"repeat_key": ("source", self.name, self.last_error)})
-                self.stopping.wait(min(MAX_RETRY, FIRST_RETRY * 2 ** (self._failures - 1)))
+                self.stopping.wait(self.backoff())
             else:
                 self.up = False  # returned to be run again at once (a reopen): not reading meanwhile
         self.up = False

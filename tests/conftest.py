@@ -149,12 +149,12 @@ def collect_once(collector: Collector, ctx: Context, hooks: RecordingHooks | Non
 
 
 def run_with(
-    collector: Collector, paths: Paths, hooks: RecordingHooks | None = None, noted: set[str] | None = None
+    collector: Collector, paths: Paths, hooks: RecordingHooks | None = None, noted: dict[str, str] | None = None
 ) -> list[Sample]:
     """One checked run of a collector instance as the scheduler makes it: the policy over its events, and the same
     `noted` across runs of one collector."""
     ctx = Context(
         paths, CommandRunner(), time.monotonic() + collector.timeout, logging.getLogger("test"),
-        set() if noted is None else noted,
+        {} if noted is None else noted,
     )
     return collect_once(collector, ctx, hooks)

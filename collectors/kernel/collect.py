@@ -65,7 +65,8 @@ class KernelCollector(Collector):
     options: ClassVar[Mapping[str, Option]] = {
         "follow_kmsg": Option("bool", True, "follow /dev/kmsg for kernel events"),
         "max_lines_per_second": Option(
-            "int", 10000, "kernel records classified per second at most; more are dropped (bounds CPU in a flood)"
+            "int", 10000, "kernel records classified per second at most; more are dropped (bounds CPU in a flood)",
+            minimum=1,
         ),
     }
     metrics = METRICS

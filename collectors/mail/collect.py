@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from hostvigil.collector import Collector, CollectorError, Context, Option, Sample, Services
+from hostvigil.collector import Collector, CollectorError, Context, Option, Sample, Services, readable_file
 from hostvigil.collectors.mail import daemons as daemon_procs
 from hostvigil.collectors.mail import saturation
 from hostvigil.collectors.mail.discover import discover, mail_name
@@ -126,22 +126,27 @@ class MailCollector(Collector):
         ),
         "tls_name": Option("string", "", "the name certificates must carry (default: the URL's host)"),
         "tls_verify": Option("bool", True, "verify certificates (chain and name); expiry is checked either way"),
-        "ca_file": Option("string", "", "CA certificates to trust instead of the system's"),
+        "ca_file": Option("string", "", "CA certificates to trust instead of the system's", check=readable_file),
         "user": Option("string", "", "a test account to log in with (IMAP, POP3, submission)"),
-        "password_file": Option("string", "", "the file holding the test account's password"),
+        "password_file": Option("string", "", "the file holding the test account's password", check=readable_file),
         "mail_from": Option("string", "", 'the sender for MAIL FROM ("": the null sender)'),
         "rcpt": Option("string", "", "a test recipient tried with RCPT TO over SMTP and LMTP (nothing is sent)"),
         "probe_interval": Option("duration", 15.0, "probe each endpoint this often"),
-        "probe_timeout": Option("duration", 5.0, "each step of a probe (greeting, login, ...) gets this long"),
-        "max_in_flight": Option("int", 4, "probes running at once, at most", minimum=1),
-        "fail_after": Option(
-            "int", 2, "failed probes in a row before an endpoint counts as down (event)", minimum=1
+        "probe_timeout": Option(
+            "duration", 5.0, "each step of a probe (greeting, login, ...) gets this long", at_most="probe_interval"
         ),
-        "daemons": Option("strings", [], "mail daemons expected here (dovecot, postfix, cyrus); none: installed"),
+        "max_in_flight": Option("int", 4, "probes running at once, at most", minimum=1),
+        "fail_after": Option("int", 2, "failed probes in a row before an endpoint counts as down (event)", minimum=1),
+        "daemons": Option(
+            "strings", [], "mail daemons expected here (dovecot, postfix, cyrus); none: installed",
+            choices=tuple(daemon_procs.DAEMONS),
+        ),
         "postfix_config": Option("string", "/etc/postfix", "Postfix's configuration directory"),
         "cyrus_config": Option("string", CYRUS_CONF, "Cyrus master's configuration"),
         "imapd_config": Option("string", "/etc/imapd.conf", "Cyrus's imapd.conf"),
-        "dovecot_config": Option("string", "", "dovecot.conf for doveadm -c (default: Dovecot's own)"),
+        "dovecot_config": Option(
+            "string", "", "dovecot.conf for doveadm -c (default: Dovecot's own)", check=readable_file
+        ),
         "log_file": Option(
             "string", "auto", f'the syslog mail log, or "journal"; "auto": {SYSLOG_MAIL_LOG} where it exists, else '
                               "the journal",
@@ -169,14 +174,16 @@ class MailCollector(Collector):
 
     @classmethod
     def validate(cls, options: Mapping[str, Any]) -> None:
-        """Endpoints, addresses and limits are checked when the config is loaded."""
-        parse_endpoints(options.get("endpoints", []), check_settings(options, ""))
+        """Endpoints and their settings (each endpoint's own files readable too) are checked when the config is
+        loaded; the options alone are checked by what they declare."""
+        endpoints = parse_endpoints(options.get("endpoints", []), check_settings(options, ""))
         apply_settings(Endpoint("imap", host="localhost", port=143), check_settings(options, ""), {})
-        if options.get("probe_timeout", 5.0) > options.get("probe_interval", 15.0):
-            raise ValueError("probe_timeout: longer than probe_interval; a step must end before the next probe")
-        unknown = sorted(set(options.get("daemons", [])) - set(daemon_procs.DAEMONS))
-        if unknown:
-            raise ValueError(f'daemons: "{unknown[0]}" is not one of {", ".join(daemon_procs.DAEMONS)}')
+        for index, endpoint in enumerate(endpoints):
+            try:
+                readable_file(endpoint.password_file)
+                readable_file(endpoint.ca_file)
+            except ValueError as exc:
+                raise ValueError(f"endpoints[{index}]: {exc}") from None
 
     def start(self, services: Services) -> None:
         self._paths_proc = services.paths.proc

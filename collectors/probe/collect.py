@@ -56,10 +56,14 @@ class ProbeCollector(Collector):
         "targets": Option(
             "strings", [],
             'hosts to probe: "HOST" or "icmp:HOST" (ICMP echo), "tcp:HOST:PORT" (TCP connect); IPv6 in brackets',
+            check=parse_targets,
         ),
         "gateway": Option("bool", True, "also probe the default gateways (IPv4 and IPv6) from the routing table"),
-        "probe_interval": Option("duration", 1.0, "one probe per target this often"),
-        "probe_timeout": Option("duration", 1.0, "a probe not answered within this is lost; at most probe_interval"),
+        "probe_interval": Option("duration", 1.0, "one probe per target this often", minimum=MIN_INTERVAL),
+        "probe_timeout": Option(
+            "duration", 1.0, "a probe not answered within this is lost; at most probe_interval",
+            at_most="probe_interval",
+        ),
         "resolve_interval": Option("duration", 300.0, "look host names up again this often (30 s after a failure)"),
     }
     metrics = METRICS
@@ -69,15 +73,6 @@ class ProbeCollector(Collector):
         self.engine: ProbeEngine | None = None
         self.watcher: TargetWatcher | None = None
         self._problem: str | None = None
-
-    @classmethod
-    def validate(cls, options: Mapping[str, Any]) -> None:
-        """Bad targets and intervals are config errors, found when the config is loaded."""
-        try:
-            parse_targets(options.get("targets", []))
-        except ValueError as exc:
-            raise ValueError(f"targets: {exc}") from None
-        _engine(options)
 
     def start(self, services: Services) -> None:
         try:

@@ -70,6 +70,14 @@ class RaidState:
     physical_drives: Mapping[str, str]
 
 
+def _controllers(option: object) -> str:
+    """The `controllers` option: "all" or a controller number; ValueError otherwise (the config is refused)."""
+    wanted = str(option).strip().lower()
+    if wanted == "all" or wanted.isdigit():
+        return wanted
+    raise ValueError(f"{option!r} is not 'all' or one controller number such as '0'")
+
+
 def raid_changes(previous: RaidState | None, current: RaidState) -> list[StorageEvent]:
     """The host-threatening changes since the previous run, as storage events (initial on the first).
 
@@ -155,8 +163,12 @@ class RaidCollector(Collector):
             "string", "",
             "storcli or perccli command line (name or path, may carry a prefix such as sudo); empty tries "
             "storcli64, storcli, perccli64, perccli on PATH, then /opt/MegaRAID",
+            check=shlex.split,
         ),
-        "controllers": Option("string", "all", "controllers to query: 'all' or one controller number such as '0'"),
+        "controllers": Option(
+            "string", "all", "controllers to query: 'all' or one controller number such as '0'",
+            check=_controllers,
+        ),
     }
     metrics = METRICS
 
@@ -224,10 +236,7 @@ class RaidCollector(Collector):
 
     def _selector(self) -> str:
         """storcli's controller address: /call, or /c0 for controllers = "0"."""
-        wanted = str(self.config.get("controllers", "all")).strip().lower()
-        if wanted == "all" or wanted.isdigit():
-            return f"/c{wanted}"
-        raise CollectorError(f"controllers = {wanted!r}: expected 'all' or one controller number such as '0'")
+        return f"/c{_controllers(self.config.get('controllers', 'all'))}"
 
     def _run_controllers(self, ctx: Context, selector: str) -> tuple[tuple[str, ...], CommandResult]:
         """Run `<tool> /call show all J` with the configured tool, or the first of the usual ones that exists."""

@@ -69,6 +69,18 @@ class Device:
         return self.name, self.type if self.type and "," in self.type else None
 
 
+def _configured(entries: list[str]) -> list[Device]:
+    """The configured devices; ValueError for an entry that is not one (the config is refused)."""
+    devices = []
+    for entry in entries:
+        parts = entry.split()
+        if not 1 <= len(parts) <= 2 or any(part.startswith("-") for part in parts):
+            raise ValueError(f'"{entry}" is not "NAME" or "NAME TYPE" (e.g. "/dev/bus/0 megaraid,5")')
+        name, kind = parts[0], parts[1] if len(parts) == 2 else None
+        devices.append(Device(name, kind, f"{name}:{kind}" if kind else name))
+    return devices
+
+
 @dataclass(frozen=True)
 class _Outcome:
     device: Device
@@ -85,7 +97,8 @@ class SmartCollector(Collector):
     namespaces = ("disk",)
     options: ClassVar[Mapping[str, Option]] = {
         "devices": Option(
-            "strings", [], 'disks to read besides scanned ones: "NAME" or "NAME TYPE" (e.g. "/dev/bus/0 megaraid,5")'
+            "strings", [], 'disks to read besides scanned ones: "NAME" or "NAME TYPE" (e.g. "/dev/bus/0 megaraid,5")',
+            check=_configured,
         ),
         "scan": Option("bool", True, "also read the disks smartctl --scan-open finds"),
         "device_timeout": Option("duration", 30.0, "how long one disk's smartctl may take"),
@@ -103,8 +116,6 @@ class SmartCollector(Collector):
         self._scanned: list[parse.ScanDevice] = []  # the last scan that answered
 
     def collect(self, ctx: Context) -> Iterator[Sample]:
-        if self.config["concurrency"] < 1:
-            raise CollectorError(f"concurrency: must be at least 1, got {self.config['concurrency']}")
         devices = _configured(self.config["devices"])
         if self.config["scan"]:
             scan_ok = self._scan(ctx)
@@ -245,17 +256,6 @@ class SmartCollector(Collector):
             return 0
         self._failing[label] = latched
         return 1
-
-
-def _configured(entries: list[str]) -> list[Device]:
-    devices = []
-    for entry in entries:
-        parts = entry.split()
-        if not 1 <= len(parts) <= 2 or any(part.startswith("-") for part in parts):
-            raise CollectorError(f'devices: "{entry}" is not "NAME" or "NAME TYPE" (e.g. "/dev/bus/0 megaraid,5")')
-        name, kind = parts[0], parts[1] if len(parts) == 2 else None
-        devices.append(Device(name, kind, f"{name}:{kind}" if kind else name))
-    return devices
 
 
 def _from_scan(found: parse.ScanDevice) -> Device:

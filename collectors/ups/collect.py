@@ -29,7 +29,16 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypedDict
 
-from hostvigil.collector import Collector, CollectorError, Context, Option, Sample, Services, Unavailable
+from hostvigil.collector import (
+    Collector,
+    CollectorError,
+    Context,
+    Option,
+    Sample,
+    Services,
+    Unavailable,
+    readable_file,
+)
 from hostvigil.collectors.ups import nut_client
 from hostvigil.collectors.ups.metrics import ERRORS, FLAGS, INFO, METRICS, STATUS, UP, VARIABLE, VARIABLE_METRICS
 from hostvigil.collectors.ups.nut_client import REASONS, TLS_MODES, NutError
@@ -44,6 +53,29 @@ DEFAULT_SERVER = "127.0.0.1:3493"
 _MARGIN = 0.2  # seconds kept between the last read's deadline and the run's
 STALE = 3  # a poller's read older than this many intervals is no longer the UPS's state
 _ADDRESS = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^\s:@\[\]]+))(?::(?P<port>\d{1,5}))?$")
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """(host, port) of "HOST", "HOST:PORT" or "[IPV6]:PORT"; ValueError if malformed (the config is refused)."""
+    match = _ADDRESS.match(text.strip())
+    port = int(match["port"]) if match and match["port"] else nut_client.DEFAULT_PORT
+    if match is None or not 0 < port < 65536:
+        raise ValueError(f'bad address {text!r} (expected HOST[:PORT] or "[IPV6]:PORT", a port from 1 to 65535)')
+    return match["v6"] or match["host"], port
+
+
+def _targets(entries: Sequence[str], server: tuple[str, int]) -> list[Target]:
+    targets: dict[str, Target] = {}
+    for entry in entries:
+        name, at, address = entry.strip().partition("@")
+        if not name or any(c.isspace() or c in '"\\' or ord(c) < 0x20 for c in name):
+            raise ValueError(f'bad entry {entry!r} (expected "NAME@HOST[:PORT]" or "NAME")')
+        try:
+            host, port = parse_address(address) if at else server
+        except ValueError as exc:
+            raise ValueError(f"entry {entry!r}: {exc}") from None
+        targets.setdefault(entry.strip(), Target(entry.strip(), name, host, port))
+    return list(targets.values())
 
 
 class UpsState(TypedDict, total=False):
@@ -79,28 +111,23 @@ class UpsCollector(Collector):
     timeout = 1.5
     options: ClassVar[Mapping[str, Option]] = {
         "upses": Option(
-            "strings", [], 'UPSes to read, "NAME@HOST[:PORT]" or "NAME" (on server); empty: every UPS on server'
+            "strings", [], 'UPSes to read, "NAME@HOST[:PORT]" or "NAME" (on server); empty: every UPS on server',
+            check=lambda entries: _targets(entries, ("", 0)),
         ),
-        "server": Option("string", DEFAULT_SERVER, "the upsd to list (and read plain NAMEs from), HOST[:PORT]"),
+        "server": Option(
+            "string", DEFAULT_SERVER, "the upsd to list (and read plain NAMEs from), HOST[:PORT]", check=parse_address
+        ),
         "username": Option("string", "", "sent as USERNAME (never LOGIN); empty: none"),
-        "password_file": Option("string", "", "a file holding the password sent as PASSWORD; needs username"),
-        "tls": Option(
-            "string", "auto", '"auto" (STARTTLS if upsd offers it), "required" or "off"',
-            choices=("auto", "required", "off"),
+        "password_file": Option(
+            "string", "", "a file holding the password sent as PASSWORD; needs username", check=readable_file
         ),
-        "ca_file": Option("string", "", "CA certificates (PEM) that upsd's certificate must chain to; empty: none"),
+        "tls": Option("string", "auto", '"auto" (STARTTLS if upsd offers it), "required" or "off"', choices=TLS_MODES),
+        "ca_file": Option(
+            "string", "", "CA certificates (PEM) that upsd's certificate must chain to; empty: none",
+            check=readable_file,
+        ),
     }
     metrics = METRICS
-
-    @classmethod
-    def validate(cls, options: Mapping[str, Any]) -> None:
-        """Addresses, and a password with no user to send it for, are config errors found when the config is loaded."""
-        try:
-            _targets(options.get("upses", []), parse_address(str(options.get("server", DEFAULT_SERVER)), "server"))
-        except CollectorError as exc:
-            raise ValueError(str(exc)) from None
-        if options.get("password_file") and not options.get("username"):
-            raise ValueError("password_file: set without username (upsd takes PASSWORD only after USERNAME)")
 
     def __init__(self, options: Mapping[str, Any]) -> None:
         super().__init__(options)
@@ -109,13 +136,19 @@ class UpsCollector(Collector):
         self._watch: dict[str, _Watch] = {}
         self._last: dict[str, UpsState] = {}  # label -> state for snapshots; replaced whole
 
+    @classmethod
+    def validate(cls, options: Mapping[str, Any]) -> None:
+        """A password with no user to send it for is refused (the options alone are checked by what they declare)."""
+        if options.get("password_file") and not options.get("username"):
+            raise ValueError("password_file: set without username (upsd takes PASSWORD only after USERNAME)")
+
     def start(self, services: Services) -> None:
         """Keep each server's connection open on a poller thread, unless the host has no NUT at all (nothing
         configured, nothing answering on the default server): then each run tries once, as without the daemon."""
         try:
             pollers = self._make_pollers(lambda: services.collect_now(self.name))
         except CollectorError:
-            return  # the runs say what is wrong with the options
+            return  # a password or CA file gone since the config was checked: the runs say so
         if self._unconfigured():
             (first,) = pollers.values()
             read = first.read_once(time.monotonic() + self.timeout)
@@ -134,7 +167,7 @@ class UpsCollector(Collector):
         if not self._pollers:
             self._pollers = self._make_pollers()
         reads = self._latest(ctx) if self._polling else self._read(ctx)
-        server = parse_address(str(self.config["server"]), "server")
+        server = parse_address(str(self.config["server"]))
         targets = _targets(self.config["upses"], server) or self._listed_targets(ctx, server, reads[server])
 
         readings: dict[str, UpsVariables] = {}
@@ -150,11 +183,12 @@ class UpsCollector(Collector):
             variables = readings.get(label)
             if variables is None:
                 error = errors.get(label) or NutError("other", f"UPS {label}: not read")
-                ctx.note_once(f"error:{label}:{error.reason}", f"UPS {label}: {error}")
+                ctx.note_once(f"error:{label}", f"UPS {label}: {error}", error.reason)
                 yield from self._lost(label, error)
                 yield UP(0, label)
                 last[label] = {"up": False, "error": error.reason, **self._status_of(label)}
             else:
+                ctx.note_cleared(f"error:{label}")
                 yield UP(1, label)
                 yield from _samples(ctx, label, variables)
                 yield from self._changed(label, variables, now)
@@ -194,7 +228,7 @@ class UpsCollector(Collector):
     def _make_pollers(self, changed: Callable[[], None] = lambda: None) -> dict[Server, UpsPoller]:
         """One poller per server: the configured UPSes grouped by server, or every UPS of `server`."""
         settings = _settings(self.config)
-        server = parse_address(str(self.config["server"]), "server")
+        server = parse_address(str(self.config["server"]))
         configured = _targets(self.config["upses"], server)
         by_server: dict[Server, list[Target]] = {}
         for target in configured:
@@ -208,12 +242,15 @@ class UpsCollector(Collector):
 
     def _latest(self, ctx: Context) -> dict[Server, ServerRead]:
         """Each poller's latest read; one that has none yet is waited for until the run's deadline, and one older
-        than STALE reads is reported timed out (its poller counts its own failed attempts)."""
+        than STALE reads is reported timed out (its poller counts its own failed attempts). A read that failed
+        before it could ask (upsd refused or absent) stays the UPSes' state while the poller backs off."""
         reads = {}
         for server, poller in self._pollers.items():
             poller.first_read.wait(max(0.0, ctx.deadline - time.monotonic() - _MARGIN))
             latest, read_at = poller.latest, poller.read_at
-            if latest is None or read_at is None or time.monotonic() - read_at > STALE * self.interval:
+            waiting = latest is not None and latest.list_error is not None and not latest.readings
+            stale = read_at is None or (time.monotonic() - read_at > STALE * self.interval and not waiting)
+            if latest is None or stale:
                 late = NutError("timeout", f"upsd {server[0]}:{server[1]}: no read for {STALE * self.interval:g} s")
                 latest = failed(late, poller.known())
             reads[server] = latest
@@ -352,30 +389,9 @@ def _battery_text(variables: UpsVariables) -> str:
     return f" ({', '.join(parts)})" if parts else ""
 
 
-def parse_address(text: str, where: str) -> tuple[str, int]:
-    """(host, port) of "HOST", "HOST:PORT" or "[IPV6]:PORT"; CollectorError naming the option if malformed."""
-    match = _ADDRESS.match(text.strip())
-    port = int(match["port"]) if match and match["port"] else nut_client.DEFAULT_PORT
-    if match is None or not 0 < port < 65536:
-        raise CollectorError(f'{where}: bad address {text!r} (expected HOST[:PORT] or "[IPV6]:PORT")')
-    return match["v6"] or match["host"], port
-
-
-def _targets(entries: Sequence[str], server: tuple[str, int]) -> list[Target]:
-    targets: dict[str, Target] = {}
-    for entry in entries:
-        name, at, address = entry.strip().partition("@")
-        if not name or any(c.isspace() or c in '"\\' or ord(c) < 0x20 for c in name):
-            raise CollectorError(f'upses: bad entry {entry!r} (expected "NAME@HOST[:PORT]" or "NAME")')
-        host, port = parse_address(address, f"upses entry {entry!r}") if at else server
-        targets.setdefault(entry.strip(), Target(entry.strip(), name, host, port))
-    return list(targets.values())
-
-
 def _settings(config: Mapping[str, Any]) -> Settings:
-    tls = str(config["tls"])
-    if tls not in TLS_MODES:
-        raise CollectorError(f"tls: must be one of {', '.join(TLS_MODES)}, not {tls!r}")
+    """The connection settings; the options were checked with the config, the files are read now (CollectorError
+    when one has gone or changed since)."""
     ca_file = str(config["ca_file"]) or None
     if ca_file is not None and not os.access(ca_file, os.R_OK):
         raise CollectorError(f"ca_file {ca_file}: not readable")
@@ -383,8 +399,6 @@ def _settings(config: Mapping[str, Any]) -> Settings:
     password_file = str(config["password_file"]) or None
     password = None
     if password_file is not None:
-        if username is None:
-            raise CollectorError(f"password_file {password_file} is set but username is not")
         try:
             with open(password_file, encoding="utf-8") as fh:
                 password = fh.readline().rstrip("\r\n")
@@ -393,5 +407,5 @@ def _settings(config: Mapping[str, Any]) -> Settings:
             raise CollectorError(f"password_file {password_file}: {reason}") from None
         if not password:
             raise CollectorError(f"password_file {password_file}: empty first line, no password")
-    return Settings(tls, ca_file, username, password)
+    return Settings(str(config["tls"]), ca_file, username, password)
 

@@ -83,6 +83,7 @@ class UpsPoller(Source):
 
     retrying = "connecting again"
     log_failures = False  # the collector notes each UPS's error once, and counts them
+    max_retry = 60.0  # an upsd that refuses or is gone is asked at most once a minute, after a doubling backoff
 
     def __init__(
         self, server: Server, targets: Sequence[Target] | None, settings: Settings, *, interval: float,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import re
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
@@ -68,6 +69,9 @@ log = logging.getLogger("hostvigil.zfs")
 
 _ERROR_TYPES = ("read", "write", "checksum")
 # zpool without a kernel module (OpenZFS) or a daemon (zfs-fuse) to talk to
+# zpool refused the ZFS device or zfs-fuse's socket (OpenZFS: "must be run as root", zfs-fuse: "connect: Permission
+# denied" before its "failed to initialize"): the reason is the privilege, not ZFS being absent.
+_DENIED = re.compile(r"must be run as root|permission denied", re.IGNORECASE)
 _NOT_RUNNING = re.compile(r"failed to initialize (the )?(ZFS|libzfs) library|modules are not loaded", re.IGNORECASE)
 _LIST_COLUMNS = ("name", "size", "alloc", "free", "frag", "cap", "health")
 _HEALTHY = ("ONLINE", "AVAIL", "INUSE")  # spares are AVAIL or INUSE
@@ -93,10 +97,7 @@ class ZfsCollector(Collector):
         self._known: set[str] = set()  # pools seen by a full backend, for the kstat stand-in
 
     def collect(self, ctx: Context) -> Iterator[Sample | StorageEvent]:
-        backend = str(self.config["backend"])
-        if backend not in ("auto", *BACKENDS):
-            raise CollectorError(f"backend = {backend!r}: expected auto or one of {', '.join(BACKENDS)}")
-        pools, used = self._pools(ctx, backend)
+        pools, used = self._pools(ctx, str(self.config["backend"]))
         yield BACKEND(1, used)
         system = _system_pools(ctx)
         for pool in pools:
@@ -126,6 +127,9 @@ class ZfsCollector(Collector):
         if kstat is None:
             if trouble == "missing":
                 raise Unavailable("no zpool command and no /proc/spl/kstat/zfs: ZFS is not in use here")
+            if trouble.startswith("denied: "):
+                who = "it needs root" if os.geteuid() != 0 else "as root: the service's sandbox?"
+                raise Unavailable(f"zpool was denied access to ZFS ({who}): {trouble.removeprefix('denied: ')}")
             if trouble == "not running":
                 raise Unavailable("zpool is installed but ZFS is not running (no module loaded, or no zfs-fuse)")
             raise CollectorError(trouble or "no pools: /proc/spl/kstat/zfs is absent")
@@ -158,14 +162,9 @@ class ZfsCollector(Collector):
         status = self._run(ctx, [zpool, "status", "-p", "-P"])
         if not status.ok and not _hung(status) and status.status is not None:
             status = self._run(ctx, [zpool, "status"])  # zfs-fuse knows neither -p nor -P
-        if status.not_found:
-            return None, "missing"
-        if not status.ok and _NOT_RUNNING.search(status.stderr.decode(errors="replace")):
-            return None, "not running"
-        if not status.ok:
-            return None, status.describe()
-        if status.truncated:
-            return None, _cut(status)
+        trouble = _trouble(status)
+        if trouble:
+            return None, trouble
         try:
             pools = parse_status_text(status.stdout.decode(errors="replace"))
         except ValueError as exc:
@@ -267,6 +266,22 @@ def _system_pools(ctx: Context) -> dict[str, set[str]]:
 
 def _bare(name: str, state: str) -> Pool:
     return Pool(name=name, state=state, status_code=None, status=None, scan=None, data_errors=None, vdevs=())
+
+
+def _trouble(status: CommandResult) -> str:
+    """Why `zpool status` gave nothing to parse ("" when it did): missing, "denied: " and zpool's line, not running,
+    or what it said."""
+    if status.not_found:
+        return "missing"
+    if status.ok:
+        return _cut(status) if status.truncated else ""
+    stderr = status.stderr.decode(errors="replace")
+    denied = [line.strip() for line in stderr.splitlines() if _DENIED.search(line)]
+    if denied:
+        return "denied: " + denied[0][:200]
+    if _NOT_RUNNING.search(stderr):
+        return "not running"
+    return status.describe()
 
 
 def _hung(result: CommandResult) -> bool:

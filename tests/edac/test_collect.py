@@ -121,7 +121,7 @@ def test_unreadable_count_costs_only_that_series(tmp_path: Path, caplog: pytest.
     root = copy_tree("node-exporter-sys", tmp_path)
     (root / MC0 / "ce_count").unlink()
     (root / MC0 / "ce_count").symlink_to("/proc/self/mem")
-    collector, noted = EdacCollector({}), set[str]()
+    collector, noted = EdacCollector({}), dict[str, str]()
     with caplog.at_level(logging.WARNING):
         got = values(run_with(collector, fixture_paths(root), None, noted))
         run_with(collector, fixture_paths(root), None, noted)

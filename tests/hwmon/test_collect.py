@@ -132,7 +132,7 @@ def test_sensor_failing_with_eio_costs_only_that_sensor(tmp_path: Path, caplog: 
     (root / CORETEMP0 / "temp2_input").unlink()
     (root / CORETEMP0 / "temp2_input").symlink_to("/proc/self/mem")
     (root / "sys/devices/platform/applesmc.768/fan2_input").write_text("\n")
-    collector, noted = HwmonCollector({"exclude_chips": [], "thermal_throttle": True}), set[str]()
+    collector, noted = HwmonCollector({"exclude_chips": [], "thermal_throttle": True}), dict[str, str]()
     with caplog.at_level(logging.WARNING):
         got = values(run_with(collector, fixture_paths(root), None, noted))
         run_with(collector, fixture_paths(root), None, noted)

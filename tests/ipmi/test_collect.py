@@ -85,7 +85,7 @@ class Fake:
 
     def ctx(self, timeout: float = IpmiCollector.timeout) -> Context:
         return Context(
-            fixture_paths(self.tmp_path), self.runner, time.monotonic() + timeout, logging.getLogger("test"), set()
+            fixture_paths(self.tmp_path), self.runner, time.monotonic() + timeout, logging.getLogger("test"), {}
         )
 
     def samples(self, collector: IpmiCollector, timeout: float = IpmiCollector.timeout) -> list[Sample]:
@@ -245,7 +245,7 @@ def test_sel_is_read_less_often_and_kept(tmp_path: Path) -> None:
     time.sleep(0.01)
     failed_sel = {"stderr": "Get SEL Info command failed\n", "status": 1}
     fake.answer({"ipmitool sdr": {"file": str(HP_SDR_ELIST)}, "ipmitool sel": failed_sel})
-    noted: set[str] = set()
+    noted: dict[str, str] = {}
     ctx = fake.ctx()
     ctx.noted = noted
     got = values(check_reading(collector, collector.collect(ctx)).samples)

@@ -26,7 +26,9 @@ from hostvigil.collectors.mail.collect import MailCollector
 from hostvigil.collectors.mail.discover import discover, mail_name
 from hostvigil.collectors.mail.parse import check_settings
 from hostvigil.collectors.mail.parse_postfix import lmtp_destinations, parse_main_cf, parse_master_cf
+from hostvigil.config import ConfigError, load
 from hostvigil.events import MailEvent
+from hostvigil.registry import REGISTRY
 from hostvigil.runner import CommandRunner
 from tests import test_conformance
 from tests.alerting import firing
@@ -50,7 +52,7 @@ class Watched:
         self.collector = MailCollector({n: o.default for n, o in MailCollector.options.items()} | dict(options))
         MailCollector.validate(self.collector.config)
         self.hooks = RecordingHooks()
-        self.noted: set[str] = set()
+        self.noted: dict[str, str] = {}
         self.collector.start(Services(Paths(), tmp_path, "boot"))
         self.samples: list[Sample] = []
 
@@ -161,17 +163,24 @@ def test_declarations_follow_the_house_rules() -> None:
 
 
 @pytest.mark.parametrize(
-    ("options", "message"),
+    ("table", "line"),
     [
-        ({"endpoints": ["imapx://h"]}, r'endpoints\[0\]: "imapx://h": unknown scheme'),
-        ({"user": "probe"}, 'user "probe" needs password_file'),
-        ({"probe_interval": 5.0, "probe_timeout": 10.0}, "probe_timeout: longer than probe_interval"),
-        ({"daemons": ["exim"]}, 'daemons: "exim" is not one of dovecot, postfix, cyrus'),
+        ("endpoints = ['imapx://h']", 'collectors.mail: endpoints[0]: "imapx://h": unknown scheme'),
+        ("user = 'probe'", 'collectors.mail: user "probe" needs password_file'),
+        ("probe_interval = '5s'\nprobe_timeout = '10s'",
+         "collectors.mail.probe_timeout: 10 s is longer than probe_interval (5 s)"),
+        ("max_in_flight = 0", "collectors.mail.max_in_flight: 0 is below the least value, 1"),
+        ("daemons = ['exim']", "collectors.mail.daemons: 'exim' is not one of dovecot, postfix, cyrus"),
+        ("endpoints = [{ url = 'imaps://h', user = 'p', password_file = '/nonexistent/pw' }]",
+         "collectors.mail: endpoints[0]: cannot read /nonexistent/pw: No such file or directory"),
     ],
 )
-def test_bad_options_are_refused_when_the_config_is_loaded(options: dict[str, object], message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        MailCollector.validate({n: o.default for n, o in MailCollector.options.items()} | options)
+def test_bad_options_are_refused_when_the_config_is_loaded(tmp_path: Path, table: str, line: str) -> None:
+    path = tmp_path / "hostvigil.toml"
+    path.write_text(f"[collectors.mail]\n{table}\n")
+    with pytest.raises(ConfigError) as refused:
+        load(path, REGISTRY)
+    assert [problem for problem in refused.value.problems if line in problem], refused.value.problems
 
 
 def test_discovery_finds_what_a_host_listens_on_and_what_its_configuration_names(tmp_path: Path) -> None:

@@ -191,7 +191,7 @@ def test_unreadable_attribute_costs_only_that_attribute(tmp_path: Path, caplog: 
     (root / BAT0 / "voltage_now").unlink()
     (root / BAT0 / "voltage_now").symlink_to("/proc/self/mem")
     (root / BAT0 / "capacity").write_text("eighty\n")
-    collector, noted = PowerSupplyCollector({}), set[str]()
+    collector, noted = PowerSupplyCollector({}), dict[str, str]()
     with caplog.at_level(logging.WARNING):
         got = values(run_with(collector, fixture_paths(root), None, noted))
         run_with(collector, fixture_paths(root), None, noted)

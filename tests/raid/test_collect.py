@@ -17,6 +17,8 @@ from hostvigil.cache import families
 from hostvigil.collector import CollectorError, Context, Sample, Unavailable
 from hostvigil.collectors.raid.collect import RaidCollector, RaidState, failing_online_drives, raid_changes
 from hostvigil.collectors.raid.parse import parse_controllers, parse_drives
+from hostvigil.config import ConfigError, load
+from hostvigil.registry import REGISTRY
 from hostvigil.runner import CommandRunner
 from tests.conftest import RecordingHooks, collect_once, fixture_paths, values
 from tests.raid.test_parse import (
@@ -47,19 +49,19 @@ def fake_tool(bin_dir: Path, outputs: dict[str, Path | str], name: str = "storcl
 
 
 def samples(
-    collector: RaidCollector, bin_dir: Path, hooks: RecordingHooks | None = None, noted: set[str] | None = None
+    collector: RaidCollector, bin_dir: Path, hooks: RecordingHooks | None = None, noted: dict[str, str] | None = None
 ) -> list[Sample]:
     """One checked run in a Context of our own, the fake tool's directory first on PATH."""
     ctx = Context(
         fixture_paths(bin_dir.parent), CommandRunner(bin_dirs=[str(bin_dir)]),
         time.monotonic() + RaidCollector.timeout, logging.getLogger("test"),
-        noted=set() if noted is None else noted,
+        noted={} if noted is None else noted,
     )
     return collect_once(collector, ctx, hooks)
 
 
 def run(
-    collector: RaidCollector, bin_dir: Path, hooks: RecordingHooks | None = None, noted: set[str] | None = None
+    collector: RaidCollector, bin_dir: Path, hooks: RecordingHooks | None = None, noted: dict[str, str] | None = None
 ) -> dict[tuple[str, tuple[str, ...]], float]:
     return values(samples(collector, bin_dir, hooks, noted))
 
@@ -152,12 +154,12 @@ def test_drive_going_offline_asks_for_one_snapshot(tmp_path: Path) -> None:
     On the first run the drive listing answers with a real storcli failure: it
     is logged once and the drive states come from the controller's PD LIST.
     """
-    bin_dir, hooks, noted = tmp_path / "bin", RecordingHooks(), set[str]()
+    bin_dir, hooks, noted = tmp_path / "bin", RecordingHooks(), dict[str, str]()
     collector = new_collector()
     fake_tool(bin_dir, {SHOW_ALL: INTEL_SHOW, DRIVES_ALL: FAILED_COMMAND})
     first = run(collector, bin_dir, hooks, noted)
     assert first[("hostvigil_raid_physical_drive_state", ("0", "/c0/e35/s12", "UGood"))] == 1
-    assert noted == {"storcli64 /call/eall/sall show all J:0"}
+    assert set(noted) == {"storcli64 /call/eall/sall show all J:0"}
     assert hooks.snapshots == []  # the first run only learns the states
 
     fake_tool(bin_dir, {SHOW_ALL: INTEL_SHOW, DRIVES_ALL: OFFLINE_DRIVE})
@@ -235,10 +237,14 @@ def test_one_controller_by_number(tmp_path: Path) -> None:
     fake_tool(tmp_path / "bin", {"/c0 show all J": CONTROLLERS, "/c0/eall/sall show all J": DRIVES})
     got = run(new_collector(controllers="0"), tmp_path / "bin")
     assert got[("hostvigil_raid_controller_healthy", ("0",))] == 1
-    with pytest.raises(CollectorError, match=r"controllers = 'first'"):
-        run(new_collector(controllers="first"), tmp_path / "bin")
-    with pytest.raises(CollectorError, match=r"command = \"'storcli64\": No closing quotation"):
-        run(new_collector(command="'storcli64"), tmp_path / "bin")
+    config = tmp_path / "hostvigil.toml"
+    config.write_text("[collectors.raid]\ncontrollers = 'first'\ncommand = \"'storcli64\"\n")
+    with pytest.raises(ConfigError) as refused:
+        load(config, REGISTRY)
+    assert refused.value.problems == (
+        f"{config}: collectors.raid.command: No closing quotation",
+        f"{config}: collectors.raid.controllers: 'first' is not 'all' or one controller number such as '0'",
+    )
 
 
 def test_failed_controller_command_fails_the_run(tmp_path: Path) -> None:

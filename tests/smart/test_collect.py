@@ -18,6 +18,8 @@ from hostvigil.collectors.disk_health import failing
 from hostvigil.collectors.smart import collect as smart
 from hostvigil.collectors.smart.collect import SmartCollector
 from hostvigil.collectors.smart.parse import parse_report
+from hostvigil.config import ConfigError, load
+from hostvigil.registry import REGISTRY
 from hostvigil.runner import CommandRunner
 from tests.alerting import firing
 from tests.conftest import FIXTURES, fixture_paths, require_tool, values
@@ -87,19 +89,19 @@ class Fake:
 
     def run(
         self, collector: SmartCollector | None = None, timeout: float = SmartCollector.timeout,
-        noted: set[str] | None = None, **options: object,
+        noted: dict[str, str] | None = None, **options: object,
     ) -> dict[tuple[str, tuple[str, ...]], float]:
         return values(self.samples(collector, timeout, noted, **options))
 
     def samples(
         self, collector: SmartCollector | None = None, timeout: float = SmartCollector.timeout,
-        noted: set[str] | None = None, **options: object,
+        noted: dict[str, str] | None = None, **options: object,
     ) -> list[Sample]:
         assert collector is None or not options, "options go to the collector made with make()"
         collector = collector or make(**options)
         ctx = Context(
             fixture_paths(self.tmp_path), self.runner, time.monotonic() + timeout, logging.getLogger("test"),
-            noted if noted is not None else set(),
+            noted if noted is not None else {},
         )
         return check_reading(collector, collector.collect(ctx)).samples
 
@@ -362,7 +364,7 @@ from hostvigil.runner import CommandRunner
 options = {{name: option.default for name, option in SmartCollector.options.items()}}
 collector = SmartCollector(options | {{"scan": False, "devices": ["/dev/sda", "/dev/sdb", "/dev/sdc", "/dev/sdd"]}})
 def run(bin_dir):
-    ctx = Context(Paths(), CommandRunner(bin_dirs=[bin_dir]), time.monotonic() + 60, logging.getLogger("t"), set())
+    ctx = Context(Paths(), CommandRunner(bin_dirs=[bin_dir]), time.monotonic() + 60, logging.getLogger("t"), {{}})
     return check_reading(collector, collector.collect(ctx)).samples
 def peak_kib():
     return int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1))
@@ -457,13 +459,20 @@ def test_a_failed_scan_reads_the_devices_found_before(tmp_path: Path) -> None:
         fake.run()  # a new collector knows no devices
 
 
-def test_bad_device_option(tmp_path: Path) -> None:
-    fake = Fake(tmp_path, {})
-    for entry in ("-d sat /dev/sda", "/dev/sda sat extra", "/dev/sda --json"):
-        with pytest.raises(CollectorError, match="is not \"NAME\" or \"NAME TYPE\""):
-            fake.run(devices=[entry], scan=False)
-    with pytest.raises(CollectorError, match="concurrency: must be at least 1"):
-        fake.run(devices=[], scan=False, concurrency=0)
+@pytest.mark.parametrize(
+    ("table", "line"),
+    [
+        *((f"devices = ['{entry}']", f'collectors.smart.devices: "{entry}" is not "NAME" or "NAME TYPE"')
+          for entry in ("-d sat /dev/sda", "/dev/sda sat extra", "/dev/sda --json")),
+        ("concurrency = 0", "collectors.smart.concurrency: 0 is below the least value, 1"),
+    ],
+)
+def test_bad_options_are_refused_when_the_config_is_loaded(tmp_path: Path, table: str, line: str) -> None:
+    path = tmp_path / "hostvigil.toml"
+    path.write_text(f"[collectors.smart]\n{table}\n")
+    with pytest.raises(ConfigError) as refused:
+        load(path, REGISTRY)
+    assert [problem for problem in refused.value.problems if line in problem], refused.value.problems
 
 
 def test_growth_marks_a_disk_failing_until_it_is_replaced(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -474,7 +483,7 @@ def test_growth_marks_a_disk_failing_until_it_is_replaced(tmp_path: Path, caplog
     replaced = json.loads(json.dumps(recorded)) | {"serial_number": "NEW-DISK"}
     fake = Fake(tmp_path, {"/dev/sda": ATA_REALLOCATED})
     collector = make(devices=["/dev/sda"], scan=False)
-    noted: set[str] = set()
+    noted: dict[str, str] = {}
     for answer, expected in ((recorded, 0), (grown, 1), (grown, 1), (replaced, 0)):
         fake.answer({"/dev/sda": {"text": json.dumps(answer)}})
         got = fake.run(collector, noted=noted)

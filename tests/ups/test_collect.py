@@ -7,6 +7,7 @@ file through states no capture shows (on battery, battery low, FSD) by editing i
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import signal
 import socket
@@ -19,11 +20,14 @@ from pathlib import Path
 
 import pytest
 
+from hostvigil import sources
 from hostvigil.cache import MetricsCache
 from hostvigil.collector import CollectorError, Context, Services, Unavailable, check_reading
 from hostvigil.collectors.ups.collect import FLAGS, UpsCollector, nut_client, parse_address
 from hostvigil.collectors.ups.nut_client import MAX_LINE_BYTES, NutError
 from hostvigil.collectors.ups.parse import split_words
+from hostvigil.config import ConfigError, load
+from hostvigil.registry import REGISTRY
 from hostvigil.runner import CommandRunner
 from hostvigil.sources import Sources
 from tests.conftest import FIXTURES, RecordingHooks, collect_once, fixture_paths, free_port, values
@@ -37,12 +41,12 @@ def collector(**options: object) -> UpsCollector:
     return UpsCollector({name: option.default for name, option in UpsCollector.options.items()} | options)
 
 
-def run(ups: UpsCollector, hooks: RecordingHooks | None = None, noted: set[str] | None = None) -> Values:
+def run(ups: UpsCollector, hooks: RecordingHooks | None = None, noted: dict[str, str] | None = None) -> Values:
     """One checked run within the collector's own timeout, as the scheduler gives it."""
     start = time.monotonic()
     ctx = Context(
         fixture_paths("none"), CommandRunner(), start + UpsCollector.timeout, logging.getLogger("test"),
-        noted if noted is not None else set(),
+        noted if noted is not None else {},
     )
     samples = collect_once(ups, ctx, hooks)
     assert time.monotonic() - start < UpsCollector.timeout, "a run must end before its deadline"
@@ -298,8 +302,9 @@ def test_username_and_password_from_a_file(shared_upsd: NutServer, tmp_path: Pat
         run(collector(
             server=f"127.0.0.1:{shared_upsd.port}", username="monitor", password_file=str(tmp_path / "missing")
         ))
-    with pytest.raises(CollectorError, match="is set but username is not"):
-        run(collector(server=f"127.0.0.1:{shared_upsd.port}", password_file=str(password)))
+    password.unlink()  # gone since the config was checked: the run says so
+    with pytest.raises(CollectorError, match=rf"password_file {password}: No such file or directory"):
+        run(collector(server=f"127.0.0.1:{shared_upsd.port}", username="monitor", password_file=str(password)))
 
 
 def test_command_arguments_are_quoted_as_upsd_parses_them() -> None:
@@ -539,22 +544,80 @@ def test_a_dead_server_costs_only_its_own_upses(fake: Callable[..., FakeUpsd]) -
     assert errors(got, f"dummy@127.0.0.1:{dead.port}") == {"timeout": 1}
 
 
-def test_unreachable_port_and_bad_config() -> None:
+def test_unreachable_port() -> None:
     entry = f"dummy@127.0.0.1:{free_port()}"
     assert errors(run(collector(upses=[entry])), entry) == {"unreachable": 1}
-    for options, message in (
-        ({"tls": "sometimes"}, "tls: must be one of auto, required, off"),
-        ({"server": "host:port:x"}, "server: bad address"),
-        ({"server": "host:70000"}, "server: bad address"),
-        ({"upses": ["two words@host"]}, "upses: bad entry"),
-        ({"upses": ["@host"]}, "upses: bad entry"),
-        ({"ca_file": "/nonexistent/ca.pem"}, "ca_file /nonexistent/ca.pem: not readable"),
-    ):
-        with pytest.raises(CollectorError, match=message):
-            run(collector(**options))
+
+
+@pytest.mark.parametrize(
+    ("table", "line"),
+    [
+        ("tls = 'sometimes'", "collectors.ups.tls: 'sometimes' is not one of auto, required, off"),
+        ("server = 'host:port:x'", "collectors.ups.server: bad address 'host:port:x'"),
+        ("server = 'host:70000'", "collectors.ups.server: bad address 'host:70000'"),
+        ("upses = ['two words@host']", "collectors.ups.upses: bad entry 'two words@host'"),
+        ("upses = ['@host']", "collectors.ups.upses: bad entry '@host'"),
+        ("upses = ['ups@host:0']", "collectors.ups.upses: entry 'ups@host:0': bad address 'host:0'"),
+        ("ca_file = '/nonexistent/ca.pem'", "collectors.ups.ca_file: cannot read /nonexistent/ca.pem: No such file"),
+        ("password_file = '/etc/hostname'", "collectors.ups.password_file: set without username"),
+    ],
+)
+def test_bad_options_are_refused_when_the_config_is_loaded(tmp_path: Path, table: str, line: str) -> None:
+    path = tmp_path / "hostvigil.toml"
+    path.write_text(f"[collectors.ups]\n{table}\n")
+    with pytest.raises(ConfigError) as refused:
+        load(path, REGISTRY)
+    assert [problem for problem in refused.value.problems if line in problem], refused.value.problems
 
 
 def test_ipv6_and_default_port_addresses() -> None:
-    assert parse_address("[::1]:3494", "server") == ("::1", 3494)
-    assert parse_address("ups.example.net", "server") == ("ups.example.net", 3493)
-    assert parse_address("10.0.0.5:3493", "server") == ("10.0.0.5", 3493)
+    assert parse_address("[::1]:3494") == ("::1", 3494)
+    assert parse_address("ups.example.net") == ("ups.example.net", 3493)
+    assert parse_address("10.0.0.5:3493") == ("10.0.0.5", 3493)
+
+
+class _FastUps(UpsCollector):
+    interval = 0.05  # a poller's read is stale after 0.15 s: the backoff outlasts that at once
+
+
+def test_an_upsd_that_drops_every_connection_is_asked_less_and_less_often(monkeypatch: pytest.MonkeyPatch) -> None:
+    """upsd refusing (here: closing every connection at once) is connected to again after doubling waits up to a
+    minute, not at every interval, and the UPS stays down for the reason it is, not as a read that timed out."""
+    monkeypatch.setattr(sources, "FIRST_RETRY", 0.05)
+    attempts: list[float] = []
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def drop_every_connection() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = listener.accept()
+                attempts.append(time.monotonic())
+                conn.close()
+
+    threading.Thread(target=drop_every_connection, daemon=True).start()
+    registry = Sources()
+    entry = f"dummy@127.0.0.1:{port}"
+    ups = _FastUps({name: option.default for name, option in UpsCollector.options.items()} | {"upses": [entry]})
+    ups.start(Services(fixture_paths("none"), Path("/nonexistent"), "", sources=registry))
+    try:
+        (poller,) = registry
+        deadline = time.monotonic() + 10
+        while len(attempts) < 6:
+            assert time.monotonic() < deadline, f"only {len(attempts)} attempts"
+            time.sleep(0.05)
+        gaps = [later - earlier for earlier, later in itertools.pairwise(attempts)]
+        assert gaps[-1] > 4 * gaps[0], f"no backoff: {gaps}"
+        # at every interval (0.05 s) it would have tried some 30 times by now
+        assert len(attempts) <= 8, attempts
+        while poller.read_at is None or time.monotonic() - poller.read_at <= 3 * _FastUps.interval:
+            time.sleep(0.02)  # the latest failed read is older than a stale one: the poller is waiting to retry
+        got = run(ups)
+        assert got[("hostvigil_ups_up", (entry,))] == 0
+        assert ups.snapshot_extra()["ups"][entry]["error"] == "other", "the upsd's own failure, not a timeout"
+    finally:
+        ups.stop()
+        listener.close()
+    assert poller.max_retry == 60.0
+    poller._failures = 20  # a long outage: the wait stops doubling at the ceiling
+    assert poller.backoff() == 60.0

@@ -15,7 +15,7 @@ import pytest
 from hostvigil.collector import Context, Unavailable
 from hostvigil.collectors.zfs.collect import ZfsCollector
 from hostvigil.runner import CommandRunner
-from tests.conftest import FIXTURES, TREES, RecordingHooks, collect_once, fixture_paths, values
+from tests.conftest import FIXTURES, TREES, RecordingHooks, collect_once, fixture_paths, run_as_nobody, values
 from tests.zfs.zfsfuse import ZfsFuse
 
 ZFS = FIXTURES / "zfs"
@@ -213,3 +213,28 @@ def test_zpool_without_a_running_zfs_is_unavailable(tmp_path: Path) -> None:
     (bin_dir / "zpool").chmod(0o755)
     with pytest.raises(Unavailable, match="ZFS is not running"):
         collect(make(), CommandRunner(bin_dirs=[str(bin_dir)]), tmp_path)
+
+
+@pytest.mark.parametrize(
+    "stderr",
+    [
+        "Permission denied the ZFS utilities must be run as root.\n",  # OpenZFS without access to /dev/zfs
+        "connect: Permission denied\nPlease make sure that the zfs-fuse daemon is running.\n"
+        "internal error: failed to initialize ZFS library\n",  # zfs-fuse's socket refused
+    ],
+)
+def test_zpool_denied_access_says_it_needs_root(nobody_tmp: Path, stderr: str) -> None:
+    """Not "ZFS is not running" when the reason is the privilege: said as the ordinary user an unprivileged run is."""
+    (nobody_tmp / "stderr.txt").write_text(stderr)
+    bin_dir = nobody_tmp / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "zpool").write_text(f"#!/bin/sh\ncat {nobody_tmp / 'stderr.txt'} >&2\nexit 1\n")
+    (bin_dir / "zpool").chmod(0o755)
+    first_denied = next(line for line in stderr.splitlines() if "denied" in line)
+
+    def check() -> None:
+        with pytest.raises(Unavailable) as unavailable:
+            collect(make(), CommandRunner(bin_dirs=[str(bin_dir)]), nobody_tmp)
+        assert str(unavailable.value) == f"zpool was denied access to ZFS (it needs root): {first_denied}"
+
+    run_as_nobody(check)
