@@ -131,6 +131,13 @@ def _check_config(config: Config) -> int:
 
 def _collect(config: Config, only: Sequence[str], output: Path | None) -> int:
     scheduler = build_scheduler(config, wanted_collectors(config, only, daemon=False))
+    try:
+        directory: Path | None = state_dir(config)
+    except OSError as exc:  # the kernel event counts then start anew at each run; the exposition is still written
+        log.warning("textfile mode without a state directory: %s", exc)
+        directory = None
+    for job in scheduler.jobs.values():
+        job.collector.one_shot(directory)
     scheduler.run_round()
     body, _ = scheduler.cache.render()
     if output is None:

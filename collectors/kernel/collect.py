@@ -16,9 +16,11 @@ from typing import Any, ClassVar
 
 from hostvigil import procfs
 from hostvigil.collector import BootWindow, Collector, Context, Evidence, Option, Sample, Services
+from hostvigil.collectors.kernel.backlog import read_backlog
 from hostvigil.collectors.kernel.evidence import crash_evidence
 from hostvigil.collectors.kernel.follower import KernelTail, KmsgFollower
 from hostvigil.collectors.kernel.metrics import (
+    BACKLOG_READ,
     BOOT_INFO,
     BOOT_TIME,
     COUNTED,
@@ -26,6 +28,7 @@ from hostvigil.collectors.kernel.metrics import (
     EVENT_LAST,
     EVENTS,
     FINGERPRINTS,
+    FIRST_SEQUENCE,
     FOLLOWING,
     GAPS,
     JOURNAL_KEEPS,
@@ -74,6 +77,8 @@ class KernelCollector(Collector):
         super().__init__(options)
         self.follower: KmsgFollower | None = None
         self._report: Callable[[Event], None] = lambda event: None
+        self._one_shot = False
+        self._state_dir: Path | None = None
 
     def start(self, services: Services) -> None:
         if not self.config.get("follow_kmsg", True):
@@ -90,6 +95,9 @@ class KernelCollector(Collector):
             return
         self.follower = follower
         services.sources.add(follower).start()
+
+    def one_shot(self, state_dir: Path | None) -> None:
+        self._one_shot, self._state_dir = True, state_dir
 
     def stop(self) -> None:
         if self.follower is not None:
@@ -112,7 +120,7 @@ class KernelCollector(Collector):
         return crash_evidence(boot)
 
     def collect(self, ctx: Context) -> Iterator[Sample]:
-        yield from self._events()
+        yield from self._backlog(ctx) if self._one_shot else self._events()
         yield from _taint(ctx)
         yield from _boot(ctx)
         yield from _readiness(ctx)
@@ -132,6 +140,29 @@ class KernelCollector(Collector):
         for cls, count in sorted(counts.items()):
             yield EVENTS(count, cls)
             yield EVENT_LAST(last[cls], cls)
+
+
+    def _backlog(self, ctx: Context) -> Iterator[Sample]:
+        """Textfile mode: the ring buffer's records since the last run, counted into this boot's totals. Nothing
+        follows /dev/kmsg here, so log_following is not exported (it would read 0, an alarm, on every such host)."""
+        if not self.config.get("follow_kmsg", True):
+            return
+        boot_id = (ctx.read(ctx.proc("sys/kernel/random/boot_id")) or "").strip()
+        backlog = read_backlog(ctx.paths.dev / "kmsg", boot_id, self._state_dir)
+        yield BACKLOG_READ(0 if backlog.read_error else 1)
+        if backlog.read_error:
+            ctx.note_once("backlog", f"kernel events not counted: {backlog.read_error} (needs root or CAP_SYSLOG)")
+            return
+        counts = backlog.counts
+        yield LINES(counts.lines)
+        yield DROPPED(counts.dropped)
+        yield GAPS(counts.gaps)
+        yield SUPPRESSED(counts.suppressed)
+        if counts.first_sequence is not None:
+            yield FIRST_SEQUENCE(counts.first_sequence)
+        for cls, count in sorted(counts.events.items()):
+            yield EVENTS(count, cls)
+            yield EVENT_LAST(counts.last_event_time[cls], cls)
 
 
 def _taint(ctx: Context) -> Iterator[Sample]:
