@@ -6,12 +6,15 @@ hands out, into a host tree whose dev/kmsg is a regular file.
 
 from __future__ import annotations
 
+import json
 import logging
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
+from hostvigil.cli import main
 from hostvigil.collector import Context, check_reading
 from hostvigil.collectors.kernel.backlog import STATE_FILE
 from hostvigil.collectors.kernel.collect import KernelCollector
@@ -122,7 +125,8 @@ def test_a_state_file_that_cannot_be_read_starts_the_count_anew(
 
 def test_without_a_state_directory_each_run_counts_the_whole_backlog(tmp_path: Path) -> None:
     write_kmsg(tmp_path, messages(*LOGS))
-    assert events(textfile_run(tmp_path, None)) == events(textfile_run(tmp_path, None)) == {"oom_kill": 1, "hung_task": 1}
+    first, second = textfile_run(tmp_path, None), textfile_run(tmp_path, None)
+    assert events(first) == events(second) == {"oom_kill": 1, "hung_task": 1}
 
 
 def test_an_unreadable_kmsg_is_said_and_the_rest_is_collected(tmp_path: Path) -> None:
@@ -132,3 +136,35 @@ def test_an_unreadable_kmsg_is_said_and_the_rest_is_collected(tmp_path: Path) ->
     assert got[("hostvigil_kernel_log_backlog_read", ())] == 0
     assert not events(got)
     assert ("hostvigil_kernel_lines_total", ()) not in got
+
+
+def test_collect_output_is_a_whole_textfile_mode_exposition(tmp_path: Path, promtool: str) -> None:
+    """`hostvigil collect --output` on a host tree: kernel events by class, the mode, the crash report a daemon
+    wrote earlier; none of the series that only a daemon can fill."""
+    tree, state, out = tmp_path / "host", tmp_path / "state", tmp_path / "hostvigil.prom"
+    write_kmsg(tree, messages(*LOGS))
+    (state / "reports").mkdir(parents=True)
+    (state / "reports/abc.json").write_text(json.dumps(
+        {"id": "abc", "cause": "kernel_oops", "last_seen_alive": 1763946000.5, "created": 1763946100}
+    ))
+    config = tmp_path / "hostvigil.toml"
+    config.write_text(f"[agent]\nstate_dir = '{state}'\n[paths]\nproc = '{tree / 'proc'}'\nsys = '{tree / 'sys'}'\n"
+                      f"dev = '{tree / 'dev'}'\nrootfs = '{tree}'\n")
+    argv = ["collect", "--config", str(config), "--output", str(out)]
+    for name in ("kernel", "agent", "crash"):
+        argv += ["--collector", name]
+    assert main(argv) == 0
+    text = out.read_text()
+    for line in (
+        'hostvigil_agent_mode{mode="textfile"} 1.0', 'hostvigil_kernel_events_total{class="oom_kill"} 1.0',
+        'hostvigil_kernel_events_total{class="hung_task"} 1.0', "hostvigil_kernel_log_backlog_read 1.0",
+        'hostvigil_crash_reports_total{cause="kernel_oops"} 1.0',
+        "hostvigil_last_crash_timestamp_seconds 1.7639460005e+09",
+    ):
+        assert line + "\n" in text
+    for daemon_only in ("hostvigil_kernel_log_following", "hostvigil_boot_unclean", "hostvigil_snapshots_"):
+        assert daemon_only not in text
+    lint = subprocess.run([promtool, "check", "metrics"], input=out.read_bytes(), capture_output=True, check=False)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    assert main(argv) == 0  # the next run adds nothing the ring buffer already held
+    assert 'hostvigil_kernel_events_total{class="oom_kill"} 1.0\n' in out.read_text()
