@@ -6,6 +6,8 @@ import configparser
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import require_tool
 
 UNITS = Path(__file__).resolve().parent.parent / "packaging" / "systemd"
@@ -32,6 +34,7 @@ def test_the_service_writes_node_exporters_textfile_once_per_start() -> None:
         assert "EITHER this timer OR hostvigil.service" in (UNITS / unit).read_text()
 
 
+@pytest.mark.integration
 def test_systemd_finds_nothing_wrong_with_them(tmp_path: Path) -> None:
     """Verified as installed, except that ExecStart names this checkout's hostvigil (verify wants it executable)."""
     analyze = require_tool("systemd-analyze")
