@@ -5,6 +5,8 @@ and the event policy takes a crash snapshot). Crash readiness is what decides
 whether a crash can be explained afterwards: kdump loaded, a pstore backend, a
 journal that keeps the previous boot, and panic settings that reboot instead of
 hanging forever. After an unclean reboot, evidence.py reads what the kernel left.
+In textfile mode (`hostvigil collect`, told by one_shot()) nothing follows
+/dev/kmsg: each run counts its backlog instead (backlog.py).
 """
 
 from __future__ import annotations
