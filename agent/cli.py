@@ -27,6 +27,7 @@ from hostvigil.forensics.service import Forensics, ReportStore
 from hostvigil.forensics.snapshots import MAX_MANUAL_REASON, printable
 from hostvigil.logs import setup as setup_logging
 from hostvigil.registry import REGISTRY
+from hostvigil.scheduler import Scheduler
 from hostvigil.signals import Signals
 from hostvigil.webconfig import load as load_web_config
 
@@ -157,7 +158,12 @@ def _check_config(config: Config) -> int:
 
 
 def _collect(config: Config, only: Sequence[str], output: Path | None) -> int:
-    scheduler = build_scheduler(config, wanted_collectors(config, only, daemon=False))
+    try:
+        directory: Path | None = state_dir(config)
+    except OSError as exc:  # the kernel event counts then start anew at each run; the exposition is still written
+        log.warning("textfile mode without a state directory: %s", exc)
+        directory = None
+    scheduler = _one_shot_scheduler(config, wanted_collectors(config, only, daemon=False), directory)
     scheduler.run_round()
     body, _ = scheduler.cache.render()
     if output is None:
@@ -171,6 +177,15 @@ def _collect(config: Config, only: Sequence[str], output: Path | None) -> int:
             return 1
     failed = [s.name for s in scheduler.cache.states().values() if s.success is False and s.available]
     return 1 if failed else 0
+
+
+def _one_shot_scheduler(config: Config, names: Sequence[str], directory: Path | None) -> Scheduler:
+    """A scheduler for one round in this process (textfile mode, a snapshot without an agent): its collectors are
+    told so instead of being started."""
+    scheduler = build_scheduler(config, names)
+    for job in scheduler.jobs.values():
+        job.collector.one_shot(directory)
+    return scheduler
 
 
 def _snapshot(config: Config, reason: str) -> int:
@@ -228,7 +243,7 @@ def _snapshot_here(config: Config, reason: str) -> int:
     except OSError as exc:
         log.error("cannot take a snapshot: %s", exc)
         return 1
-    scheduler = build_scheduler(config, wanted_collectors(config, daemon=False))
+    scheduler = _one_shot_scheduler(config, wanted_collectors(config, daemon=False), directory)
     scheduler.run_round()
     collectors = {name: job.collector for name, job in scheduler.jobs.items()}
     forensics = Forensics(

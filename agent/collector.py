@@ -301,6 +301,10 @@ class Collector:
     def start(self, services: Services) -> None:
         """Start a long-running source (the daemon calls this once; `collect` one-shots do not)."""
 
+    def one_shot(self, state_dir: Path | None) -> None:
+        """`hostvigil collect` (textfile mode) calls this instead of start(): no long-running source, one run in a
+        fresh process; `state_dir` is where what must outlive the run may be kept (None: nowhere writable)."""
+
     def stop(self) -> None:
         """Stop what start() started; called on shutdown."""
 

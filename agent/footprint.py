@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 import psutil
 
@@ -19,6 +20,13 @@ FDS = _agent.gauge("open_fds", "Open file descriptors of the hostvigil process."
 STUCK = _agent.gauge(
     "stuck_commands",
     "Commands killed on timeout that have not exited (a process in D state); each is not started again until it exits.",
+)
+MODE = _agent.gauge(
+    "mode",
+    "Always 1: how hostvigil runs here, daemon (hostvigil run, scraped directly) or textfile (hostvigil collect "
+    "--output on a timer, read by node_exporter's textfile collector; no kernel log following, probes, "
+    "snapshots or unclean-boot detection).",
+    "mode",
 )
 
 UEVENTS = _agent.counter(
@@ -64,7 +72,7 @@ class AgentCollector(Collector):
     interval = 15.0
     timeout = 5.0
     metrics = (
-        RSS, CPU, THREADS, FDS, STUCK, UEVENTS, SOURCE_UP, SOURCE_RESTARTS, HTTP_REQUESTS, HTTP_REFUSED,
+        RSS, CPU, THREADS, FDS, STUCK, MODE, UEVENTS, SOURCE_UP, SOURCE_RESTARTS, HTTP_REQUESTS, HTTP_REFUSED,
         HTTP_CONNECTIONS,
     )
 
@@ -74,6 +82,10 @@ class AgentCollector(Collector):
         self._uevents: Mapping[str, int] = {}
         self._sources = Sources()
         self._http: HttpTally | None = None
+        self._mode = "daemon"
+
+    def one_shot(self, state_dir: Path | None) -> None:
+        self._mode = "textfile"
 
     def start(self, services: Services) -> None:
         self._uevents = services.uevents
@@ -89,6 +101,7 @@ class AgentCollector(Collector):
             yield THREADS(self._process.num_threads())
             yield FDS(self._process.num_fds())
         yield STUCK(len(ctx.runner.stuck()))
+        yield MODE(1, self._mode)
         for subsystem, count in sorted(dict(self._uevents).items()):
             yield UEVENTS(count, subsystem)
         for source in sorted(self._sources, key=lambda source: source.name):

@@ -42,6 +42,9 @@ def test_the_package_installs_runs_and_purges_clean(tmp_path: Path) -> None:
     built = sh("make", "-C", str(ROOT), "deb")
     (deb,) = (ROOT / "dist").glob("hostvigil_*_all.deb")
     assert "E:" not in sh("lintian", str(deb), check=False).stdout, built.stdout[-2000:]
+    # The lower bounds pyproject.toml declares (and make test-debian-libs proves) carried into Depends.
+    depends = sh("dpkg-deb", "-f", str(deb), "Depends").stdout
+    assert "python3-prometheus-client (>= 0.16)" in depends and "python3-sdnotify (>= 0.3.1)" in depends, depends
     purge()
     try:
         sh("apt-get", "install", "-y", "-qq", "--no-install-recommends", str(deb))
@@ -52,6 +55,13 @@ def test_the_package_installs_runs_and_purges_clean(tmp_path: Path) -> None:
         for unit in ("hostvigil.service", "hostvigil-textfile.service", "hostvigil-textfile.timer"):
             assert Path("/lib/systemd/system", unit) in files
         assert sh("/usr/bin/hostvigil", "check-config").stdout.startswith("/etc/hostvigil/hostvigil.toml: OK")
+        # The installed rules, the daemon's and the textfile hosts', pass their installed tests where they lie.
+        rules = Path("/usr/share/hostvigil/prometheus")
+        for test in sorted((rules / "tests").glob("*.yml")):
+            tested = subprocess.run([require_tool("promtool"), "test", "rules", str(test.relative_to(rules))],
+                                    cwd=rules, capture_output=True, text=True, timeout=120, check=False)
+            assert tested.returncode == 0, tested.stdout + tested.stderr
+        assert {path.name for path in rules.glob("*.yml")} == {"hostvigil-rules.yml", "hostvigil-textfile-rules.yml"}
 
         config = tmp_path / "hostvigil.toml"
         before, probe = Path("/etc/hostvigil/hostvigil.toml").read_text().split("\n[collectors.probe]\n")

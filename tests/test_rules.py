@@ -29,3 +29,16 @@ def test_rules_file_passes_promtool_check(promtool: str) -> None:
 def test_rules_unit_tests_pass(promtool: str) -> None:
     result = run_promtool(promtool, "test", "rules", RULE_TESTS)
     assert result.returncode == 0, f"promtool test rules {RULE_TESTS} failed:\n{result.stdout}{result.stderr}"
+
+
+TEXTFILE_RULES = "hostvigil-textfile-rules.yml"
+TEXTFILE_RULE_TESTS = "tests/hostvigil-textfile-rules-test.yml"
+
+
+def test_textfile_rules_pass_promtool_check_and_their_unit_tests(promtool: str) -> None:
+    """Its tests load both files, as a textfile host's Prometheus does: each alert fires once per host, from the file
+    that fits the host's mode."""
+    result = run_promtool(promtool, "check", "rules", "--lint-fatal", TEXTFILE_RULES)
+    assert result.returncode == 0, f"promtool check rules {TEXTFILE_RULES} failed:\n{result.stdout}{result.stderr}"
+    result = run_promtool(promtool, "test", "rules", TEXTFILE_RULE_TESTS)
+    assert result.returncode == 0, f"promtool test rules {TEXTFILE_RULE_TESTS} failed:\n{result.stdout}{result.stderr}"

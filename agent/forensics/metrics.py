@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 from hostvigil.collector import Collector, Context, Metrics, Sample, Unavailable
 from hostvigil.forensics.report import CAUSES
-from hostvigil.forensics.service import Forensics
+from hostvigil.forensics.service import Forensics, ReportStore
 from hostvigil.forensics.snapshots import TRIGGERS
 
 _boot = Metrics("boot")
@@ -41,12 +42,18 @@ STORED_BYTES = _snapshots.gauge("stored_bytes", "Bytes of snapshot files kept.")
 
 
 class CrashCollector(Collector):
-    """The forensics' own metrics; the daemon builds it with its Forensics (elsewhere it is unavailable)."""
+    """The forensics' own metrics; the daemon builds it with its Forensics.
+
+    In textfile mode (`hostvigil collect`) only the crash reports a daemon wrote into the state directory are
+    exported. Whether the previous boot ended uncleanly is not: that is known from the clean marker the daemon
+    writes at an orderly stop, and no daemon runs there (a guess from the journal's last lines would alert on
+    hosts that merely lost their journal's tail). pstore records and filesystems that replayed their journal at
+    boot (kernel events of class fs_recovery) are the kernel collector's signs of an unclean end in that mode.
+    """
 
     name = "crash"
     help = "Unclean previous boot, crash reports by cause, and the snapshot recorder's own health."
     namespaces = ("boot", "last_crash", "snapshots")
-    daemon_only = True
     interval = 30.0
     timeout = 10.0
     snapshot_samples = 0  # about the snapshots themselves: nothing a crash snapshot needs
@@ -57,18 +64,21 @@ class CrashCollector(Collector):
     def __init__(self, options: Mapping[str, Any], forensics: Forensics | None = None) -> None:
         super().__init__(options)
         self.forensics = forensics
+        self._reports: ReportStore | None = None
+
+    def one_shot(self, state_dir: Path | None) -> None:
+        self._reports = ReportStore(state_dir) if state_dir is not None else None
 
     def collect(self, ctx: Context) -> Iterator[Sample]:
         forensics = self.forensics
         if forensics is None:
-            raise Unavailable("crash forensics run only in the daemon (hostvigil run)")
+            if self._reports is None:
+                raise Unavailable("crash forensics run only in the daemon (hostvigil run)")
+            yield from _reports(self._reports.all())
+            return
         if forensics.previous_unclean is not None:
             yield UNCLEAN(1 if forensics.previous_unclean else 0)
-        reports = forensics.reports.all()
-        for cause in CAUSES:
-            yield REPORTS(sum(1 for r in reports if r.get("cause") == cause), cause)
-        if reports:
-            yield LAST_CRASH(float(reports[0]["last_seen_alive"]))
+        yield from _reports(forensics.reports.all())
         recorder = forensics.snapshotter
         for trigger in TRIGGERS:
             yield WRITTEN(recorder.written[trigger], trigger)
@@ -81,3 +91,10 @@ class CrashCollector(Collector):
         count, size = forensics.store.usage()
         yield STORED(count)
         yield STORED_BYTES(size)
+
+
+def _reports(reports: list[dict[str, Any]]) -> Iterator[Sample]:
+    for cause in CAUSES:
+        yield REPORTS(sum(1 for r in reports if r.get("cause") == cause), cause)
+    if reports:
+        yield LAST_CRASH(float(reports[0]["last_seen_alive"]))

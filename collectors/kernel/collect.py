@@ -5,6 +5,8 @@ and the event policy takes a crash snapshot). Crash readiness is what decides
 whether a crash can be explained afterwards: kdump loaded, a pstore backend, a
 journal that keeps the previous boot, and panic settings that reboot instead of
 hanging forever. After an unclean reboot, evidence.py reads what the kernel left.
+In textfile mode (`hostvigil collect`, told by one_shot()) nothing follows
+/dev/kmsg: each run counts its backlog instead (backlog.py).
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from typing import Any, ClassVar
 
 from hostvigil import procfs
 from hostvigil.collector import BootWindow, Collector, Context, Evidence, Option, Sample, Services
+from hostvigil.collectors.kernel.backlog import read_backlog
 from hostvigil.collectors.kernel.evidence import crash_evidence
 from hostvigil.collectors.kernel.follower import KernelTail, KmsgFollower
 from hostvigil.collectors.kernel.metrics import (
+    BACKLOG_READ,
     BOOT_INFO,
     BOOT_TIME,
     COUNTED,
@@ -26,6 +30,7 @@ from hostvigil.collectors.kernel.metrics import (
     EVENT_LAST,
     EVENTS,
     FINGERPRINTS,
+    FIRST_SEQUENCE,
     FOLLOWING,
     GAPS,
     JOURNAL_KEEPS,
@@ -78,6 +83,8 @@ class KernelCollector(Collector):
         # The daemon set out to follow /dev/kmsg. A one-shot run (`hostvigil collect`, textfile mode) or
         # follow_kmsg = false never does: log_following is not exported then, rather than a 0 that pages forever.
         self._following_wanted = False
+        self._one_shot = False  # textfile mode: each run counts /dev/kmsg's backlog instead (backlog.py)
+        self._state_dir: Path | None = None
 
     def start(self, services: Services) -> None:
         if not self.config.get("follow_kmsg", True):
@@ -95,6 +102,9 @@ class KernelCollector(Collector):
             return
         self.follower = follower
         services.sources.add(follower).start()
+
+    def one_shot(self, state_dir: Path | None) -> None:
+        self._one_shot, self._state_dir = True, state_dir
 
     def stop(self) -> None:
         if self.follower is not None:
@@ -117,7 +127,7 @@ class KernelCollector(Collector):
         return crash_evidence(boot)
 
     def collect(self, ctx: Context) -> Iterator[Sample]:
-        yield from self._events()
+        yield from self._backlog(ctx) if self._one_shot else self._events()
         yield from _taint(ctx)
         yield from _boot(ctx)
         yield from _readiness(ctx)
@@ -138,6 +148,28 @@ class KernelCollector(Collector):
         for cls, count in sorted(counts.items()):
             yield EVENTS(count, cls)
             yield EVENT_LAST(last[cls], cls)
+
+    def _backlog(self, ctx: Context) -> Iterator[Sample]:
+        """Textfile mode: the ring buffer's records since the last run, counted into this boot's totals. Nothing
+        follows /dev/kmsg here, so log_following is not exported (it would read 0, an alarm, on every such host)."""
+        if not self.config.get("follow_kmsg", True):
+            return
+        boot_id = (ctx.read(ctx.proc("sys/kernel/random/boot_id")) or "").strip()
+        backlog = read_backlog(ctx.paths.dev / "kmsg", boot_id, self._state_dir)
+        yield BACKLOG_READ(0 if backlog.read_error else 1)
+        if backlog.read_error:
+            ctx.note_once("backlog", f"kernel events not counted: {backlog.read_error} (needs root or CAP_SYSLOG)")
+            return
+        counts = backlog.counts
+        yield LINES(counts.lines)
+        yield DROPPED(counts.dropped)
+        yield GAPS(counts.gaps)
+        yield SUPPRESSED(counts.suppressed)
+        if counts.first_sequence is not None:
+            yield FIRST_SEQUENCE(counts.first_sequence)
+        for cls, count in sorted(counts.events.items()):
+            yield EVENTS(count, cls)
+            yield EVENT_LAST(counts.last_event_time[cls], cls)
 
 
 def _taint(ctx: Context) -> Iterator[Sample]:

@@ -180,7 +180,7 @@ class KmsgFollower(Source):
         for event in events:
             live = event.usec is None or event.usec >= self._live_after_usec
             with self.lock:
-                when = _wall_time(event.usec)
+                when = wall_time(event.usec)
                 # Events the ring buffer held from before the start give context, not counts: an agent
                 # restart must not look to Prometheus like a counter reset followed by old events anew.
                 if live:
@@ -205,7 +205,7 @@ class KmsgFollower(Source):
             }
 
 
-def _wall_time(usec: int | None) -> float:
+def wall_time(usec: int | None) -> float:
     """Unix time of a printk timestamp (CLOCK_MONOTONIC-based), or now for text without one."""
     now = time.time()
     if usec is None:

@@ -9,7 +9,9 @@ _kernel = Metrics("kernel")
 
 EVENTS = _kernel.counter(
     "events_total",
-    "Kernel log events by class since the agent started (a multi-line oops counts once).",
+    "Kernel log events by class (a multi-line oops counts once): since the agent started; in textfile mode "
+    "(hostvigil collect) since boot, as far as the ring buffer still held them at the runs "
+    "(hostvigil_kernel_log_first_sequence > 0: it had wrapped before the first).",
     "class",
 )
 EVENT_LAST = _kernel.gauge("event_last_timestamp_seconds", "When the latest event of a class was logged.", "class")
@@ -22,6 +24,15 @@ GAPS = _kernel.counter("log_gaps_total", "Jumps in the kernel log's sequence num
 SUPPRESSED = _kernel.counter(
     "lines_suppressed_total",
     "Messages the kernel itself rate-limited ('callbacks suppressed').",
+)
+BACKLOG_READ = _kernel.gauge(
+    "log_backlog_read",
+    "Textfile mode (hostvigil collect) only: 1 if this run read /dev/kmsg's backlog (needs root or CAP_SYSLOG).",
+)
+FIRST_SEQUENCE = _kernel.gauge(
+    "log_first_sequence",
+    "Textfile mode only: sequence number of the oldest record in the ring buffer at this boot's first run; "
+    "> 0: the ring buffer had wrapped, the records before it were never classified (counted as dropped).",
 )
 FINGERPRINTS = _kernel.gauge("event_fingerprints", "Distinct events (by stack or message fingerprint) seen.")
 FOLLOWING = _kernel.gauge(
@@ -57,5 +68,5 @@ PANIC_SETTING = _kernel.gauge(
 METRICS = (
     EVENTS, EVENT_LAST, LINES, DROPPED, GAPS, SUPPRESSED, FINGERPRINTS, FOLLOWING, TAINTED, TAINT, COUNTED, BOOT_TIME,
     BOOT_INFO, KDUMP_LOADED, KDUMP_RESERVED, PSTORE_BACKEND, PSTORE_MOUNTED, PSTORE_RECORDS, JOURNAL_KEEPS,
-    PANIC_SETTING,
+    PANIC_SETTING, BACKLOG_READ, FIRST_SEQUENCE,
 )
