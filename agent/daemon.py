@@ -293,8 +293,8 @@ class Agent:
         old = self._server
         try:
             server = MetricsServer((host, port), self.cache, self._healthy, lambda: self._ready, web)
-        except OSError as exc:
-            log.error("received SIGHUP: listen %s: %s; still serving %s", listen, exc.strerror or exc, self.listen)
+        except OSError as exc:  # MetricsServer's message names the address ("cannot listen on ...: reason")
+            log.error("received SIGHUP: %s; still serving %s", exc.strerror or exc, self.listen)
             return False
         server.tally = old.tally  # the port's counts go on: collectors hold this object
         threading.Thread(target=server.serve_forever, name="http", daemon=True).start()

@@ -268,7 +268,7 @@ def test_sighup_moves_the_listen_address_and_keeps_the_old_one_if_the_new_cannot
             holder.listen()
             config.write_text(text.replace(str(first), str(taken)))
             proc.send_signal(signal.SIGHUP)
-            assert logged(log, f"received SIGHUP: listen 127.0.0.1:{taken}: Address already in use; "
+            assert logged(log, f"received SIGHUP: cannot listen on 127.0.0.1:{taken}: Address already in use; "
                                f"still serving 127.0.0.1:{second}")
         assert answering(second)
     finally:
