@@ -473,8 +473,6 @@ def _endpoint_event(view: EndpointView, failing: bool, *, initial: bool) -> Mail
     )
 
 
-
-
 def _postfix_master(ctx: Context, postfix: Postfix) -> int | None:
     """The PID of this configuration's master, from its queue directory's pid/master.pid; None where unreadable."""
     try:

@@ -78,10 +78,16 @@ class Watched:
         """After fail_after failures in a row, each endpoint's failure is a MailEvent in the boot's history, with
         its reason, and a snapshot was asked for naming it."""
         fail_after = self.collector.config["fail_after"]
+
+        def lost() -> set[tuple[str, str]]:
+            events = self.hooks.recorded
+            return {(e.subject, e.reason) for e in events if isinstance(e, MailEvent) and e.state == "lost"}
+
+        # The count is read from the probes as they stand, the event is raised by the run that sees the change: an
+        # endpoint whose second failure lands between the two is reported one run later, so both are waited for.
         self.until(lambda f: all(f[("hostvigil_mail_probe_failures_in_a_row", (_service(e), e))] >= fail_after
-                                 for e in endpoints), f"{fail_after} failures in a row", timeout=fail_after * 2 + 3)
-        lost = {(e.subject, e.reason) for e in self.hooks.recorded if isinstance(e, MailEvent) and e.state == "lost"}
-        assert lost >= set(endpoints.items())
+                                 for e in endpoints) and lost() >= set(endpoints.items()),
+                   f"{fail_after} failures in a row, each reported lost", timeout=fail_after * 2 + 3)
         reasons = " ".join(reason for _, reason, _ in self.hooks.snapshots)
         assert all(endpoint in reasons for endpoint in endpoints), reasons
 
