@@ -10,7 +10,7 @@ LISTEN ?= 127.0.0.1:10091
 # re-install, which a change of the folders' mtimes triggers.
 SOURCES := pyproject.toml $(shell find agent collectors -type d -not -name __pycache__)
 
-.PHONY: run test lint typecheck pytest fuzz bench deb test-debian-libs clean
+.PHONY: run test lint typecheck pytest fuzz bench bench-fleet dashboards deb test-debian-libs clean
 
 run: $(VENV)/.installed
 	$(BIN)/hostvigil run --listen $(LISTEN) $(ARGS)
@@ -18,7 +18,7 @@ run: $(VENV)/.installed
 test: lint typecheck pytest
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check agent collectors tests bench
+	$(BIN)/ruff check agent collectors grafana tests bench
 
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy
@@ -40,6 +40,15 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/probes.py $(PROBE_ARGS)
 	$(BIN)/python bench/mail.py $(MAIL_ARGS)
 
+# grafana/*.json and packaging/prometheus/hostvigil-recording-rules.yml from grafana/dashboards.py (a test fails
+# while the committed files differ from what it writes).
+dashboards: $(VENV)/.installed
+	$(BIN)/python -m grafana.dashboards
+
+# The fleet dashboard's queries on a real Prometheus holding FLEET_HOSTS (default 500) hosts (Debian's prometheus).
+bench-fleet: $(VENV)/.installed
+	$(BIN)/python bench/fleet.py --hosts $(or $(FLEET_HOSTS),500)
+
 # dist/hostvigil_VERSION_all.deb with dh-python over Debian's python3-* libraries (apt-get install debhelper
 # dh-python pybuild-plugin-pyproject python3-all python3-setuptools, and the libraries debian/control names).
 deb:
@@ -54,7 +63,8 @@ test-debian-libs:
 	@[ -x .venv-debian/bin/python ] || /usr/bin/python3 -m venv --system-site-packages .venv-debian
 	.venv-debian/bin/python -m pip install -q --disable-pip-version-check --no-deps -e . \
 	  --config-settings editable_mode=strict
-	.venv-debian/bin/python -m pip install -q --disable-pip-version-check "pytest>=7.4" "hypothesis>=6.60"
+	.venv-debian/bin/python -m pip install -q --disable-pip-version-check "pytest>=7.4" "hypothesis>=6.60" \
+	  "grafana-foundation-sdk==1769699379!11.6.0" "matplotlib>=3.6"
 	.venv-debian/bin/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
 $(VENV)/.installed: $(SOURCES)

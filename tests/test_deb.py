@@ -66,7 +66,11 @@ def test_the_package_installs_runs_and_purges_clean(tmp_path: Path) -> None:
             tested = subprocess.run([require_tool("promtool"), "test", "rules", str(test.relative_to(rules))],
                                     cwd=rules, capture_output=True, text=True, timeout=120, check=False)
             assert tested.returncode == 0, tested.stdout + tested.stderr
-        assert {path.name for path in rules.glob("*.yml")} == {"hostvigil-rules.yml", "hostvigil-textfile-rules.yml"}
+        assert {path.name for path in rules.glob("*.yml")} == {
+            "hostvigil-rules.yml", "hostvigil-textfile-rules.yml", "hostvigil-recording-rules.yml"}
+        grafana = Path("/usr/share/hostvigil/grafana")
+        assert {path.name for path in grafana.glob("*.json")} == {"hostvigil-host.json", "hostvigil-fleet.json"}
+        assert (grafana / "provisioning/hostvigil.yml").is_file()
 
         config = tmp_path / "hostvigil.toml"
         before, probe = Path("/etc/hostvigil/hostvigil.toml").read_text().split("\n[collectors.probe]\n")
