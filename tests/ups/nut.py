@@ -219,7 +219,7 @@ def _stop(proc: subprocess.Popen[bytes] | None, sig: int) -> None:
 
 
 @contextlib.contextmanager
-def _server() -> Iterator[NutServer]:
+def running_upsd() -> Iterator[NutServer]:
     """A configured, not yet started NUT server, stopped and removed at the end.
 
     Its files live in a directory of their own under /tmp, not in pytest's tmp_path:
@@ -244,14 +244,14 @@ def _server() -> Iterator[NutServer]:
 @pytest.fixture
 def nut_server() -> Iterator[NutServer]:
     """A configured NUT server for one test to change (configure(), enable_tls()) and then start()."""
-    with _server() as server:
+    with running_upsd() as server:
         yield server
 
 
 @pytest.fixture
 def upsd() -> Iterator[NutServer]:
     """A running NUT server for one test: dummy-ups on the CyberPower fixture, upsd in front of it."""
-    with _server() as server:
+    with running_upsd() as server:
         server.start()
         yield server
 
@@ -260,6 +260,6 @@ def upsd() -> Iterator[NutServer]:
 def shared_upsd() -> Iterator[NutServer]:
     """A running NUT server shared by a module's tests, which must leave it as they found it (starting one
     takes upsd and the driver two seconds)."""
-    with _server() as server:
+    with running_upsd() as server:
         server.start()
         yield server
