@@ -45,6 +45,12 @@ class Mount:
     device: str
     mountpoint: str
     fstype: str
+    options: tuple[str, ...] = ()  # "rw" or "ro" first, as the kernel writes them
+
+    @property
+    def read_only(self) -> bool:
+        """Mounted read-only, or turned read-only by the kernel since (ext4 errors=remount-ro, btrfs on errors)."""
+        return "ro" in self.options
 
 
 @dataclass(frozen=True)
@@ -140,7 +146,8 @@ def parse_mounts(text: str) -> list[Mount]:
             continue
         if len(fields) < 3:
             raise ValueError(f"line {number}: expected 'device mountpoint fstype ...', got {line[:60]!r}")
-        mounts.append(Mount(_unescape(fields[0]), _unescape(fields[1]), fields[2]))
+        options = tuple(fields[3].split(",")) if len(fields) > 3 else ()
+        mounts.append(Mount(_unescape(fields[0]), _unescape(fields[1]), fields[2], options))
     return mounts
 
 

@@ -35,6 +35,12 @@ FS_AVAIL = _limits.gauge(
     "Bytes free to unprivileged users on a local filesystem.",
     "mountpoint",
 )
+FS_READONLY = _limits.gauge(
+    "filesystem_readonly",
+    "1 if a local filesystem is read-only (/proc/mounts says ro: mounted so, or turned read-only by the kernel after "
+    "an error, as ext4's errors=remount-ro and btrfs do), else 0.",
+    "mountpoint",
+)
 FS_INODES = _limits.gauge("filesystem_inodes", "Inodes of a local filesystem.", "mountpoint")
 FS_INODES_FREE = _limits.gauge("filesystem_inodes_free", "Free inodes of a local filesystem.", "mountpoint")
 DAEMON_PROCESSES = _limits.gauge(
@@ -81,7 +87,7 @@ class LimitsCollector(Collector):
     }
     metrics = (
         FILE_HANDLES, FILE_HANDLES_MAX, TASKS, PROCESSES, PID_MAX, THREADS_MAX, CONNTRACK, CONNTRACK_MAX,
-        FS_SIZE, FS_AVAIL, FS_INODES, FS_INODES_FREE, DAEMON_PROCESSES, DAEMON_FDS, DAEMON_FDS_MAX,
+        FS_SIZE, FS_AVAIL, FS_READONLY, FS_INODES, FS_INODES_FREE, DAEMON_PROCESSES, DAEMON_FDS, DAEMON_FDS_MAX,
         MEM_TOTAL, MEM_AVAILABLE, SWAP_TOTAL, SWAP_FREE, COMMITTED, COMMIT_LIMIT,
         LOAD1, LOAD5, LOAD15, CPUS, PRESSURE,
     )
@@ -139,6 +145,7 @@ class LimitsCollector(Collector):
                 continue  # unmounted since /proc/mounts was read, or not in this root
             yield FS_SIZE(st.f_blocks * st.f_frsize, mount.mountpoint)
             yield FS_AVAIL(st.f_bavail * st.f_frsize, mount.mountpoint)
+            yield FS_READONLY(mount.read_only, mount.mountpoint)
             if st.f_files:  # btrfs and vfat report no inode counts
                 yield FS_INODES(st.f_files, mount.mountpoint)
                 yield FS_INODES_FREE(st.f_ffree, mount.mountpoint)

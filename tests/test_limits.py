@@ -68,7 +68,25 @@ def test_live_host_filesystems() -> None:
     got = values(run_collector(LimitsCollector, fixture_paths(Path("/")), filesystem_types=local))
     sizes = {labels for name, labels in got if name == "hostvigil_limits_filesystem_size_bytes"}
     assert sizes, "no local filesystem found in /proc/mounts"
+    readonly = {labels for name, labels in got if name == "hostvigil_limits_filesystem_readonly"}
+    assert readonly == sizes
     assert got[("hostvigil_limits_processes", ())] > 1
+
+
+def test_a_filesystem_turned_read_only_is_reported(tmp_path: Path) -> None:
+    """The root line of node_exporter's captured /proc/mounts as the kernel shows it after errors=remount-ro, beside
+    a /srv/mail still writable: each filesystem says its own state."""
+    captured = (fixture_paths("node-exporter-fixtures").proc / "mounts").read_text()
+    root = next(line for line in captured.splitlines() if line.startswith("/dev/dm-2 / ext4 rw,"))
+    (tmp_path / "proc").mkdir()
+    (tmp_path / "srv/mail").mkdir(parents=True)
+    (tmp_path / "proc/mounts").write_text(
+        f"{root.replace(' rw,', ' ro,', 1)}\n{root.replace(' / ', ' /srv/mail ', 1)}\n"
+    )
+    got = values(run_collector(LimitsCollector, fixture_paths(tmp_path)))
+    assert got[("hostvigil_limits_filesystem_readonly", ("/",))] == 1
+    assert got[("hostvigil_limits_filesystem_readonly", ("/srv/mail",))] == 0
+    assert ("hostvigil_limits_filesystem_size_bytes", ("/srv/mail",)) in got
 
 
 def test_garbage_file_fails_the_run_naming_the_file(tmp_path: Path) -> None:

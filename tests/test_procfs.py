@@ -61,12 +61,22 @@ def test_limits_with_trailing_spaces_stripped() -> None:
 def test_mounts() -> None:
     mounts = procfs.parse_mounts(read("node-exporter-fixtures", "proc/mounts"))
     assert len(mounts) == 30
-    assert mounts[0] == procfs.Mount("rootfs", "/", "rootfs")
+    assert mounts[0] == procfs.Mount("rootfs", "/", "rootfs", ("rw",))
+    assert not mounts[0].read_only
+    cgroup = next(m for m in mounts if m.mountpoint == "/sys/fs/cgroup")
+    assert cgroup.read_only
+    assert cgroup.options[:2] == ("ro", "nosuid")
 
 
 def test_mount_with_escaped_space() -> None:
     (mount,) = procfs.parse_mounts("/dev/sdb1 /srv/mail\\040spool ext4 rw 0 0\n")
     assert mount.mountpoint == "/srv/mail spool"
+
+
+def test_mount_without_options_is_not_read_only() -> None:
+    (mount,) = procfs.parse_mounts("/dev/sdb1 /srv ext4\n")
+    assert mount.options == ()
+    assert not mount.read_only
 
 
 def test_cpu_list() -> None:
