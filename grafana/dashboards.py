@@ -56,13 +56,14 @@ SEL = 'job=~"$job", instance=~"$instance"'  # every panel query's selector
 # Each area's alerts, by name (a regex matched whole, as Prometheus matches =~).
 AREAS: dict[str, str] = {
     "power": "Ups.*|PowerSupply.*|IpmiPowerSupply.*",
-    "storage": "Smart.*|Nvme.*|Md.*|Raid.*|Zfs.*|Disk.*|KernelStorageFailure|FilesystemErrors|Filesystem.*Low"
-               "|FilesystemReadOnly|Filesystem.*FillingUp",
+    "storage": "Smart.*|Nvme.*|Md.*|Raid.*|Zfs.*|Disk.*|KernelStorageFailure|Filesystem.*",
     "network": "Network.*|Probe.*|Tcp.*",
     "kernel": "Kernel(Oops|Hung|Log|Panic).*|OOMKills|HostUncleanReboot|CrashEvidenceWouldBeLost|PstoreRecordsPending"
               "|KernelEvent.*",
-    "hardware": "Hwmon.*|Edac.*|MachineCheckErrors|CpuThermalThrottling|IpmiSensor.*|IpmiSel.*",
-    "system": "(FileHandles|Pids|Conntrack|DaemonFds)NearLimit|Memory.*|Load.*|IOPressure.*|Clock.*",
+    "hardware": "Hwmon.*|Edac.*|MachineCheckErrors|CpuThermalThrottling|IpmiSensor.*|IpmiSel.*|IpmiElectrical.*"
+                "|KernelCriticalTemperature",
+    "system": "(FileHandles|Pids|Conntrack|DaemonFds)NearLimit|Memory.*|Load.*|IOPressure.*|Clock.*"
+              "|Kernel(ConntrackTableFull|FileMaxReached|TcpOutOfMemory)",
     "mail": "Mail.*",
     "agent": "Hostvigil.*|SnapshotWritesFailing",
 }
@@ -83,6 +84,7 @@ EMPTY_ON_HEALTHY: dict[str, str] = {
     "Sensor alarms": "no chip alarm raised and no BMC",
     "CPU thermal throttling": "no thermal_throttle counters (a VM)",
     "Probe targets": "no loss probe target configured",
+    "Partial reads": "nothing left unread, and no BMC whose sensor lines are counted",
     "Last unclean reboot": "no crash report: the host has not gone down uncleanly since hostvigil was installed",
     "Crash cause": "no crash report yet",
     "UPS": "no UPS reported by upsd (none configured, or no upsd)",
@@ -467,7 +469,9 @@ def _storage(board: Board) -> None:
          Query(f"hostvigil_disk_failing_in_use{{{SEL}}} == 1", "{{device}} in {{array}}"),
          Query(f"hostvigil_smart_readable{{{SEL}}} == 0", "{{device}} unreadable"),
          Query(f"increase(hostvigil_smart_read_failures_total{{{SEL}}}[1h]) > 0", "{{device}} {{reason}} (1h)"),
-         Query(f"hostvigil_smart_nvme_critical_warning{{{SEL}}} == 1", "{{device}} {{warning}}")],
+         Query(f"hostvigil_smart_nvme_critical_warning{{{SEL}}} == 1", "{{device}} {{warning}}"),
+         Query(f"hostvigil_smart_selftest_passed{{{SEL}}} == 0", "{{device}} self-test failed"),
+         Query(f"hostvigil_smart_error_log_entries{{{SEL}}} > 0", "{{device}} error log entries")],
         width=8, steps=GOOD_IF_ONE, panel_id=AREA_PANEL["storage"],
     )
     board.series(
@@ -585,10 +589,11 @@ def _network(board: Board) -> None:
     )
     board.series(
         "Probes sent and answered",
-        "ICMP probes sent and answered per second per target. Sent without answers means the target is unreachable "
-        "(the gateway's pages).",
+        "ICMP probes sent, answered and refused (an ICMP error back: no route, port or host unreachable) per "
+        "second per target. Sent without answers means the target is unreachable (the gateway's pages).",
         [Query(f"rate(hostvigil_probe_sent_total{{{SEL}}}[{RATE}])", "{{target}} sent"),
-         Query(f"rate(hostvigil_probe_received_total{{{SEL}}}[{RATE}])", "{{target}} answered")],
+         Query(f"rate(hostvigil_probe_received_total{{{SEL}}}[{RATE}])", "{{target}} answered"),
+         Query(f"rate(hostvigil_probe_refused_total{{{SEL}}}[{RATE}])", "{{target}} refused")],
         unit="pps", width=12,
     )
     board.table(
@@ -620,9 +625,11 @@ def _network(board: Board) -> None:
     board.table(
         "Interfaces",
         "Carrier (a link) and administrative state per interface. Up administratively without carrier pages: the "
-        "cable, the transceiver or the switch port.",
+        "cable, the transceiver or the switch port. Link events watched 0 means carrier changes are only seen "
+        "at each run (polled), not within a second.",
         [Query(f"hostvigil_network_carrier{{{SEL}}}", "{{interface}} carrier"),
-         Query(f"hostvigil_network_admin_up{{{SEL}}}", "{{interface}} admin up")],
+         Query(f"hostvigil_network_admin_up{{{SEL}}}", "{{interface}} admin up"),
+         Query(f"hostvigil_network_link_events_watching{{{SEL}}}", "link events watched (0: polled)")],
         width=8,
     )
     board.table(
@@ -766,10 +773,12 @@ def _system(board: Board) -> None:
     )
     board.series(
         "Filesystems used",
-        "Share of space and inodes used per filesystem. Below 10 % free warns, below 5 % pages; mail stops being "
-        "delivered when the spool or the mail store is full.",
+        "Share of space and inodes used per filesystem, and those gone read-only (1). Below 10 % free warns, "
+        "below 5 % pages, and so does a trend that fills it within hours; mail stops being delivered when the "
+        "spool or the mail store is full or read-only.",
         [Query(f"1 - hostvigil_limits_filesystem_avail_bytes{{{SEL}}} / "
                f"hostvigil_limits_filesystem_size_bytes{{{SEL}}}", "{{mountpoint}} space"),
+         Query(f"hostvigil_limits_filesystem_readonly{{{SEL}}} == 1", "{{mountpoint}} read-only"),
          Query(f"1 - hostvigil_limits_filesystem_inodes_free{{{SEL}}} / hostvigil_limits_filesystem_inodes{{{SEL}}}",
                "{{mountpoint}} inodes")],
         unit="percentunit", minimum=0, maximum=1, width=12,
@@ -879,6 +888,17 @@ def _agent(board: Board) -> None:
          Query(f"hostvigil_agent_stuck_commands{{{SEL}}} > 0", "commands stuck in D state"),
          Query(f"hostvigil_agent_mode{{{SEL}}}", "runs as {{mode}}")],
         width=12, panel_id=AREA_PANEL["agent"],
+    )
+    board.table(
+        "Partial reads",
+        "Inputs a collector could not read whole this run (a sensor, an interface, a line of output): the rest of "
+        "the collector's series are there, these are missing. The agent's log names each.",
+        [Query(f"hostvigil_network_parse_errors{{{SEL}}} > 0", "network {{source}}"),
+         Query(f"hostvigil_edac_read_errors{{{SEL}}} > 0", "edac {{controller}}"),
+         Query(f"hostvigil_hwmon_read_errors{{{SEL}}} > 0", "hwmon {{chip}}"),
+         Query(f"hostvigil_power_supply_read_errors{{{SEL}}} > 0", "power_supply {{supply}}"),
+         Query(f"hostvigil_ipmi_sensor_parse_errors{{{SEL}}}", "ipmi sensor lines")],
+        width=6,
     )
     board.series(
         "Agent memory and CPU",
