@@ -52,7 +52,8 @@ def draw(
     bottom = max((p["gridPos"]["y"] + p["gridPos"]["h"] for p in laid), default=1)
     width, height = COLUMNS * COLUMN_PX, bottom * ROW_PX
     figure = plt.figure(figsize=(width / 100, height / 100 + 0.4), dpi=100, facecolor=BACKGROUND)
-    figure.suptitle(dashboard.get("title", ""), color="white", fontsize=12, x=0.01, ha="left")
+    figure.suptitle(dashboard.get("title", ""), color="white", fontsize=12, x=0.01, y=1 - 8 / (height + 40),
+                    ha="left", va="top")
     for panel in laid:
         grid = panel["gridPos"]
         box = (grid["x"] / COLUMNS, 1 - (grid["y"] + grid["h"]) / bottom * (height / (height + 40)),

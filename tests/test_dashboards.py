@@ -18,19 +18,12 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.dashboard import Dashboard
 
 from grafana import dashboards
-from hostvigil.cache import META_METRICS
-from hostvigil.registry import REGISTRY
+from tests.test_rules import ALERTS, DECLARED
 
 ROOT = Path(__file__).parent.parent
 PROMETHEUS_DIR = ROOT / "packaging" / "prometheus"
-ALERT_FILES = ("hostvigil-rules.yml", "hostvigil-textfile-rules.yml")
 NAME = re.compile(r"\b(hostvigil_[a-z0-9_]+|hostvigil:[a-z0-9_:]+)")
 VARIABLE = re.compile(r"\$\{?(\w+)")
-
-
-def declared() -> set[str]:
-    """Every metric family the agent can export (exposition names, counters with their _total)."""
-    return {spec.name for cls in REGISTRY.values() for spec in cls.metrics} | {spec.name for spec in META_METRICS}
 
 
 def recorded() -> dict[str, str]:
@@ -43,13 +36,10 @@ def recorded() -> dict[str, str]:
 
 
 def alerts() -> dict[str, str]:
-    """Every shipped alert and its expression."""
+    """Every shipped alert and its expression (both rule files; an alert in both has both expressions)."""
     found: dict[str, str] = {}
-    for name in ALERT_FILES:
-        for group in yaml.safe_load((PROMETHEUS_DIR / name).read_text())["groups"]:
-            for rule in group["rules"]:
-                if "alert" in rule:
-                    found[rule["alert"]] = found.get(rule["alert"], "") + " " + rule["expr"]
+    for _file, rule in ALERTS:
+        found[rule["alert"]] = found.get(rule["alert"], "") + " " + rule["expr"]
     return found
 
 
@@ -76,16 +66,19 @@ def test_every_panel_says_what_it_means_and_uses_only_the_dashboard_variables() 
             if panel["type"] != "row":
                 assert panel.get("description"), f"{dashboard['uid']}: {panel['title']} has no description"
         assert [v["name"] for v in dashboard["templating"]["list"]] == ["datasource", "job", "instance"]
+        # No host, job or data source named in a query: every selector goes through the variables.
+        text = json.dumps(dashboard)
+        assert not re.search(r'(instance|job)=~?\\"[^$]', text), dashboard["uid"]
         assert "hostvigil_build_info" in dashboard["templating"]["list"][2]["query"]
 
 
 def test_every_query_reads_metrics_the_agent_exports_or_the_shipped_recording_rules() -> None:
-    known = declared() | set(recorded())
+    known = DECLARED | set(recorded())
     for uid, title, expr in dashboards.queries():
         unknown = set(NAME.findall(expr)) - known
         assert not unknown, f"{uid}: {title}: {sorted(unknown)} are neither exported nor recorded"
     for name, expr in recorded().items():
-        assert set(NAME.findall(expr)) <= declared(), f"{name} reads what the agent does not export"
+        assert set(NAME.findall(expr)) <= DECLARED, f"{name} reads what the agent does not export"
 
 
 def test_every_alert_belongs_to_exactly_one_area() -> None:
