@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from hostvigil import __version__
+from hostvigil import status as agent_status
 from hostvigil.config import DEFAULT_PATH, Config, ConfigError, load, parse_listen
 from hostvigil.control import SOCKET_NAME, lock_holder
 from hostvigil.control import request as control_request
@@ -34,6 +35,7 @@ from hostvigil.webconfig import load as load_web_config
 log = logging.getLogger("hostvigil")
 
 EXIT_USAGE = 2
+EXIT_NO_AGENT = 2  # `hostvigil status`: no agent running or reachable here
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -65,6 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "collect": lambda: _collect(config, args.collector or (), args.output),
         "snapshot": lambda: _snapshot(config, args.reason),
         "report": lambda: _report(config, args.id, args.list, args.json),
+        "status": lambda: _status(config, args.json),
     }
     try:
         status = commands[args.command]()
@@ -136,6 +139,14 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("id", nargs="?", help="report (previous boot) id or a unique prefix of it")
     report.add_argument("--list", action="store_true", help="list all reports, newest first")
     report.add_argument("--json", action="store_true", help="the report (with --list: every report) as JSON")
+
+    status = sub.add_parser(
+        "status", help="what the running agent sees: problems, collectors, crash evidence, the last crash",
+        description="Asked of the running agent over its control socket (its user or root). Exit status: 0 all "
+                    "well, 1 a problem or a failing collector, 2 no agent running or reachable here.",
+    )
+    status.add_argument("--config", type=Path, help=config_help)
+    status.add_argument("--json", action="store_true", help="as JSON, for scripts")
 
     check = sub.add_parser("check-config", help="validate the config file and exit")
     check.add_argument("--config", type=Path, help=config_help)
@@ -215,6 +226,32 @@ def _snapshot(config: Config, reason: str) -> int:
         return 1
     print(f"through the agent (pid {reply.get('pid', pid)}) at {sock}: {reply.get('path')}")
     return 0
+
+
+def _status(config: Config, as_json: bool) -> int:
+    """The running agent's own view (hostvigil.status), over its control socket."""
+    try:
+        found = _running_agent(config)
+    except OSError as exc:
+        log.error("cannot tell whether an agent is running: %s", exc)
+        return EXIT_NO_AGENT
+    if found is None:
+        print("hostvigil: no agent is running here (no state directory of this config is held)", file=sys.stderr)
+        return EXIT_NO_AGENT
+    directory, pid = found
+    try:
+        reply = control_request(directory / SOCKET_NAME, {"command": "status"})
+    except (OSError, ValueError) as exc:
+        log.error("the agent (pid %s) holds %s, but its control socket cannot be reached: %s", pid or "not known yet",
+                  directory, (exc.strerror if isinstance(exc, OSError) else None) or exc)
+        return EXIT_NO_AGENT
+    if not reply.get("ok"):
+        log.error("the agent (pid %s) refused: %s", reply.get("pid", pid), reply.get("error"))
+        return EXIT_NO_AGENT
+    found_status = reply["status"]
+    print(json.dumps(found_status, indent=1) if as_json else agent_status.text(agent_status.from_dict(found_status)),
+          end="\n" if as_json else "")
+    return 0 if found_status["healthy"] else 1
 
 
 def _running_agent(config: Config) -> tuple[Path, int] | None:

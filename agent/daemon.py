@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from hostvigil import status as agent_status
 from hostvigil.cache import CollectorState, MetricsCache
 from hostvigil.collector import Collector, Services
 from hostvigil.config import Config, ConfigError, parse_listen
@@ -203,7 +204,10 @@ class Agent:
 
     def _control(self) -> ControlServer | None:
         """The control socket; without it the agent still runs, and `hostvigil snapshot` says it cannot reach it."""
-        control = ControlServer(self.directory / SOCKET_NAME, {"snapshot": self._snapshot_request})
+        control = ControlServer(self.directory / SOCKET_NAME, {
+            "snapshot": self._snapshot_request,
+            "status": lambda request, peer: {"status": agent_status.build(self.cache.states()).as_dict()},
+        })
         try:
             control.start()
         except OSError as exc:

@@ -56,6 +56,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from hostvigil import __version__
+from hostvigil import status as agent_status
 from hostvigil.cache import MetricsCache
 from hostvigil.collector import HttpTally
 from hostvigil.config import ConfigError
@@ -89,14 +90,6 @@ _STATUS = {
     408: "Request Timeout", 413: "Content Too Large", 429: "Too Many Requests", 431: "Request Header Fields Too Large",
     501: "Not Implemented", 503: "Service Unavailable", 505: "HTTP Version Not Supported",
 }
-
-_INDEX = """<!DOCTYPE html>
-<html><head><title>hostvigil</title></head>
-<body><h1>hostvigil {version}</h1>
-<p>Host-health agent: power, RAID, SMART, ZFS, network loss, kernel crashes.</p>
-<ul><li><a href="/metrics">/metrics</a></li><li><a href="/-/healthy">/-/healthy</a></li>
-<li><a href="/-/ready">/-/ready</a></li></ul></body></html>
-"""
 
 _TEXT = "text/plain; charset=utf-8"
 # What became of a connection after a request: kept alive, closed after its response, or cut.
@@ -483,8 +476,9 @@ class MetricsServer:
         if path == "/-/ready":
             ok = self.ready()
             return (200 if ok else 503), b"OK\n" if ok else b"first collection round not finished\n", _TEXT, ()
-        if path == "/":
-            return 200, _INDEX.format(version=__version__).encode(), "text/html; charset=utf-8", ()
+        if path == "/":  # the status page, from the cache: a page view runs no collector
+            body = agent_status.page(agent_status.build(self.cache.states())).encode()
+            return 200, body, "text/html; charset=utf-8", (("Cache-Control", "no-store"),)
         return 404, b"not found\n", _TEXT, ()
 
     def _response(
