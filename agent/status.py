@@ -361,9 +361,12 @@ def text(status: Status) -> str:
     return "\n".join(lines) + "\n"
 
 
-_STYLE = """body{font-family:sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse}
-td,th{padding:.2em .8em;text-align:left;border-bottom:1px solid #ddd}td:nth-child(-n+3){white-space:nowrap}.ok{color:#1a7f37}
-.failing,.problem{color:#b42318;font-weight:bold}.unavailable,.pending{color:#8a6d00}code{font-size:90%}"""
+_STYLE = (
+    "body{font-family:sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse}"
+    "td,th{padding:.2em .8em;text-align:left;border-bottom:1px solid #ddd}td:nth-child(-n+3){white-space:nowrap}"
+    ".ok{color:#1a7f37}.failing,.problem{color:#b42318;font-weight:bold}.unavailable,.pending{color:#8a6d00}"
+    "code{font-size:90%}"
+)
 
 
 def page(status: Status) -> str:
