@@ -747,9 +747,11 @@ def _hardware(board: Board) -> None:
     )
     board.table(
         "IPMI event log",
-        "Entries in the BMC's System Event Log, and events by kind since the agent started. A full SEL stops "
-        "recording: clear it (ipmi-sel --clear) after reading it.",
+        "Entries in the BMC's System Event Log, the share of it in use and whether it overflowed (where ipmitool "
+        "says), and events by kind. A full SEL stops recording: clear it after reading it (IpmiSelNearlyFull).",
         [Query(f"hostvigil_ipmi_sel_entries{{{SEL}}}", "entries"),
+         Query(f"hostvigil_ipmi_sel_used_ratio{{{SEL}}}", "share used"),
+         Query(f"hostvigil_ipmi_sel_overflow{{{SEL}}}", "overflowed"),
          Query(f"hostvigil_ipmi_sel_events_total{{{SEL}}}", "{{kind}}")],
         width=8,
     )

@@ -210,6 +210,7 @@ def tools(bin_dir: Path, *, zpool: str, ipmi: str) -> None:
         fake_tool(bin_dir, "ipmitool", {
             "'sdr elist'": IPMI / "collegeboreal__3202_proliant_IPMI_README.md__sdr_elist_full.txt",
             "'sel elist'": IPMI / "qumulo_snmp-agent-app__test_qumulo_client.py__SEL_SUPPLY_FAILED.txt",
+            "'sel info'": IPMI / "openbmc-lists__2020-01_privilege-channels__ipmitool_sel_info_full.txt",
         })
 
 

@@ -168,6 +168,7 @@ def test_zfs(tmp_path: Path, case: str, answers: dict[str, Path]) -> None:
     ("ipmi-ipmitool", {"ipmitool": {
         "'sdr elist'": IPMI / "collegeboreal__3202_proliant_IPMI_README.md__sdr_elist_full.txt",
         "'sel elist'": IPMI / "qumulo_snmp-agent-app__test_qumulo_client.py__SEL_SUPPLY_FAILED.txt",
+        "'sel info'": IPMI / "openbmc-lists__2020-01_privilege-channels__ipmitool_sel_info_full.txt",
     }}),
 ])
 def test_ipmi(tmp_path: Path, case: str, tools: dict[str, dict[str, Path]]) -> None:

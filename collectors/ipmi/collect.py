@@ -52,8 +52,11 @@ from hostvigil.collectors.ipmi.metrics import (
     PSU_REDUNDANCY_LOST,
     SEL_ENTRIES,
     SEL_EVENTS,
+    SEL_FREE,
     SEL_LAST_EVENT,
+    SEL_OVERFLOW,
     SEL_READ,
+    SEL_USED,
     SENSOR_STATE,
     TEMPERATURE,
     VOLTAGE,
@@ -66,7 +69,7 @@ from hostvigil.collectors.ipmi.parse import (
     psu_status_from_bits,
     redundancy_state,
 )
-from hostvigil.collectors.ipmi.parse_sel import SEL_KINDS, SelLog
+from hostvigil.collectors.ipmi.parse_sel import SEL_KINDS, SelInfo, SelLog
 from hostvigil.collectors.ipmi.tools import (
     IPMITOOL_SENSORS,
     clock_option,
@@ -75,6 +78,7 @@ from hostvigil.collectors.ipmi.tools import (
     program,
     read_sel,
     read_sel_evidence,
+    read_sel_info,
     run_locked,
     sdr_cache_dir,
     sensors_from,
@@ -133,6 +137,7 @@ class IpmiCollector(Collector):
         self._supplies: set[str] = set()  # sensors once seen with a power supply state
         self._sel: SelLog | None = None  # the latest SEL read, with timestamps
         self._sel_read_at: float | None = None  # time.time() of that read
+        self._sel_info: SelInfo | None = None  # how full the SEL is, where ipmitool says
         self._sel_due = 0.0  # time.monotonic() from which the SEL is read again
 
     def start(self, services: Services) -> None:
@@ -270,6 +275,11 @@ class IpmiCollector(Collector):
         self._sel = sel
         self._sel_read_at = time.time()
         self._sel_due = time.monotonic() + float(self.config["sel_interval"])
+        if tool == "ipmitool":
+            try:
+                self._sel_info = read_sel_info(ctx.runner, self._budget(ctx), dev=ctx.paths.dev)
+            except CollectorError as exc:
+                ctx.note_once(f"sel-info:{exc}", f"how full the System Event Log is, not read: {exc}")
 
     def _sel_samples(self) -> Iterator[Sample]:
         if self._sel is None or self._sel_read_at is None:
@@ -288,6 +298,14 @@ class IpmiCollector(Collector):
             if kind in latest:
                 yield SEL_LAST_EVENT(latest[kind], kind)
         yield SEL_ENTRIES(len(self._sel.entries))
+        info = self._sel_info
+        if info is not None:
+            if info.used_ratio is not None:
+                yield SEL_USED(info.used_ratio)
+            if info.free_bytes is not None:
+                yield SEL_FREE(info.free_bytes)
+            if info.overflow is not None:
+                yield SEL_OVERFLOW(info.overflow)
         yield SEL_READ(self._sel_read_at)
 
 

@@ -67,6 +67,16 @@ SEL_LAST_EVENT = _ipmi.gauge(
     "kind",
 )
 SEL_ENTRIES = _ipmi.gauge("sel_entries", "Records in the BMC's System Event Log, of every kind.")
+SEL_USED = _ipmi.gauge(
+    "sel_used_ratio",
+    "Share of the System Event Log's space in use, 0 to 1 (ipmitool sel info's Percent Used). A full SEL records "
+    "no new event (or, set to overwrite, loses the oldest). Absent where the BMC does not say, and with FreeIPMI "
+    "alone (tool = freeipmi).",
+)
+SEL_FREE = _ipmi.gauge("sel_free_bytes", "Bytes free in the System Event Log; absent where the BMC does not say.")
+SEL_OVERFLOW = _ipmi.gauge(
+    "sel_overflow", "1 if the BMC flags its System Event Log as having overflowed: events were not recorded.",
+)
 SEL_READ = _ipmi.gauge(
     "sel_read_timestamp_seconds",
     "When the SEL was last read successfully (unix seconds); the SEL series are that read's values.",
@@ -75,5 +85,5 @@ SEL_READ = _ipmi.gauge(
 METRICS = (
     PSU_CONDITION, PSU_HEALTHY, PSU_INSTALLED, PSU_HEALTHY_SUPPLIES, PSU_REDUNDANCY_LOST, PSU_INPUT_WATTS,
     SENSOR_STATE, TEMPERATURE, FAN_SPEED, VOLTAGE, CURRENT, POWER, PARSE_ERRORS, INFO,
-    SEL_EVENTS, SEL_LAST_EVENT, SEL_ENTRIES, SEL_READ,
+    SEL_EVENTS, SEL_LAST_EVENT, SEL_ENTRIES, SEL_USED, SEL_FREE, SEL_OVERFLOW, SEL_READ,
 )

@@ -137,6 +137,45 @@ def parse_ipmitool_sel(text: str) -> SelLog:
     return SelLog(tuple(entries), tuple(errors))
 
 
+@dataclass(frozen=True)
+class SelInfo:
+    """How full the BMC's System Event Log is, as `ipmitool sel info` says; None where the BMC does not say
+    ("Percent Used : unknown", "65535 bytes or more")."""
+
+    entries: int | None
+    free_bytes: int | None
+    used_ratio: float | None
+    overflow: bool | None
+
+
+def parse_ipmitool_sel_info(text: str) -> SelInfo:
+    """`ipmitool sel info`: "Name : value" lines after "SEL Information". ValueError when the text is not that
+    (no "SEL Information" header, or none of the fields), naming what is missing."""
+    fields: dict[str, str] = {}
+    header = False
+    for line in text.splitlines():
+        if line.strip() == "SEL Information":
+            header = True
+            continue
+        name, sep, value = line.partition(":")
+        if sep:
+            fields.setdefault(name.strip().lower(), value.strip())
+    if not header:
+        raise ValueError('not `ipmitool sel info` output: no "SEL Information" line')
+    if not {"entries", "free space", "percent used", "overflow"} & set(fields):
+        raise ValueError("`ipmitool sel info` output without Entries, Free Space, Percent Used or Overflow")
+    entries = re.fullmatch(r"(\d{1,9})", fields.get("entries", ""))
+    free = re.fullmatch(r"(\d{1,12}) bytes", fields.get("free space", ""))  # not "65535 bytes or more"
+    used = re.fullmatch(r"(\d{1,3})%", fields.get("percent used", ""))
+    overflow = fields.get("overflow", "").lower()
+    return SelInfo(
+        entries=int(entries.group(1)) if entries else None,
+        free_bytes=int(free.group(1)) if free else None,
+        used_ratio=min(int(used.group(1)), 100) / 100 if used else None,
+        overflow={"true": True, "false": False}.get(overflow),
+    )
+
+
 def parse_freeipmi_sel(text: str) -> SelLog:
     """ipmi-sel output, comma-separated (or the default table), with or without its header line
     "ID,Date,Time,Name,Type[,State][,Event Direction],Event". Dates are "Feb-14-2020"; PostInit entries

@@ -22,7 +22,15 @@ from pathlib import Path
 
 from hostvigil.collector import CollectorError, Unavailable
 from hostvigil.collectors.ipmi.parse import SensorList, parse_freeipmi_sensors, parse_ipmitool_sdr
-from hostvigil.collectors.ipmi.parse_sel import SelEntry, SelLog, parse_freeipmi_sel, parse_ipmitool_sel, sel_timestamp
+from hostvigil.collectors.ipmi.parse_sel import (
+    SelEntry,
+    SelInfo,
+    SelLog,
+    parse_freeipmi_sel,
+    parse_ipmitool_sel,
+    parse_ipmitool_sel_info,
+    sel_timestamp,
+)
 from hostvigil.runner import CommandResult, CommandRunner
 
 LOCK = threading.Lock()  # one IPMI command at a time in this process: sensors, SEL, crash-report SEL reads
@@ -51,6 +59,7 @@ def freeipmi_sel_argv(cache_dir: Path) -> list[str]:
 
 IPMITOOL_SENSORS = ["ipmitool", "sdr", "elist"]
 IPMITOOL_SEL = ["ipmitool", "sel", "elist"]
+IPMITOOL_SEL_INFO = ["ipmitool", "sel", "info"]
 
 
 def run_locked(runner: CommandRunner, argv: Sequence[str], budget: float) -> CommandResult:
@@ -99,6 +108,18 @@ def read_sel(
         raise CollectorError(f"{' '.join(argv[:1])}: {exc}") from None
     entries = tuple(replace(entry, timestamp=sel_timestamp(entry, clock)) for entry in sel.entries)
     return SelLog(entries, sel.errors)
+
+
+def read_sel_info(runner: CommandRunner, budget: float, *, dev: Path = Path("/dev")) -> SelInfo:
+    """How full the SEL is (`ipmitool sel info`; FreeIPMI's `ipmi-sel --info` is not read: no capture of its
+    output was found to test a parser on). CollectorError saying why it could not be read."""
+    result = run_locked(runner, IPMITOOL_SEL_INFO, budget)
+    if missing(result):
+        raise Unavailable("ipmitool is not installed")
+    try:
+        return parse_ipmitool_sel_info(output(result, dev))
+    except ValueError as exc:
+        raise CollectorError(f"ipmitool sel info: {exc}") from None
 
 
 def read_sel_evidence(

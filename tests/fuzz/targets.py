@@ -423,6 +423,7 @@ TARGETS: tuple[Target, ...] = (
     Target("ipmi.parse_ipmitool_sensor", _text(_files(IPMI, "lovoo_*")), _sensors(ipmi.parse_ipmitool_sensor)),
     Target("ipmi.parse_ipmitool_sel", _text([*_files(IPMI, "collegeboreal__*sel*"), *_files(IPMI, "qumulo_*")]),
            _sel(ipmi_sel.parse_ipmitool_sel)),
+    Target("ipmi.parse_ipmitool_sel_info", _text(_files(IPMI, "*sel_info*")), ipmi_sel.parse_ipmitool_sel_info),
     Target("ipmi.parse_freeipmi_sel",
            _text([*_files(IPMI, "ipmi_exporter__*"), *_files(IPMI, "linuxfabrik__ipmi-sel*")]),
            _sel(ipmi_sel.parse_freeipmi_sel)),

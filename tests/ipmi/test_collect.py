@@ -32,17 +32,19 @@ NUT = "nut__drivers_nut-libfreeipmi.c__{}.txt"
 SEL_POSTINIT = IPMI / "ipmi_exporter__collector_sel_events.go__ipmi-sel_postinit.txt"
 SEL_SUPPLY_FAILED = IPMI / "qumulo_snmp-agent-app__test_qumulo_client.py__SEL_SUPPLY_FAILED.txt"
 SEL_AC = IPMI / "qumulo_snmp-agent-app__test_qumulo_client.py__SEL_AC_GOOD.txt"
+SEL_INFO_FULL = IPMI / "openbmc-lists__2020-01_privilege-channels__ipmitool_sel_info_full.txt"
+SEL_INFO_UNKNOWN = IPMI / "openbmc-lists__2021-09_sel-threshold__ipmitool_sel_info_unknown.txt"
 
-# One script for every tool: the answer is picked by the program name ("ipmitool sdr" / "ipmitool sel" for
-# ipmitool), and each call is logged with its start and end time.
+# One script for every tool: the answer is picked by the program name ("ipmitool sdr", "ipmitool sel", "ipmitool sel
+# info" for ipmitool; a call without one fails), and each call is logged with its start and end time.
 FAKE = """#!{python}
 import json, os, sys, time
 conf = json.load(open({conf!r}))
 name = os.path.basename(sys.argv[0])
-key = name + " " + sys.argv[1] if name == "ipmitool" else name
+key = " ".join([name, *sys.argv[1:3 if sys.argv[1:3] == ["sel", "info"] else 2]]) if name == "ipmitool" else name
 with open(conf["log"], "a") as log:
     log.write(json.dumps(["start", time.monotonic(), name, sys.argv[1:]]) + "\\n")
-entry = conf["outputs"][key]
+entry = conf["outputs"].get(key, {{"stderr": "no answer recorded for " + key + "\\n", "status": 1}})
 time.sleep(entry.get("sleep", 0))
 sys.stdout.write(open(entry["file"]).read() if "file" in entry else entry.get("text", ""))
 sys.stderr.write(entry.get("stderr", ""))
@@ -80,8 +82,8 @@ class Fake:
         return [json.loads(line) for line in self.log.read_text().splitlines()]
 
     def started(self) -> list[str]:
-        return [name if name != "ipmitool" else f"ipmitool {args[0]}" for kind, _, name, args in self.calls()
-                if kind == "start"]
+        return [name if name != "ipmitool" else " ".join(["ipmitool", *args[:2 if args[:2] == ["sel", "info"] else 1]])
+                for kind, _, name, args in self.calls() if kind == "start"]
 
     def ctx(self, timeout: float = IpmiCollector.timeout) -> Context:
         return Context(
@@ -164,6 +166,7 @@ def test_ipmitool_when_freeipmi_is_missing(tmp_path: Path) -> None:
     fake = Fake(tmp_path, {
         "ipmitool sdr": {"file": str(HP_SDR_ELIST)},
         "ipmitool sel": {"file": str(SEL_SUPPLY_FAILED)},
+        "ipmitool sel info": {"file": str(SEL_INFO_FULL)},
     }, tools=("ipmitool",))
     got = fake.run(make())
     assert got[("hostvigil_ipmi_info", ("ipmitool",))] == 1
@@ -180,7 +183,34 @@ def test_ipmitool_when_freeipmi_is_missing(tmp_path: Path) -> None:
     assert got[("hostvigil_ipmi_sel_events_total", ("power_supply",))] == 6
     assert got[("hostvigil_ipmi_sel_last_event_timestamp_seconds", ("power_supply",))] == 1513494272
     assert got[("hostvigil_ipmi_sel_entries", ())] == 21
-    assert fake.started() == ["ipmitool sdr", "ipmitool sel"]
+    # How full the SEL is: an OpenBMC's, full.
+    assert got[("hostvigil_ipmi_sel_used_ratio", ())] == 1.0
+    assert got[("hostvigil_ipmi_sel_free_bytes", ())] == 0
+    assert got[("hostvigil_ipmi_sel_overflow", ())] == 0
+    assert fake.started() == ["ipmitool sdr", "ipmitool sel", "ipmitool sel info"]
+
+
+def test_a_bmc_that_does_not_say_how_full_its_sel_is(tmp_path: Path) -> None:
+    """"Percent Used : unknown": no ratio, no free bytes (not 0, which would read as full), the overflow flag kept;
+    a `sel info` that fails or prints garbage costs only those series, said once."""
+    fake = Fake(tmp_path, {
+        "ipmitool sdr": {"file": str(HP_SDR_ELIST)}, "ipmitool sel": {"file": str(SEL_AC)},
+        "ipmitool sel info": {"file": str(SEL_INFO_UNKNOWN)},
+    }, tools=("ipmitool",))
+    got = fake.run(make(sel_interval=0.001))
+    assert ("hostvigil_ipmi_sel_used_ratio", ()) not in got
+    assert ("hostvigil_ipmi_sel_free_bytes", ()) not in got
+    assert got[("hostvigil_ipmi_sel_overflow", ())] == 0
+    # An event list where the SEL's info was asked for: garbage to `sel info`'s parser.
+    fake.answer({"ipmitool sdr": {"file": str(HP_SDR_ELIST)}, "ipmitool sel": {"file": str(SEL_AC)},
+                 "ipmitool sel info": {"file": str(SEL_AC)}})
+    collector = make()
+    ctx = fake.ctx()
+    got = values(check_reading(collector, collector.collect(ctx)).samples)
+    assert got[("hostvigil_ipmi_sel_entries", ())] > 0
+    assert ("hostvigil_ipmi_sel_used_ratio", ()) not in got
+    assert [key for key in ctx.noted if key.startswith("sel-info:")] == [
+        'sel-info:ipmitool sel info: not `ipmitool sel info` output: no "SEL Information" line']
 
 
 def test_supply_losing_its_input_is_a_power_event(tmp_path: Path) -> None:
@@ -235,7 +265,7 @@ def test_sel_is_read_less_often_and_kept(tmp_path: Path) -> None:
     collector = make(sel_interval=300.0)
     first = fake.run(collector)
     second = fake.run(collector)
-    assert fake.started() == ["ipmitool sdr", "ipmitool sel", "ipmitool sdr"]
+    assert fake.started() == ["ipmitool sdr", "ipmitool sel", "ipmitool sel info", "ipmitool sdr"]
     assert second[("hostvigil_ipmi_sel_events_total", ("power_supply",))] == 1  # the kept read
     assert second[("hostvigil_ipmi_sel_read_timestamp_seconds", ())] == first[
         ("hostvigil_ipmi_sel_read_timestamp_seconds", ())]
@@ -295,7 +325,7 @@ def test_commands_never_overlap(tmp_path: Path) -> None:
         else:
             next(span for span in spans if span[1] is None)[1] = at
     spans.sort()
-    assert len(spans) == 3
+    assert len(spans) == 4  # the collector's sdr, sel and sel info, and the reader's sel
     assert all(spans[i][1] <= spans[i + 1][0] for i in range(len(spans) - 1)), spans
     assert found
     assert found[0]

@@ -19,7 +19,13 @@ from hostvigil.collectors.ipmi.parse import (
     psu_status_from_bits,
     redundancy_state,
 )
-from hostvigil.collectors.ipmi.parse_sel import parse_freeipmi_sel, parse_ipmitool_sel, sel_timestamp
+from hostvigil.collectors.ipmi.parse_sel import (
+    SelInfo,
+    parse_freeipmi_sel,
+    parse_ipmitool_sel,
+    parse_ipmitool_sel_info,
+    sel_timestamp,
+)
 from tests.conftest import FIXTURES
 
 IPMI = FIXTURES / "ipmi"
@@ -308,3 +314,23 @@ def test_sel_lines_that_do_not_fit_are_errors() -> None:
     log = parse_ipmitool_sel(f"{lines[0][:28]}\n{lines[1]}\n")
     assert log.errors == ("line 1: 3 columns, expected id|date|time|sensor|event: '   0 | 06/29/2021 | 08:18:06'",)
     assert [entry.id for entry in log.entries] == ["1"]
+
+
+@pytest.mark.parametrize(("capture", "expected"), [
+    ("openbmc-lists__2020-01_privilege-channels__ipmitool_sel_info_full.txt", SelInfo(6, 0, 1.0, False)),
+    ("cxmanage-test__infodump.py__ipmitool_sel_info.txt", SelInfo(25, 65120, 0.0, False)),
+    # The BMC does not say: unknown, never 0 (which would read as empty, or as full for free space).
+    ("openbmc-lists__2021-09_sel-threshold__ipmitool_sel_info_unknown.txt", SelInfo(0, None, None, False)),
+])
+def test_ipmitool_sel_info(capture: str, expected: SelInfo) -> None:
+    assert parse_ipmitool_sel_info((IPMI / capture).read_text()) == expected
+
+
+@pytest.mark.parametrize(("text", "reason"), [
+    ("", "no \"SEL Information\" line"),
+    ((IPMI / "qumulo_snmp-agent-app__test_qumulo_client.py__SEL_AC_GOOD.txt").read_text(), "no \"SEL Information\""),
+    ("SEL Information\nVersion : 1.5\n", "without Entries, Free Space, Percent Used or Overflow"),
+])
+def test_ipmitool_sel_info_refuses_what_it_is_not(text: str, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        parse_ipmitool_sel_info(text)
