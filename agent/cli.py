@@ -35,7 +35,7 @@ from hostvigil.webconfig import load as load_web_config
 log = logging.getLogger("hostvigil")
 
 EXIT_USAGE = 2
-EXIT_NO_AGENT = 2  # `hostvigil status`: no agent running or reachable here
+EXIT_NO_AGENT = 3  # `hostvigil status`: no agent running or reachable here (2 is a usage or config error)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -143,7 +143,8 @@ def _parser() -> argparse.ArgumentParser:
     status = sub.add_parser(
         "status", help="what the running agent sees: problems, collectors, crash evidence, the last crash",
         description="Asked of the running agent over its control socket (its user or root). Exit status: 0 all "
-                    "well, 1 a problem or a failing collector, 2 no agent running or reachable here.",
+                    "well, 1 a problem or a failing collector, 2 a usage or config error, 3 no agent running or "
+                    "reachable here.",
     )
     status.add_argument("--config", type=Path, help=config_help)
     status.add_argument("--json", action="store_true", help="as JSON, for scripts")
