@@ -21,6 +21,7 @@ matplotlib.use("Agg")  # no display: files only
 
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
+from matplotlib.patches import Rectangle
 
 COLUMNS = 24
 ROW_PX = 30
@@ -56,8 +57,9 @@ def draw(
                     ha="left", va="top")
     for panel in laid:
         grid = panel["gridPos"]
-        box = (grid["x"] / COLUMNS, 1 - (grid["y"] + grid["h"]) / bottom * (height / (height + 40)),
-               grid["w"] / COLUMNS, grid["h"] / bottom * (height / (height + 40)))
+        grid_share = height / (height + 40)  # the grid below a 40 px title band
+        box = (grid["x"] / COLUMNS, (1 - (grid["y"] + grid["h"]) / bottom) * grid_share,
+               grid["w"] / COLUMNS, grid["h"] / bottom * grid_share)
         axes = figure.add_axes((box[0] + 0.002, box[1] + 0.002, box[2] - 0.004, box[3] - 0.004))
         _frame(axes, panel)
         kind = panel.get("type")
@@ -70,7 +72,13 @@ def draw(
             _lines(axes, [(s, t.get("legendFormat", "")) for t in panel.get("targets", []) if t.get("expr")
                           for s in ranged(t["expr"])])
         elif kind == "table":
-            _table(axes, [s for e in exprs for s in instant(e)])
+            rows = [s for e in exprs for s in instant(e)]
+            matrix = next((t["options"] for t in panel.get("transformations", []) if t.get("id") == "groupingToMatrix"),
+                          None)
+            if matrix:
+                _matrix(axes, panel, rows, matrix)
+            else:
+                _table(axes, rows)
         else:
             _note(axes, panel.get("options", {}).get("content", "")[:200] or kind or "")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -158,6 +166,32 @@ def _table(axes: Axes, series: Series) -> None:
         lines.append(f"{labels[:70]}  {one['value'][1]}")
     axes.text(0.01, 0.95, "\n".join(lines), color="#d8d9da", fontsize=5, va="top", family="monospace",
               transform=axes.transAxes)
+
+
+def _matrix(axes: Axes, panel: Mapping[str, Any], series: Series, options: Mapping[str, Any]) -> None:
+    """A groupingToMatrix table as Grafana draws it: a row per `rowField` value, a column per `columnField` value,
+    each cell coloured by the panel's thresholds and showing its value mapping's text."""
+    if not series:
+        _table(axes, series)
+        return
+    row_field, column_field = options["rowField"], options["columnField"]
+    rows = sorted({one["metric"].get(row_field, "") for one in series})[:20]
+    columns = sorted({one["metric"].get(column_field, "") for one in series})
+    cells = {(one["metric"].get(row_field, ""), one["metric"].get(column_field, "")): _value(one) for one in series}
+    height, width = 1 / (len(rows) + 1), 0.8 / max(len(columns), 1)
+    for j, column in enumerate(columns):
+        axes.text(0.2 + (j + 0.5) * width, 1 - height / 2, column, color="#d8d9da", fontsize=6, ha="center",
+                  va="center", transform=axes.transAxes)
+    for i, row in enumerate(rows, 1):
+        axes.text(0.01, 1 - (i + 0.5) * height, row, color="#d8d9da", fontsize=6, va="center", transform=axes.transAxes)
+        for j, column in enumerate(columns):
+            value = cells.get((row, column))
+            if value is None:
+                continue
+            axes.add_patch(Rectangle((0.2 + j * width + 0.002, 1 - (i + 1) * height + 0.01), width - 0.004,
+                                     height - 0.02, color=colour(panel, value), transform=axes.transAxes))
+            axes.text(0.2 + (j + 0.5) * width, 1 - (i + 0.5) * height, _display(panel, value), color="white",
+                      fontsize=6, ha="center", va="center", transform=axes.transAxes)
 
 
 def _note(axes: Axes, text: str) -> None:
