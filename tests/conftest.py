@@ -16,8 +16,10 @@ from pathlib import Path
 import pytest
 
 from hostvigil.collector import Collector, Context, Paths, Sample, check_reading
+from hostvigil.config import ConfigError, load
 from hostvigil.events import Event
 from hostvigil.policy import EventPolicy
+from hostvigil.registry import REGISTRY
 from hostvigil.runner import CommandRunner
 
 # Real components as fixtures: ZFS (zfs-fuse), upsd, network namespaces, Dovecot, Postfix and Cyrus.
@@ -92,6 +94,15 @@ def run_as_nobody(check: Callable[[], None]) -> None:
         said = pipe.read().decode(errors="replace")
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0, f"as nobody:\n{said}"
+
+
+def refused_config(path: Path, text: str) -> tuple[str, ...]:
+    """The problems hostvigil.config refuses the config `text` with, written to `path` and loaded as `run` loads
+    it; fails the test if it is accepted."""
+    path.write_text(text)
+    with pytest.raises(ConfigError) as refused:
+        load(path, REGISTRY)
+    return refused.value.problems
 
 
 def fixture_paths(tree: str | Path) -> Paths:

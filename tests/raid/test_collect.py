@@ -17,10 +17,8 @@ from hostvigil.cache import families
 from hostvigil.collector import CollectorError, Context, Sample, Unavailable
 from hostvigil.collectors.raid.collect import RaidCollector, RaidState, failing_online_drives, raid_changes
 from hostvigil.collectors.raid.parse import parse_controllers, parse_drives
-from hostvigil.config import ConfigError, load
-from hostvigil.registry import REGISTRY
 from hostvigil.runner import CommandRunner
-from tests.conftest import RecordingHooks, collect_once, fixture_paths, values
+from tests.conftest import RecordingHooks, collect_once, fixture_paths, refused_config, values
 from tests.raid.test_parse import (
     CONTROLLERS,
     DRIVES,
@@ -238,10 +236,7 @@ def test_one_controller_by_number(tmp_path: Path) -> None:
     got = run(new_collector(controllers="0"), tmp_path / "bin")
     assert got[("hostvigil_raid_controller_healthy", ("0",))] == 1
     config = tmp_path / "hostvigil.toml"
-    config.write_text("[collectors.raid]\ncontrollers = 'first'\ncommand = \"'storcli64\"\n")
-    with pytest.raises(ConfigError) as refused:
-        load(config, REGISTRY)
-    assert refused.value.problems == (
+    assert refused_config(config, "[collectors.raid]\ncontrollers = 'first'\ncommand = \"'storcli64\"\n") == (
         f"{config}: collectors.raid.command: No closing quotation",
         f"{config}: collectors.raid.controllers: 'first' is not 'all' or one controller number such as '0'",
     )

@@ -18,11 +18,9 @@ from hostvigil.collectors.disk_health import failing
 from hostvigil.collectors.smart import collect as smart
 from hostvigil.collectors.smart.collect import SmartCollector
 from hostvigil.collectors.smart.parse import parse_report
-from hostvigil.config import ConfigError, load
-from hostvigil.registry import REGISTRY
 from hostvigil.runner import CommandRunner
 from tests.alerting import firing
-from tests.conftest import FIXTURES, fixture_paths, require_tool, values
+from tests.conftest import FIXTURES, fixture_paths, refused_config, require_tool, values
 from tests.smart.test_parse import STANDBY_JSON
 
 SMARTCTL = FIXTURES / "smart"
@@ -468,11 +466,8 @@ def test_a_failed_scan_reads_the_devices_found_before(tmp_path: Path) -> None:
     ],
 )
 def test_bad_options_are_refused_when_the_config_is_loaded(tmp_path: Path, table: str, line: str) -> None:
-    path = tmp_path / "hostvigil.toml"
-    path.write_text(f"[collectors.smart]\n{table}\n")
-    with pytest.raises(ConfigError) as refused:
-        load(path, REGISTRY)
-    assert [problem for problem in refused.value.problems if line in problem], refused.value.problems
+    problems = refused_config(tmp_path / "hostvigil.toml", f"[collectors.smart]\n{table}\n")
+    assert [problem for problem in problems if line in problem], problems
 
 
 def test_growth_marks_a_disk_failing_until_it_is_replaced(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
