@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hostvigil import status
+from hostvigil import status, status_checks
 from hostvigil.cache import MetricsCache
 from hostvigil.collector import Sample
 from tests.conftest import fixture_paths, free_port, require_tool
@@ -37,11 +37,11 @@ def critical_alerts() -> set[str]:
 
 
 def test_every_critical_alert_is_judged_here_or_says_why_not() -> None:
-    """A critical alert added to the rules needs a condition in hostvigil.status, or a reason it cannot have one."""
-    judged, not_here = set(status.CONDITIONS), set(status.NOT_HERE)
+    """A critical alert added to the rules needs a condition in hostvigil.status_checks, or the reason it has none."""
+    judged, not_here = set(status_checks.CONDITIONS), set(status_checks.NOT_HERE)
     assert not judged & not_here
     assert judged | not_here == critical_alerts()
-    assert all(reason for reason in status.NOT_HERE.values())
+    assert all(reason for reason in status_checks.NOT_HERE.values())
 
 
 def cache_with(**collectors: list[Sample]) -> MetricsCache:
