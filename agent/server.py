@@ -1,4 +1,4 @@
-"""The HTTP endpoint: /metrics from the cache, health and readiness, an index page; TLS and basic auth by web config.
+"""The HTTP endpoint: /metrics from the cache, health and readiness, the status page; TLS and basic auth by web config.
 
 One thread runs an asyncio event loop that serves every connection, so a connection that is slow or
 silent costs a socket and a few kilobytes, never a thread or a slot that a scrape needs. Three bounds
@@ -21,12 +21,13 @@ an HttpTally the agent's own collector serves, and logged as one WARNING summary
 at most, never one line per event: an attack must not flood the journal.
 
 TLS, basic auth, extra headers and a rate limit come from the exporter toolkit's web configuration file
-(hostvigil.webconfig). The file and the certificates it names are looked at again at most once per
-`reload_interval`, on a new connection or request; a change is loaded for the connections that follow,
-and a bad new file keeps the old configuration with one error in the log. bcrypt checks (~50-100 ms
-each) run on a thread of their own, one at a time as in the toolkit, with successful checks cached, so
-neither the loop nor another scrape waits on them; past `auth_checks_waiting` queued checks, more are
-answered 503 instead of queuing CPU work an attacker controls.
+(hostvigil.webconfig reads it; hostvigil.webgate keeps it current and decides basic auth and the rate
+limit). The file and the certificates it names are looked at again at most once per `reload_interval`,
+on a new connection or request; a change is loaded for the connections that follow, and a bad new file
+keeps the old configuration with one error in the log. bcrypt checks (~50-100 ms each) run on a thread
+of their own, one at a time as in the toolkit, with successful checks cached, so neither the loop nor
+another scrape waits on them; past `auth_checks_waiting` queued checks, more are answered 503 instead
+of queuing CPU work an attacker controls.
 """
 
 from __future__ import annotations
@@ -35,23 +36,15 @@ import asyncio
 import contextlib
 import dataclasses
 import email.utils
-import hashlib
-import hmac
-import ipaddress
 import logging
-import os
 import resource
 import socket
 import ssl
 import threading
 import time
-from base64 import b64decode
-from binascii import Error as Base64Error
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -59,8 +52,8 @@ from hostvigil import __version__
 from hostvigil import status as agent_status
 from hostvigil.cache import MetricsCache
 from hostvigil.collector import HttpTally
-from hostvigil.config import ConfigError
-from hostvigil.webconfig import WebConfig, load
+from hostvigil.webconfig import WebConfig
+from hostvigil.webgate import AUTH_BUSY, UNAUTHORIZED, WebGate, san_allowed
 
 log = logging.getLogger("hostvigil.server")
 
@@ -68,8 +61,6 @@ log = logging.getLogger("hostvigil.server")
 CAPACITY = "capacity"  # closed to make room for a new connection, or every connection was being answered
 DEADLINE = "deadline"  # a request (or TLS handshake) did not arrive whole in time, or its response was not taken
 TLS = "tls"  # the TLS handshake failed, or the client certificate's names are not allowed
-UNAUTHORIZED = "unauthorized"  # basic auth missing or wrong (401)
-AUTH_BUSY = "auth_busy"  # too many password checks waiting (503)
 RATE_LIMITED = "rate_limited"  # over the web config's rate_limit (429)
 BAD_REQUEST = "bad_request"  # not a request this server takes: malformed, too large, an unknown method
 REASONS = (CAPACITY, DEADLINE, TLS, UNAUTHORIZED, AUTH_BUSY, RATE_LIMITED, BAD_REQUEST)
@@ -78,12 +69,6 @@ REASONS = (CAPACITY, DEADLINE, TLS, UNAUTHORIZED, AUTH_BUSY, RATE_LIMITED, BAD_R
 # queue has SYNs dropped, and a scrape caught in it waits a whole second for its SYN to be sent again.
 BACKLOG = 1024
 CLOSE_TIMEOUT = 1.0  # for a connection's orderly close
-MAX_VERIFIED = 64  # successful (user, password) checks remembered
-# A bcrypt hash of a password nobody has, checked for an unknown user so that timing does not tell
-# which user names exist (as the toolkit does); cost 10, as htpasswd -B makes them.
-_UNKNOWN_USER_HASH = b"$2b$10$dgg4V3UgyOB1JbxfXUqXBeFAGvNvzy8ISR2nRTrk/ll7NKWRDz.mK"
-# Go's bcrypt compares the first 72 bytes of a password; pyca's bcrypt refuses longer ones instead.
-_BCRYPT_MAX_PASSWORD = 72
 
 _STATUS = {
     200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
@@ -166,12 +151,14 @@ class MetricsServer:
         *,
         limits: Limits | None = None,
     ) -> None:
-        self.cache, self.healthy, self.ready, self.web = cache, healthy, ready, web
+        self.cache, self.healthy, self.ready = cache, healthy, ready
         limits = limits or Limits()
         soft_files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         if soft_files != resource.RLIM_INFINITY and limits.connections > soft_files // 2:
             limits = dataclasses.replace(limits, connections=max(8, soft_files // 2))
         self.limits = limits
+        self.gate = WebGate(web, auth_checks_waiting=limits.auth_checks_waiting,
+                            reload_interval=limits.reload_interval)
         self.tally = HttpTally(requests={}, refused=dict.fromkeys(REASONS, 0))
         family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self._socket = socket.socket(family, socket.SOCK_STREAM)
@@ -193,21 +180,17 @@ class MetricsServer:
         self._waiting: dict[_Connection, None] = {}
         self._idle: dict[_Connection, None] = {}
         self._busy: dict[_Connection, None] = {}
-        self._signature = _signature(web.files) if web else None
-        self._rejected_signature: tuple[object, ...] | None = None
-        self._next_reload_check = 0.0
-        self._verified: dict[bytes, None] = {}
-        self._secret = os.urandom(32)
-        self._auth_waiting = 0
-        self._auth_executor: ThreadPoolExecutor | None = None
-        self._tokens = float(web.rate_limit.burst) if web and web.rate_limit else 0.0
-        self._tokens_at = time.monotonic()
         self._unreported: Counter[str] = Counter()
         self._unreported_since = 0.0
         self._last_peer = ""
         self._last_summary = -float("inf")
         self._summary: asyncio.TimerHandle | None = None
         self._date = (0, "")
+
+    @property
+    def web(self) -> WebConfig | None:
+        """The web config in force (reloaded by the gate when its files change)."""
+        return self.gate.web
 
     @property
     def scheme(self) -> str:
@@ -253,8 +236,7 @@ class MetricsServer:
             if conn.task is not None:
                 conn.task.cancel()
         await asyncio.gather(*(c.task for c in connections if c.task is not None), return_exceptions=True)
-        if self._auth_executor is not None:
-            self._auth_executor.shutdown(wait=False, cancel_futures=True)
+        self.gate.close()
         self._log_summary()
 
     # Connections: admitted, moved between states, evicted.
@@ -323,7 +305,7 @@ class MetricsServer:
         # drain() then waits until the kernel has taken the whole response: one response buffered per client.
         writer.transport.set_write_buffer_limits(high=0)
         deadline = loop.time() + self.limits.request_timeout
-        web = self._current_web()
+        web = self.gate.current()
         if web is not None and web.tls is not None and not await self._handshake(conn, writer, web, deadline):
             return False
         first = b""
@@ -353,7 +335,7 @@ class MetricsServer:
             if request is None:
                 return _CLOSE
             self._move(conn, self._busy)
-            status, response, keep_alive = await self._answer(self._current_web(), request)
+            status, response, keep_alive = await self._answer(self.gate.current(), request)
         except TimeoutError:
             self._refuse(DEADLINE, conn.peer)
             self._count(408)
@@ -396,7 +378,7 @@ class MetricsServer:
             return False
         writer.transport.set_write_buffer_limits(high=0)
         allowed = web.tls.client_allowed_sans
-        if allowed and not _san_allowed(writer.get_extra_info("peercert") or {}, allowed):
+        if allowed and not san_allowed(writer.get_extra_info("peercert") or {}, allowed):
             log.debug("client %s: no allowed name in its certificate", conn.peer)
             self._refuse(TLS, conn.peer)
             return False
@@ -445,10 +427,10 @@ class MetricsServer:
         if request.method not in ("GET", "HEAD"):
             raise _Refused(405, f"{request.method[:20]} is not served here; GET and HEAD are", None, Allow="GET, HEAD")
         if web is not None:
-            if web.rate_limit is not None and not self._take_token(web):
+            if web.rate_limit is not None and not self.gate.take_token(web):
                 raise _Refused(429, "too many requests", RATE_LIMITED)
             if web.users:
-                refusal = await self._refusal(web, request.headers.get("authorization", ""))
+                refusal = await self.gate.refusal(web, request.headers.get("authorization", ""))
                 if refusal == AUTH_BUSY:
                     busy = "too many password checks at once; try again"
                     raise _Refused(503, busy, AUTH_BUSY, **{"Retry-After": "1"})
@@ -504,88 +486,9 @@ class MetricsServer:
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         return head if head_only else head + body
 
-    # Basic auth, rate limit, web config reloads.
-
-    async def _refusal(self, web: WebConfig, header: str) -> str | None:
-        """None for a known user with the right password, else UNAUTHORIZED, or AUTH_BUSY if checks are queued up."""
-        credentials = _credentials(header)
-        if credentials is None:
-            return UNAUTHORIZED
-        user, password = credentials
-        hashed = web.users.get(user)
-        password = password[:_BCRYPT_MAX_PASSWORD]
-        digest = hmac.new(self._secret, b"\0".join((user, hashed or b"", password)), hashlib.sha256).digest()
-        # Every remembered check is compared, in constant time, so that timing says nothing of the password.
-        if hashed is not None and any([hmac.compare_digest(digest, known) for known in self._verified]):
-            return None
-        if self._auth_waiting >= self.limits.auth_checks_waiting:
-            return AUTH_BUSY
-        if self._auth_executor is None:
-            self._auth_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="http-auth")
-        # Imported here, not at the top: only an agent with basic auth pays its ~0.4 MB of RSS.
-        import bcrypt  # noqa: PLC0415
-
-        self._auth_waiting += 1
-        try:
-            ok = await asyncio.get_running_loop().run_in_executor(
-                self._auth_executor, bcrypt.checkpw, password, hashed or _UNKNOWN_USER_HASH
-            )
-        finally:
-            self._auth_waiting -= 1
-        if not ok or hashed is None:
-            return UNAUTHORIZED
-        self._verified[digest] = None
-        if len(self._verified) > MAX_VERIFIED:
-            del self._verified[next(iter(self._verified))]
-        return None
-
-    def _take_token(self, web: WebConfig) -> bool:
-        assert web.rate_limit is not None  # noqa: S101 - the caller checked
-        now = time.monotonic()
-        limit = web.rate_limit
-        self._tokens = min(float(limit.burst), self._tokens + (now - self._tokens_at) / limit.interval)
-        self._tokens_at = now
-        if self._tokens < 1:
-            return False
-        self._tokens -= 1
-        return True
-
     def use_web(self, web: WebConfig | None) -> None:
         """Serve new connections with another web config (SIGHUP named a different file, or none)."""
-        self._signature = _signature(web.files) if web else None
-        self._rejected_signature = None
-        self._verified.clear()
-        self._tokens = float(web.rate_limit.burst) if web and web.rate_limit else 0.0
-        self.web = web
-
-    def _current_web(self) -> WebConfig | None:
-        """The web config in force, loaded again first if it or a file it names changed since it was loaded."""
-        web = self.web
-        now = time.monotonic()
-        if web is None or now < self._next_reload_check:
-            return web
-        self._next_reload_check = now + self.limits.reload_interval
-        signature = _signature(web.files)
-        if signature in (self._signature, self._rejected_signature):
-            return web
-        try:
-            new = load(web.source)
-        except ConfigError as exc:
-            log.error("web config changed but cannot be used; keeping the one loaded before: %s", exc)
-            self._rejected_signature = signature
-            return web
-        self.web = new
-        # Taken before loading, so that a change made while loading is seen at the next check.
-        self._signature = signature if new.files == web.files else None
-        if new.rate_limit != web.rate_limit:
-            self._tokens = float(new.rate_limit.burst) if new.rate_limit else 0.0
-        if new.users != web.users:
-            self._verified.clear()
-        log.info(
-            "web config %s loaded again: TLS %s, basic auth for %d user(s)",
-            new.source, "on" if new.tls else "off", len(new.users),
-        )
-        return new
+        self.gate.use(web)
 
     # Refusals: counted at once, logged as a summary.
 
@@ -622,42 +525,3 @@ class MetricsServer:
             self._refuse(CAPACITY, "?")
             return
         log.error("metrics port: %s: %s", context.get("message", "error"), error or "")
-
-
-def _credentials(header: str) -> tuple[bytes, bytes] | None:
-    """User and password of an `Authorization: Basic` header, as Go's Request.BasicAuth reads them."""
-    scheme, _, encoded = header.partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        user, sep, password = b64decode(encoded.strip(), validate=True).partition(b":")
-    except (Base64Error, ValueError):
-        return None
-    return (user, password) if sep else None
-
-
-def _signature(paths: tuple[Path, ...]) -> tuple[object, ...]:
-    """What changes when a file is replaced or rewritten: cheap enough to take on every check."""
-    result: list[object] = []
-    for path in paths:
-        try:
-            st = path.stat()
-        except OSError:
-            result.append(None)
-        else:
-            result.append((st.st_mtime_ns, st.st_size, st.st_ino, st.st_dev))
-    return tuple(result)
-
-
-def _san_allowed(peercert: dict[str, Any], allowed: tuple[str, ...]) -> bool:
-    """Whether a verified client certificate names one of `allowed` (DNS, IP, e-mail or URI), as the toolkit checks."""
-    wanted = {_normal(name) for name in allowed}
-    return any(_normal(value) in wanted for _, value in peercert.get("subjectAltName", ()))
-
-
-def _normal(name: str) -> str:
-    """IP addresses in one spelling (OpenSSL writes IPv6 in full, upper case); other names as they are."""
-    try:
-        return str(ipaddress.ip_address(name.strip()))
-    except ValueError:
-        return name
