@@ -100,6 +100,13 @@ def _psu_input(index: Index) -> set[str]:
         "input_lost", "input_out_of_range"))}
 
 
+def _psu_failed(index: Index) -> list[str]:
+    """Unhealthy supplies, but for those whose input is lost (IpmiPowerSupplyInputLost's, not this alert's)."""
+    input_lost = _psu_input(index)
+    return [f"power supply {la['psu']} failed" for la in _where(index, "hostvigil_psu_healthy", lambda la, v: v == 0)
+            if la["psu"] not in input_lost]
+
+
 def _temperature(index: Index) -> list[str]:
     crit = {(la["chip"], la["sensor"]): v for la, v in index.get("hostvigil_hwmon_temperature_crit_celsius", [])}
     return [f"{la['chip']} {la['sensor']} at {v:.0f} °C, critical {crit[la['chip'], la['sensor']]:.0f} °C"
@@ -175,8 +182,7 @@ CONDITIONS: dict[str, Callable[[Index], list[str]]] = {
     "PowerSupplyMainsOffline": _mains_offline,
     "PowerSupplyOnBattery": _on_battery,
     "PowerSupplyBatteryCritical": _battery_critical,
-    "IpmiPowerSupplyFailed": lambda index: [f"power supply {la['psu']} failed" for la in _where(
-        index, "hostvigil_psu_healthy", lambda la, v: v == 0) if la["psu"] not in _psu_input(index)],
+    "IpmiPowerSupplyFailed": _psu_failed,
     "IpmiPowerSupplyInputLost": lambda index: [f"power supply {psu} lost its input" for psu in sorted(
         _psu_input(index))],
     "IpmiSensorCritical": _simple("hostvigil_ipmi_sensor_state",

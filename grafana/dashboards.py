@@ -1060,15 +1060,24 @@ def outputs() -> dict[Path, str]:
     }
 
 
-def queries() -> Iterator[tuple[str, str, str]]:
-    """(dashboard uid, panel or annotation title, query) of every query, variables as Grafana has them."""
+def panels() -> Iterator[tuple[str, str, list[str]]]:
+    """(dashboard uid, panel or annotation title, its queries) of every panel and annotation that has queries,
+    variables as Grafana has them."""
     for dashboard in (host_dashboard(), fleet_dashboard()):
         for panel in dashboard.get("panels", []):
-            for target in panel.get("targets", []):
-                yield dashboard["uid"], panel.get("title", ""), target["expr"]
+            exprs = [target["expr"] for target in panel.get("targets", []) if target.get("expr")]
+            if exprs:
+                yield dashboard["uid"], panel.get("title", ""), exprs
         for annotation in dashboard.get("annotations", {}).get("list", []):
             if annotation.get("expr"):
-                yield dashboard["uid"], f"annotation: {annotation['name']}", annotation["expr"]
+                yield dashboard["uid"], f"annotation: {annotation['name']}", [annotation["expr"]]
+
+
+def queries() -> Iterator[tuple[str, str, str]]:
+    """(dashboard uid, panel or annotation title, query) of every query."""
+    for uid, title, exprs in panels():
+        for expr in exprs:
+            yield uid, title, expr
 
 
 def substitute(expr: str, *, job: str, instance: str, rate: str = "1m") -> str:

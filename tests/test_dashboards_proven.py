@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from grafana import dashboards
 from grafana.dashboards import EMPTY_ON_HEALTHY
 from tests.conftest import FIXTURES, free_port
 from tests.fleet import BOOTS, JOB, RULES_DIR, FleetHost, Prometheus, tools, write_file
@@ -41,8 +41,6 @@ GRAFANA = ROOT / "grafana"
 DOCS = ROOT / "docs"
 NETWORK = FIXTURES / "network"
 SOFT_LOCKUP = "BUG: soft lockup - CPU#1 stuck for 23s! [kworker/1:2:3341]"
-# Grafana's built-in variables, as a dashboard of the last hour at this fleet's one-second scrapes has them.
-BUILTINS = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "1h", "${__range}": "1h"}
 
 pytestmark = [
     pytest.mark.integration,
@@ -52,24 +50,8 @@ pytestmark = [
 
 
 def substitute(expr: str, instance: str) -> str:
-    """The query as Grafana sends it for one host: $job, $instance (a regex matcher) and the built-ins."""
-    for name, value in BUILTINS.items():
-        expr = expr.replace(name, value)
-    expr = re.sub(r"\$\{?job(?::\w+)?\}?", JOB, expr)
-    return re.sub(r"\$\{?instance(?::\w+)?\}?", instance, expr)
-
-
-def dashboard_panels() -> Iterator[tuple[str, str, list[str]]]:
-    """(dashboard file, panel title, its queries) for every panel and annotation of every committed dashboard."""
-    for path in sorted(GRAFANA.glob("*.json")):
-        dashboard = json.loads(path.read_text())
-        for panel in dashboard.get("panels", []):
-            exprs = [target["expr"] for target in panel.get("targets", []) if target.get("expr")]
-            if exprs:
-                yield path.name, panel.get("title", ""), exprs
-        for annotation in dashboard.get("annotations", {}).get("list", []):
-            if annotation.get("expr"):
-                yield path.name, f"annotation: {annotation.get('name', '')}", [annotation["expr"]]
+    """The query as Grafana sends it for `instance` (a regex: one host, or several joined by |)."""
+    return dashboards.substitute(expr, job=JOB, instance=instance)
 
 
 @pytest.fixture(scope="module")
@@ -157,9 +139,9 @@ def test_every_panel_answers_or_is_declared_empty_with_a_reason(fleet: Prometheu
     panel answers for mail1 or mail2, and for mail3 (a VM with little to show) too unless declared empty there with
     its reason; the fleet dashboard answers for the whole fleet."""
     panels, declared, failures = 0, set(), []
-    for dashboard, title, exprs in dashboard_panels():
+    for dashboard, title, exprs in dashboards.panels():
         panels += 1
-        instances = ["mail1|mail2|mail3"] if "fleet" in dashboard else ["mail1", "mail2", "mail3"]
+        instances = ["mail1|mail2|mail3"] if dashboard == dashboards.FLEET_UID else ["mail1", "mail2", "mail3"]
         answered = []
         for instance in instances:
             for expr in exprs:
@@ -174,7 +156,7 @@ def test_every_panel_answers_or_is_declared_empty_with_a_reason(fleet: Prometheu
                     break
         if not answered or answered == ["mail3"]:
             failures.append(f"{dashboard}: {title}: no data for {' nor '.join(instances[:2])}: {exprs}")
-        elif "fleet" not in dashboard and "mail3" not in answered:
+        elif dashboard != dashboards.FLEET_UID and "mail3" not in answered:
             if title in EMPTY_ON_HEALTHY:
                 declared.add(f"{title}: {EMPTY_ON_HEALTHY[title]} (answers on {', '.join(answered)})")
             else:
