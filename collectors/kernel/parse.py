@@ -49,6 +49,8 @@ _PREFIX = re.compile(
     # printk time (12 digits of seconds at most: int() refuses thousands), dmesg -d's delta or dmesg -T's date
     r"(?:\[ *(?:(?P<sec>\d{1,12})\.(?P<frac>\d{1,9})|\+\d+\.\d+"
     r"|[A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d [\d:]{8} \d{4})\] ?)?"
+    # the caller id of kernels built with CONFIG_PRINTK_CALLER (5.1+): the task "[ T1054]" or the CPU "[    C0]"
+    r"(?:\[ *[TC]\d{1,10}\] ?)?"
 )
 
 

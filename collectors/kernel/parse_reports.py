@@ -23,30 +23,39 @@ _DEVICE_FIELDS = ("device", "interface", "vdev", "pool", "controller", "zone")
 _CUT_HERE = "------------[ cut here ]------------"
 # A WARN message may replace the class of a warning that has no stack yet, but these never are WARN messages.
 _NOT_WARN_MESSAGES = frozenset({"warning", "panic", "oom_kill", "hung_task", "oops", "general_protection", "mce"})
+# A frame: x86 "[<addr>] ? func+0x1/0x2 [module]", powerpc "[sp] [addr] .func+0x1/0x2", s390 "([<addr>] func+...)"
+_ADDRESS = r"(?:\(?\[<[0-9a-f]+>\]\s*|\[[0-9a-f]{8,16}\] \[[0-9a-f]{8,16}\] )"
 _FRAME = re.compile(
-    r"\s*(?:<{1,2}/?\w+>{1,2}\s*)*(?:\[<[0-9a-f]+>\]\s*)?(?P<unreliable>\? )?"
+    rf"\s*(?:<{{1,2}}/?\w+>{{1,2}}\s*)*{_ADDRESS}?(?P<unreliable>\? )?"
     r"(?P<func>[\w.$]+)\+0x[0-9a-f]+/0x[0-9a-f]+(?: \[(?P<module>\w+)\])?"
 )
 _RIP = re.compile(
     r"\s*(?:RIP: [0-9a-f]{4}:(?:\[<[0-9a-f]+>\]\s+\[<[0-9a-f]+>\]\s+)?|(?:RIP\s+|IP: )\[<[0-9a-f]+>\]\s+"
-    r"|EIP: (?:[0-9a-f]{4}:)?(?:\[<[0-9a-f]+>\] )?|EIP is at |pc : )"
+    r"|EIP: (?:[0-9a-f]{4}:)?(?:\[<[0-9a-f]+>\] )?|EIP is at |pc : |PC is at |NIP \[[0-9a-f]+\] "
+    r"|Krnl PSW : [0-9a-f]+ [0-9a-f]+ \()"
     r"(?P<func>[\w.$]+)\+0x[0-9a-f]+/0x[0-9a-f]+(?: \[(?P<module>\w+)\])?"
 )
 _TASK = re.compile(r"\s*(?:CPU: \d+ (?:UID: \d+ )?PID: (?P<pid>\d+) Comm: |Pid: (?P<oldpid>\d+), comm: )(?P<comm>.+?)"
                    r"(?: (?:Not tainted|Tainted:|Kdump: )|$)")
 # Lines of a report after its Call Trace: frames, registers, markers (ABRT ends a report at anything else).
 _STRUCTURAL = re.compile(
-    r"\s*(?:(?:<{1,2}/?\w+>{1,2}\s*)*(?:\[<[0-9a-f]+>\]\s*)?(?:\? )?[\w.$]+\+0x[0-9a-f]+/0x[0-9a-f]+"
+    rf"\s*(?:(?:<{{1,2}}/?\w+>{{1,2}}\s*)*{_ADDRESS}?(?:\? )?[\w.$]+\+0x[0-9a-f]+/0x[0-9a-f]+"
     r"|<{1,2}/?\w+>{1,2}\s*$"
     r"|(?:RIP|RSP|RAX|RBX|RCX|RDX|RSI|RDI|RBP|R\d\d|FS|GS|CS|DS|ES|CR\d|DR\d|EIP|ESP|EAX|EBX|ECX|EDX|ESI|EDI|EBP"
-    r"|PKRU|pc|lr|sp|pstate|x\d+)\s*:"
+    r"|PKRU|pc|lr|sp|pstate|x\d+|NIP|LR|REGS|MSR|SOFTE|CFAR|DAR|GPR\d\d|r\d+|fp|ip|psr|Krnl GPRS|Krnl Code"
+    r"|Krnl PSW|Last Breaking-Event-Address)\s*[:\[]"
     r"|(?:Call [Tt]race:|Code: |Modules linked in:|Hardware name: |Workqueue: |Kernel Offset: |Stack:"
+    r"|Faulting instruction address|PACATMSCRATCH|PC is at |LR is at |task: [0-9a-f]|Flags: |Control: "
     r"|Instruction dump:|Exception stack|irq event stamp:|hardirqs last|softirqs last|note: |Tainted: |CPU: \d"
     r"|Pid: \d)"
-    r"|Not tainted |---\[ end |RIP\s+\[<|RSP <|(?:[0-9a-f]{8,16} )+[0-9a-f]{8,16}\s*$)"
+    r"|Not tainted |---\[ end |RIP\s+\[<|RSP <|(?:[0-9a-f]{8,16} )+[0-9a-f]{8,16}\s*$"
+    r"|(?:\[[0-9a-f]{8,16}\] ){2}0x[0-9a-f]+ \(unreliable\)|[0-9a-f]{4}: [0-9a-f ]+$)"
 )
-_STACK_START = re.compile(r"\s*(?:Call [Tt]race:|(?:<{1,2}/?\w+>{1,2}\s*)*(?:\[<[0-9a-f]+>\]\s*)?(?:\? )?"
+_STACK_START = re.compile(rf"\s*(?:Call [Tt]race:|(?:<{{1,2}}/?\w+>{{1,2}}\s*)*{_ADDRESS}?(?:\? )?"
                           r"[\w.$]+\+0x[0-9a-f]+/0x[0-9a-f]+)")
+_CALL_TRACE = re.compile(r"\s*Call [Tt]race:")
+# Reports whose header comes before their task line: a frame between the two is another CPU's, printed amid it.
+_INTERLEAVING = frozenset({"oops", "general_protection", "bug"})
 _CONTINUATION = {
     "mce": re.compile(r".*\[Hardware Error\]|(?:CPU \d+: )?Bank \d+: |(?:TSC|ADDR|MISC|PROCESSOR) "),
     "rcu_stall": re.compile(r"\s*(?:rcu: |\(detected by |Sending NMI |NMI backtrace |Task dump for )"),
@@ -64,6 +73,7 @@ class KernelEvent:
     pid: int | None
     module: str | None  # from a kernel-mode RIP, else the first reliable frame with [module]
     functions: tuple[str, ...]  # RIP function, then Call Trace frames; "? " frames skipped; at most 6
+    faulting: str | None  # the function the CPU was in (RIP, pc, NIP, PSW): where an oops or lockup happened
     fingerprint: str  # 16 hex digits; equal for the same crash (stack) or the same line bar numbers
     device: str | None
     fields: dict[str, str]
@@ -85,6 +95,7 @@ class _Pending:
     usec: int | None
     lines: list[str]
     has_stack: bool = False  # a Call Trace or frame was seen: from now on unrelated lines end the report
+    own_task: bool = False  # its task (CPU/PID/Comm), RIP or Call Trace line was seen: frames before are another CPU's
     cut_here: bool = False  # started by "cut here"; the WARNING/BUG header is still to come
     open_headline: bool = False  # a warning whose message line (NETDEV WATCHDOG, hard LOCKUP) may name the class
     headerless: bool = False  # a stack dump under no line we know: dump_stack(), page allocation failure
@@ -118,6 +129,7 @@ class EventAssembler:
     def __init__(self, max_lines: int = 80) -> None:
         self.max_lines = max_lines
         self._pending: _Pending | None = None
+        self._rip: dict[str, str] = {}  # a RIP line outside any report: x86 repeats the oops's after its end marker
 
     @property
     def pending(self) -> bool:
@@ -157,7 +169,10 @@ class EventAssembler:
         if _STRUCTURAL.match(message) or (continuation is not None and continuation.match(message)):
             if not message.lstrip().startswith("Hardware name"):
                 pending.open_headline = False  # before 3.12 the WARN message came after "Hardware name"
-            pending.has_stack = pending.has_stack or _STACK_START.match(message) is not None
+            if _TASK.match(message) or _RIP.match(message) or _CALL_TRACE.match(message):
+                pending.own_task = True
+            if _STACK_START.match(message) and (pending.own_task or not _INTERLEAVING.intersection({pending.cls})):
+                pending.has_stack = True
             return self._absorb(pending, message)
         match = classify(message)
         if match is None:  # ends a report past its stack, but is no event either
@@ -193,7 +208,8 @@ class EventAssembler:
             pending.adopt(match, message, usec)
             pending.open_headline = False
             return True
-        if pending.cls == "bug" and (match.cls == "oops" or (
+        unable = pending.cls == "oops" and "count" not in pending.fields  # "Unable to handle kernel ...", no "Oops:"
+        if (pending.cls == "bug" or unable) and (match.cls == "oops" or (
                 match.cls == "bug" and "assertion" in pending.fields and "location" in match.fields)):
             pending.cls = match.cls  # BUG + Oops is an oops; VERIFY + "PANIC at" stays a bug
             pending.fields = {**match.fields, **pending.fields}
@@ -206,12 +222,18 @@ class EventAssembler:
             return []
         match = match or classify(message)
         if match is None:
+            if rip := _RIP.match(message):
+                self._rip = {"function": rip["func"].lstrip(".")} | ({"module": rip["module"]} if rip["module"] else {})
             if _TASK.match(message):  # "CPU: 1 PID: 4465 Comm: insmod ...": a stack dump follows
                 self._pending = _Pending("warning", {}, message, usec, [message], headerless=True)
             return []
         if match.cls not in MULTILINE:
             return [_event(match.cls, message, usec, match.fields, [message])]
-        self._pending = _Pending(match.cls, dict(match.fields), message, usec, [message],
+        fields = dict(match.fields)
+        if match.cls == "panic":  # "Fatal exception" right after the repeated RIP of the oops it ends
+            fields = {**self._rip, **fields}
+        self._rip = {}
+        self._pending = _Pending(match.cls, fields, message, usec, [message],
                                  open_headline=match.cls == "warning")
         return self.flush() if "Killed process" in message else []
 
@@ -255,8 +277,9 @@ def _event(cls: str, message: str, usec: int | None, fields: dict[str, str], lin
     """The culprit, stack and fingerprint of a finished event."""
     comm, pid, module = fields.get("comm"), fields.get("pid"), fields.get("module")
     functions: list[str] = []
+    faulting = None
     if len(lines) > 1:  # a single line has no stack: floods of I/O errors skip the search
-        comm, pid, module, functions = _stack(cls, lines, comm, pid, module)
+        comm, pid, module, faulting, functions = _stack(cls, lines, comm, pid, module)
     device = next((fields[key] for key in _DEVICE_FIELDS if key in fields), None)
     if functions:
         identity = [cls, *functions]
@@ -267,8 +290,9 @@ def _event(cls: str, message: str, usec: int | None, fields: dict[str, str], lin
         fields = {**fields, "cause": MACHINE_CHECK}
     return KernelEvent(
         cls=cls, message=message, usec=usec, comm=comm, pid=_pid(pid), module=module,
-        functions=tuple(functions), fingerprint=hashlib.sha1("\n".join(identity).encode()).hexdigest()[:16],  # noqa: S324
-        device=device, fields=fields, lines=tuple(lines),
+        functions=tuple(functions), faulting=faulting or fields.get("function"), device=device,
+        fingerprint=hashlib.sha1("\n".join(identity).encode()).hexdigest()[:16],  # noqa: S324
+        fields=fields, lines=tuple(lines),
     )
 
 
@@ -279,21 +303,24 @@ def _pid(text: str | None) -> int | None:
 
 def _stack(
     cls: str, lines: list[str], comm: str | None, pid: str | None, module: str | None
-) -> tuple[str | None, str | None, str | None, list[str]]:
-    """(comm, pid, module, functions) from a report's lines: the task line, the RIP and the reliable frames."""
+) -> tuple[str | None, str | None, str | None, str | None, list[str]]:
+    """(comm, pid, module, faulting function, functions) from a report's lines: the task line, the RIP and the
+    reliable frames."""
     functions: list[str] = []
     rip = rip_module = frame_module = None
+    own = cls not in _INTERLEAVING  # frames before an oops's own RIP or Call Trace are another CPU's
     for line in lines:
+        own = own or _RIP.match(line) is not None or _CALL_TRACE.match(line) is not None
         if comm is None and cls != "oom_kill" and (task := _TASK.match(line)):
             comm, pid = task.group("comm"), task.group("pid") or task.group("oldpid")
         if rip is None and (m := _RIP.match(line)):
-            rip, rip_module = m.group("func"), m.group("module")
+            rip, rip_module = m.group("func").lstrip("."), m.group("module")  # ".func": a powerpc ELFv1 name
             functions.insert(0, rip)  # the faulting function, wherever the kernel printed its RIP
-        elif (m := _FRAME.match(line)) and not m.group("unreliable"):
-            functions.append(m.group("func"))
+        elif own and (m := _FRAME.match(line)) and not m.group("unreliable"):
+            functions.append(m.group("func").lstrip("."))
             frame_module = frame_module or m.group("module")
     functions = [f for i, f in enumerate(functions) if i == 0 or f != functions[i - 1]][:MAX_FUNCTIONS]
-    return comm, pid, rip_module or frame_module or module, functions
+    return comm, pid, rip_module or frame_module or module, rip, functions
 
 
 def _machine_check(lines: list[str]) -> bool:

@@ -34,11 +34,18 @@ _PATTERNS = (
     # kernel/watchdog_hld.c (older: inside a WARN) / kernel/watchdog.c ("NMI watchdog: " prefix)
     ("hard_lockup", "LOCKUP on", r"Watchdog detected hard LOCKUP on cpu (?P<cpu>\d+)"),
     # arch/x86/kernel/dumpstack.c __die_header; arm64 arch/arm64/kernel/traps.c die ("Internal error: Oops")
-    ("oops", "Oops", rf"\bOops(?: - [\w ]+)?: (?P<code>{_HEX}+) \[#(?P<count>\d+)\]"),
+    # (s390 arch/s390/kernel/dumpstack.c die adds " ilc:%d")
+    ("oops", "Oops", rf"\bOops(?: - [\w ]+)?: (?P<code>{_HEX}+)(?: ilc:\d)? \[#(?P<count>\d+)\]"),
+    # powerpc arch/powerpc/kernel/traps.c die ("Oops: %s, sig: %ld [#%d]")
+    ("oops", "Oops", r"\bOops: (?P<reason>[^,]{1,64}), sig: (?P<signal>\d+) \[#(?P<count>\d+)\]"),
     # arch/x86/kernel/traps.c do_error_trap -> die(): the other trap names of the same header
     ("oops", "[#", rf"^(?P<trap>divide error|invalid opcode|double fault|stack segment|segment not present|"
      rf"invalid TSS|coprocessor segment overrun|alignment check|bounds|int3|overflow|kernel stack overflow|"
-     rf"simd exception|fpu exception|iret exception): (?P<code>{_HEX}{{4}}) \[#(?P<count>\d+)\]"),
+     rf"simd exception|fpu exception|iret exception"
+     # s390 arch/s390/kernel/traps.c program checks, through the same die()
+     rf"|illegal operation|privileged operation|execute exception|addressing exception|specification exception"
+     rf"|data exception|translation exception|special operation exception|transaction constraint exception"
+     rf"): (?P<code>{_HEX}{{4}})(?: ilc:\d)? \[#(?P<count>\d+)\]"),
     # arch/x86/kernel/traps.c exc_general_protection (die_addr "general protection fault, probably for ...")
     ("general_protection", "[#",
      rf"general protection fault(?:, (?:probably|maybe) for (?:non-canonical )?address (?P<address>0x{_HEX}+))?"
@@ -47,8 +54,10 @@ _PATTERNS = (
     ("bug", "BUG", r"[Kk]ernel BUG at (?P<location>[^\s!]+)!"),
     # arch/x86/mm/fault.c and others: "BUG: <reason>"; not "DEBUG:" (ABRT's blacklist)
     ("bug", "BUG", r"(?<![A-Za-z_])BUG: (?P<reason>.+)"),
-    # arch/arm64/mm/fault.c die_kernel_fault ("Unable to handle kernel %s at virtual address %016lx")
-    ("bug", "Unable to handle kernel", r"^Unable to handle kernel (?P<reason>.+)"),
+    # arch/arm64/mm/fault.c die_kernel_fault ("Unable to handle kernel %s at virtual address %016lx"), arm, powerpc
+    # ("... paging request for data at address"), s390 ("... pointer dereference in virtual kernel address space"):
+    # a kernel page fault, which die() reports as an oops on the next line
+    ("oops", "Unable to handle kernel", r"^Unable to handle kernel (?P<reason>.+)"),
     # openzfs module/os/linux/spl/spl-err.c spl_panic: "VERIFY3(...) failed (...)" then "PANIC at f:l:func()"
     ("bug", "VERIFY", r"^VERIFY\d?\((?P<assertion>.*)\) failed"),
     ("bug", "PANIC at", r"^PANIC at (?P<location>\S+?:\d+:\w+)\(\)"),
