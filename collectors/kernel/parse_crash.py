@@ -14,11 +14,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeGuard
 
+from hostvigil.collectors.kernel.parse import split_prefix
+
 # fs/pstore/platform.c pstore_type_names: the only type names that hold a "-" themselves.
 _PSTORE_DASHED_KINDS = ("powerpc-ofw", "powerpc-common", "powerpc-opal")
 _PSTORE_KIND = re.compile(r"[a-z][a-z0-9_-]*")
 _PSTORE_NAME = re.compile(r"(?P<backend>.+)-(?P<id>[0-9]+)(?P<enc>\.enc\.z)?")
 _PSTORE_HEADER = re.compile(r"(?P<reason>[A-Za-z]+)#(?P<count>[0-9]+) Part(?P<part>[0-9]+)")
+# systemd src/pstore/pstore.c append_dmesg: each record in dmesg.txt under a "<file name>:" line of its own
+_SYSTEMD_RECORD = re.compile(r"^(?P<name>[a-z][a-z0-9_-]*-[A-Za-z0-9_-]+-[0-9]+(?:\.enc\.z)?):\n", re.MULTILINE)
 # ram.c RAMOOPS_KERNMSG_HDR "====" + "%lld.%06lu-%c\n" (C/D: compressed or not); kernels before 3.19 had no "-%c".
 _RAMOOPS_HEADER = re.compile(r"====-?[0-9]+\.[0-9]+(?:-[CD])?\n")
 
@@ -81,7 +85,7 @@ class KdumpDump:
     directory: str  # name of the dump directory under /var/crash
     layout: str  # "debian" or "redhat"
     dmesg_file: str | None  # dmesg.YYYYMMDDHHMM or vmcore-dmesg.txt, None if absent
-    has_vmcore: bool  # dump.YYYYMMDDHHMM, vmcore or vmcore.flat (not the -incomplete temp names)
+    vmcore: str | None  # dump.YYYYMMDDHHMM, vmcore or vmcore.flat (not the -incomplete temp names), if saved
     incomplete: bool  # a temp name is left and no finished vmcore: the capture kernel stopped while saving
     timestamp: float | None  # from the directory name, read as UTC (see parse_kdump_dir)
 
@@ -89,6 +93,7 @@ class KdumpDump:
 @dataclass(frozen=True)
 class JournalEntry:
     realtime: float  # seconds since the epoch
+    monotonic: float | None  # seconds since that boot's start: _SOURCE_MONOTONIC_TIMESTAMP, the printk time
     priority: int | None
     message: str
     boot_id: str | None  # _BOOT_ID
@@ -121,12 +126,45 @@ def parse_pstore_dmesg(text: str) -> PstorePart:
 
 
 def merge_pstore_parts(parts: list[PstorePart]) -> str:
-    """The log of one or more dumps in time order.
+    """The log of one or more dumps in time order, each line once.
 
     The kernel writes a dump from the newest end backwards, so Part1 is the tail: the highest part comes first.
     Dumps of one boot are numbered in the order they happened (Oops#1 before Panic#2), so lower counts come first.
+    A later dump holds the tail of the same log buffer again (Panic#2 repeats the oops of Oops#1 before its
+    panic): its lines up to the printk time the earlier ones reached are dropped.
     """
-    return "".join(part.text for part in sorted(parts, key=lambda p: (p.count, -p.part)))
+    dumps: dict[int, list[PstorePart]] = {}
+    for part in parts:
+        dumps.setdefault(part.count, []).append(part)
+    text, reached = "", -1
+    for count in sorted(dumps):
+        dump = "".join(part.text for part in sorted(dumps[count], key=lambda p: -p.part))
+        lines = dump.splitlines(keepends=True)
+        times = [split_prefix(line)[1] for line in lines]
+        # the first line past what the earlier dumps reached; a record that starts mid-line (ERST cuts records
+        # anywhere) starts with an untimed fragment, dropped with the overlap
+        new = next((i for i, usec in enumerate(times) if usec is not None and usec > reached), None)
+        text += "".join(lines[new:] if new is not None else [] if any(t is not None for t in times) else lines)
+        reached = max([reached, *(usec for usec in times if usec is not None)])
+    return text
+
+
+def parse_systemd_pstore_dmesg(text: str) -> list[PstorePart]:
+    """systemd-pstore's dmesg.txt as the records it was made of: each under a "<file name>:" line, its
+    "Reason#N PartM" header first. systemd lists them in reverse order of their file names, which is not time order
+    across dumps (the newer dump's records come first), so the parts are returned for merge_pstore_parts to order.
+    A record without a header is a part of its own, after those with one."""
+    starts = list(_SYSTEMD_RECORD.finditer(text))
+    if not starts:
+        raise ValueError(f"no '<record name>:' line: first line is {text.partition(chr(10))[0][:60]!r}")
+    parts = []
+    for index, start in enumerate(starts):
+        body = text[start.end() : starts[index + 1].start() if index + 1 < len(starts) else len(text)]
+        try:
+            parts.append(parse_pstore_dmesg(body))
+        except ValueError:
+            parts.append(PstorePart("Unknown", 10**6 + index, 1, body))
+    return parts
 
 
 def strip_ramoops_header(text: str) -> str:
@@ -160,14 +198,14 @@ def parse_kdump_dir(directory: str, files: list[str]) -> KdumpDump | None:
         dmesg = sorted(n for n in names if _DEBIAN_DMESG.fullmatch(n))
         preferred = f"dmesg.{directory}"
         dmesg_file = preferred if preferred in dmesg else (dmesg[0] if dmesg else None)
-        has_vmcore = any(_DEBIAN_DUMP.fullmatch(n) for n in names)
+        vmcore = next((n for n in sorted(names) if _DEBIAN_DUMP.fullmatch(n)), None)
         timestamp = _utc(directory, "%Y%m%d%H%M") if debian else None
     else:
         dmesg_file = "vmcore-dmesg.txt" if "vmcore-dmesg.txt" in names else None
-        has_vmcore = any(n in names for n in _REDHAT_VMCORES)
+        vmcore = next((n for n in _REDHAT_VMCORES if n in names), None)
         timestamp = _utc(redhat["time"], "%Y-%m-%d-%H:%M:%S") if redhat else None
-    incomplete = bool(names & _TEMP_NAMES) and not has_vmcore
-    return KdumpDump(directory, layout, dmesg_file, has_vmcore, incomplete, timestamp)
+    incomplete = bool(names & _TEMP_NAMES) and vmcore is None
+    return KdumpDump(directory, layout, dmesg_file, vmcore, incomplete, timestamp)
 
 
 def parse_journal_json(text: str) -> list[JournalEntry]:
@@ -228,11 +266,13 @@ def _journal_entry(fields: dict[str, object], number: int) -> JournalEntry:
     stamp = _journal_value(fields.get("__REALTIME_TIMESTAMP"))
     if stamp is None or not _digits(stamp, 20):
         raise ValueError(f"line {number}: __REALTIME_TIMESTAMP is not microseconds: {stamp!r:.40}")
+    monotonic = _journal_value(fields.get("_SOURCE_MONOTONIC_TIMESTAMP"))
     priority = _journal_value(fields.get("PRIORITY"))
     if priority is not None and not _digits(priority, 3):
         raise ValueError(f"line {number}: PRIORITY is not a number: {priority!r:.40}")
     return JournalEntry(
         realtime=int(stamp) / 1e6,
+        monotonic=int(monotonic) / 1e6 if monotonic is not None and _digits(monotonic, 20) else None,
         priority=int(priority) if priority is not None else None,
         message=_journal_value(fields.get("MESSAGE")) or "",
         boot_id=_journal_value(fields.get("_BOOT_ID")),
