@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "check-config": lambda: _check_config(config),
         "collect": lambda: _collect(config, args.collector or (), args.output),
         "snapshot": lambda: _snapshot(config, args.reason),
-        "report": lambda: _report(config, args.id, args.list, args.json),
+        "report": lambda: _report(config, args.id, args.list, args.json, args.timeline),
         "status": lambda: _status(config, args.json),
     }
     try:
@@ -139,6 +139,8 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("id", nargs="?", help="report (previous boot) id or a unique prefix of it")
     report.add_argument("--list", action="store_true", help="list all reports, newest first")
     report.add_argument("--json", action="store_true", help="the report (with --list: every report) as JSON")
+    report.add_argument("--timeline", action="store_true",
+                        help="also show every event the sources recorded, oldest first, with source and time")
 
     status = sub.add_parser(
         "status", help="what the running agent sees: problems, collectors, crash evidence, the last crash",
@@ -294,7 +296,7 @@ def _snapshot_here(config: Config, reason: str) -> int:
     return 0
 
 
-def _report(config: Config, report_id: str | None, listing: bool, as_json: bool) -> int:
+def _report(config: Config, report_id: str | None, listing: bool, as_json: bool, timeline: bool) -> int:
     try:
         reports = ReportStore(state_dir(config))
     except OSError as exc:
@@ -315,5 +317,6 @@ def _report(config: Config, report_id: str | None, listing: bool, as_json: bool)
         missing = f"{report_id} (or the prefix is not unique)" if report_id else "yet"
         print(f"hostvigil: no crash report {missing}", file=sys.stderr)
         return 1
-    print(json.dumps(found, indent=1) if as_json else crashreport.render(found), end="" if not as_json else "\n")
+    shown = json.dumps(found, indent=1) + "\n" if as_json else crashreport.render(found, timeline=timeline)
+    print(shown, end="")
     return 0

@@ -174,9 +174,38 @@ class Services:
 
 
 @dataclass
+class TimelineEvent:
+    """One thing that happened before a boot ended, as one source recorded it: a kernel event, a power change, a
+    BMC log entry, a snapshot. The crash report merges every source's events into one timeline and decides from it.
+
+    `after` is how long the source went on recording after the event (its last repeat): minutes of normal life
+    after it mean the host survived it, so it is context, not the cause.
+    """
+
+    cls: str  # kernel log class (panic, oops, hung_task...), power_loss, watchdog_reset, hardware_error, snapshot
+    message: str  # the line that says what happened
+    source: str  # snapshot, pstore, kdump, journal, power, ipmi sel
+    where: str
+    time: float | None = None  # wall clock, as the source says or as the end of its log anchors it
+    uptime: float | None = None  # seconds since that boot's kernel started (printk time)
+    after: float | None = None  # seconds the source went on recording after it (after its last repeat)
+    count: int = 1  # the same event in a row (the same line, the same stack), folded into one
+    culprit: dict[str, str] = field(default_factory=dict)  # comm, pid, module, function (the faulting one), cpu...
+    quote: list[str] = field(default_factory=list)  # what happened, who, and the first frames
+    lines: list[str] = field(default_factory=list)  # the whole text: registers, module lists and hex kept
+    fingerprint: str = ""  # equal for the same event wherever it was seen (parse_reports.KernelEvent)
+    condition: str | None = None  # a panic's: the condition its own message names (hung_system, oom, hardware)
+    seen_in: list[str] = field(default_factory=list)  # the other sources that recorded the same event
+
+
+@dataclass
 class Evidence:
-    """One source's finding about how a boot ended, quoted with where it came from; the crash report's verdict
-    reads `classes` (the kernel log classes and power_loss, watchdog_reset, ... it shows) and `hardware_cause`."""
+    """One source's finding about how a boot ended, quoted with where it came from, and the events it recorded.
+
+    The crash report decides from the events of every source merged in one timeline; an item without events
+    but with a time and `classes` (a power loss, a BMC entry) is an event of its own. `found` is False for a
+    source that holds nothing of that boot (no dump, no journal): the report says what was missing.
+    """
 
     source: str  # snapshot, pstore, kdump, journal, this boot, power, ipmi sel
     where: str
@@ -184,7 +213,9 @@ class Evidence:
     classes: list[str] = field(default_factory=list)
     quote: list[str] = field(default_factory=list)
     time: float | None = None
-    hardware_cause: bool = False  # the crash it shows was the hardware's doing (a machine check panicked the kernel)
+    events: list[TimelineEvent] = field(default_factory=list)
+    details: dict[str, str] = field(default_factory=dict)  # vmcore, kernel, debug_kernel ... for the next steps
+    found: bool = True
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""What goes into a crash snapshot: the latest readings, the collectors' contributions, the processes.
+"""What goes into a crash snapshot: the latest readings, the collectors' contributions, the processes, and the block
+topology (which disks are behind dm and md devices, topology.py).
 
 Each collector declares how many of its samples a snapshot keeps
 (`Collector.snapshot_samples`) and may add plain data of its own
@@ -21,6 +22,7 @@ from hostvigil import __version__
 from hostvigil.cache import CollectorState
 from hostvigil.collector import Collector
 from hostvigil.forensics.snapshots import FORMAT, Process, Processes, Reading, Snapshot
+from hostvigil.forensics.topology import read_topology
 from hostvigil.procfs import ProcStat, parse_cmdline, parse_stat, redact
 
 TOP = 10
@@ -35,11 +37,13 @@ class SnapshotBuilder:
     def __init__(
         self,
         proc: Path,
+        sys: Path,
         boot_id: str,
         collectors: Mapping[str, Collector],
         states: Callable[[], dict[str, CollectorState]],
     ) -> None:
         self.proc = proc
+        self.sys = sys
         self.boot_id = boot_id
         self.collectors = collectors
         self.states = states
@@ -60,6 +64,7 @@ class SnapshotBuilder:
             "collectors": self._readings(now),
             "contributions": self._contributions(),
             "processes": self._processes(),
+            "block": read_topology(self.sys),
         }
 
     def _readings(self, now: float) -> dict[str, Reading]:

@@ -49,7 +49,8 @@ class ReportStore:
 
     def write(self, report: dict[str, Any]) -> Path:
         private_dir(self.directory)
-        write_atomically(self.directory / f"{report['id']}.txt", crashreport.render(report).encode(), mode=0o600)
+        text = crashreport.render(report, timeline=True)
+        write_atomically(self.directory / f"{report['id']}.txt", text.encode(), mode=0o600)
         path = self.path(report["id"])
         write_atomically(path, json.dumps(report, indent=1, default=str).encode(), mode=0o600)  # last: it marks done
         return path
@@ -93,7 +94,7 @@ class Forensics:
         self.store = SnapshotStore(
             state_dir / "snapshots", snapshots.keep, snapshots.max_bytes, snapshots.max_total_bytes
         )
-        self._builder = builder = SnapshotBuilder(config.paths.proc, boot_id, collectors, states)
+        self._builder = builder = SnapshotBuilder(config.paths.proc, config.paths.sys, boot_id, collectors, states)
         self.snapshotter = Snapshotter(self.store, builder, snapshots.interval, snapshots.min_gap)
 
     def use_collectors(self, collectors: Mapping[str, Collector]) -> None:

@@ -32,6 +32,7 @@ from typing import Any, NotRequired, TypedDict, cast
 
 from hostvigil.control import Refused, private_dir
 from hostvigil.durable import write_atomically
+from hostvigil.forensics.topology import BlockDevice
 
 log = logging.getLogger("hostvigil.snapshots")
 
@@ -113,6 +114,7 @@ class Snapshot(TypedDict):
     collectors: dict[str, Reading] | None
     contributions: dict[str, dict[str, Any]] | None
     processes: Processes | None
+    block: NotRequired[dict[str, BlockDevice] | None]  # which disks are behind dm and md devices (topology.py)
     truncated: NotRequired[list[str]]
 
 
@@ -209,7 +211,7 @@ class SnapshotStore:
         data = encode(doc)
         fitted = Snapshot(**doc)  # a copy: the caller's document stays whole
         dropped: list[str] = []
-        for section in ("collectors", "processes", "contributions"):  # least telling first
+        for section in ("collectors", "block", "processes", "contributions"):  # least telling first
             if len(data) <= self.max_bytes:
                 break
             if section in fitted:

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 from hostvigil import procfs
 from hostvigil.collector import BootWindow, Collector, Context, Evidence, Option, Sample, Services
 from hostvigil.collectors.kernel.backlog import read_backlog
-from hostvigil.collectors.kernel.evidence import crash_evidence
+from hostvigil.collectors.kernel.evidence import PANIC_SYSCTLS, crash_evidence
 from hostvigil.collectors.kernel.follower import KernelTail, KmsgFollower
 from hostvigil.collectors.kernel.metrics import (
     BACKLOG_READ,
@@ -49,15 +49,6 @@ from hostvigil.collectors.kernel.metrics import (
 from hostvigil.collectors.kernel.parse_crash import TAINT_FLAGS, journal_storage
 from hostvigil.collectors.kernel.parse_reports import KernelEvent, is_critical
 from hostvigil.events import Event, KernelLogEvent
-
-PANIC_SYSCTLS = {
-    "kernel.panic": "sys/kernel/panic",
-    "kernel.panic_on_oops": "sys/kernel/panic_on_oops",
-    "kernel.hung_task_panic": "sys/kernel/hung_task_panic",
-    "kernel.softlockup_panic": "sys/kernel/softlockup_panic",
-    "kernel.panic_on_warn": "sys/kernel/panic_on_warn",
-    "vm.panic_on_oom": "sys/vm/panic_on_oom",
-}
 
 log = logging.getLogger("hostvigil.kernel")
 

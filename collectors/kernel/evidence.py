@@ -3,37 +3,53 @@
 Sources, cheapest first: the critical events in the kernel tail of the boot's
 last snapshot, pstore (/sys/fs/pstore and systemd-pstore's copies), kdump's
 /var/crash, the previous boot's kernel journal, and this boot's filesystem
-recovery. Each crash log is classified with the same parser that follows
-/dev/kmsg live, quoted at its decisive event, and tagged with the classes it
-shows; the verdict is the crash report's.
+recovery. Each crash log is read with the same parser that follows /dev/kmsg
+live into timeline events (timeline.py), timed by the log's own clock where
+something anchors it: a journal entry's wall and monotonic times, the time a
+dump or record was written. A source that holds nothing of that boot says so in
+a short line (found=False), for the report's "missing" and next steps. The
+verdict is the crash report's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
-import re
+import statistics
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from hostvigil.collector import BootWindow, Evidence
-from hostvigil.collectors.kernel.parse import parse_record
+from hostvigil.collector import BootWindow, Evidence, TimelineEvent
+from hostvigil.collectors.kernel.parse import CRITICAL, parse_record
 from hostvigil.collectors.kernel.parse_crash import (
+    JournalEntry,
+    PstorePart,
     merge_pstore_parts,
     parse_journal_json,
     parse_kdump_dir,
     parse_pstore_dmesg,
     parse_pstore_name,
+    parse_systemd_pstore_dmesg,
     strip_ramoops_header,
 )
-from hostvigil.collectors.kernel.parse_reports import MACHINE_CHECK, events_from_text
+from hostvigil.collectors.kernel.parse_reports import events_from_text
+from hostvigil.collectors.kernel.timeline import kernel_release, key_lines, log_end, panic_condition, timeline
 from hostvigil.runner import CommandRunner
 
 MAX_TEXT = 512 * 1024  # of a crash log read as evidence (its tail holds the crash)
 QUOTE_LINES = 15
 LAST_MINUTES = 15 * 60  # snapshot events this close to the end count as evidence
-_REGISTERS = re.compile(r"^\s*(?:Code:|(?:[A-Z][A-Z0-9]{1,3}|ORIG_RAX): ?[0-9a-f]{4}|FS: |CS: )")
+# What the kernel does on a panic and which conditions it panics on (so that kdump captures them), by sysctl
+PANIC_SYSCTLS = {
+    "kernel.panic": "sys/kernel/panic",
+    "kernel.panic_on_oops": "sys/kernel/panic_on_oops",
+    "kernel.hung_task_panic": "sys/kernel/hung_task_panic",
+    "kernel.softlockup_panic": "sys/kernel/softlockup_panic",
+    "kernel.panic_on_warn": "sys/kernel/panic_on_warn",
+    "vm.panic_on_oom": "sys/vm/panic_on_oom",
+}
 
 
 def crash_evidence(boot: BootWindow) -> list[Evidence]:
@@ -48,6 +64,7 @@ def crash_evidence(boot: BootWindow) -> list[Evidence]:
         ("kdump", str(boot.paths.rootfs / "var/crash"), lambda: kdump(boot.paths.rootfs, boot.started)),
         ("journal", "journalctl", lambda: journal(boot.runner, boot.boot_id, boot.paths.rootfs)),
         ("this boot", str(boot.paths.dev / "kmsg"), lambda: this_boot(boot.paths.dev)),
+        ("this boot", str(boot.paths.proc / "sys"), lambda: panic_settings(boot.paths.proc)),
     )
     evidence = []
     for source, where, read in sources:
@@ -64,7 +81,7 @@ def unreadable(exc: BaseException) -> str:
 
 
 def snapshot_tail(last: tuple[float, Mapping[str, Any]] | None) -> list[Evidence]:
-    """The critical kernel events the boot's last snapshot kept from its last minutes.
+    """The critical kernel events the boot's last snapshot kept from its last minutes, one evidence item each.
 
     The tail is follower.KernelTail as an agent wrote it, maybe an older one: read with care.
     """
@@ -73,40 +90,57 @@ def snapshot_tail(last: tuple[float, Mapping[str, Any]] | None) -> list[Evidence
     taken, tail = last
     evidence = []
     for event in tail.get("events", []):
-        if event.get("critical") and event.get("time", 0) >= taken - LAST_MINUTES:
-            evidence.append(Evidence(
-                "snapshot", "kernel event in the last snapshot", _with_culprit(event["message"], event),
-                classes=[event["class"]], quote=_quote(event.get("lines", [])), time=event["time"],
-                hardware_cause=event.get("cause") == MACHINE_CHECK,
-            ))
+        if not event.get("critical") or event.get("time", 0) < taken - LAST_MINUTES:
+            continue
+        culprit = {key: str(event[key]) for key in ("comm", "pid", "module", "device") if event.get(key)}
+        lines = [str(line) for line in event.get("lines", [])]
+        entry = TimelineEvent(
+            cls=event["class"], message=event["message"], source="snapshot", where="kernel event in the last snapshot",
+            time=event["time"], count=max(1, int(event.get("seen", 1))), culprit=culprit,
+            quote=key_lines(event["class"], lines), lines=lines, fingerprint=str(event.get("fingerprint", "")),
+            condition="hardware" if event["class"] == "panic" and event.get("cause") == "machine_check" else None,
+        )
+        evidence.append(Evidence(
+            "snapshot", entry.where, _with_culprit(entry.message, culprit), classes=[entry.cls], quote=entry.quote,
+            time=entry.time, events=[entry],
+        ))
     return evidence
 
 
 def pstore(sys: Path, rootfs: Path, since: float) -> list[Evidence]:
-    """Records written since the boot started, in pstore and where systemd-pstore moved them."""
+    """Records written since the boot started, in pstore and where systemd-pstore moved them: each directory's
+    dmesg records joined into one log in time order, their name and header lines left out."""
     evidence = []
-    for root in (sys / "fs/pstore", rootfs / "var/lib/systemd/pstore"):
+    roots = (sys / "fs/pstore", rootfs / "var/lib/systemd/pstore")
+    for root in roots:
         for directory, files in _walk(root):
             recent = [f for f in files if _mtime(directory / f) >= since]
+            written = max((_mtime(directory / f) for f in recent), default=None)
             if "dmesg.txt" in recent:  # systemd-pstore's reconstruction of the parts beside it
-                evidence.append(log_evidence("pstore", directory / "dmesg.txt", _read_tail(directory / "dmesg.txt")))
+                text = _read_tail(directory / "dmesg.txt")
+                with contextlib.suppress(ValueError):  # not the layout systemd writes: read as a plain log
+                    text = merge_pstore_parts(parse_systemd_pstore_dmesg(text))
+                evidence.append(log_evidence("pstore", directory / "dmesg.txt", text, written=written))
                 continue
-            parts = []
+            parts: list[PstorePart] = []
             for name in recent:
                 try:
                     record = parse_pstore_name(name)
                 except ValueError:
                     continue
-                text = strip_ramoops_header(_read_tail(directory / name))
+                path = directory / name
+                text = strip_ramoops_header(_read_tail(path))
                 if record.kind == "dmesg":
                     try:
                         parts.append(parse_pstore_dmesg(text))
                     except ValueError:
-                        evidence.append(log_evidence("pstore", directory / name, text))
+                        evidence.append(log_evidence("pstore", path, text, written=_mtime(path)))
                 elif not record.compressed:
-                    evidence.append(log_evidence("pstore", directory / name, text))
+                    evidence.append(log_evidence("pstore", path, text, written=_mtime(path)))
             if parts:
-                evidence.append(log_evidence("pstore", directory, merge_pstore_parts(parts)))
+                evidence.append(log_evidence("pstore", directory, merge_pstore_parts(parts), written=written))
+    if not evidence:
+        return [Evidence("pstore", " and ".join(map(str, roots)), "no record of that boot", found=False)]
     return evidence
 
 
@@ -120,29 +154,37 @@ def kdump(rootfs: Path, since: float) -> list[Evidence]:
         dump = parse_kdump_dir(directory.name, sorted(os.listdir(directory)))
         if dump is None:
             continue
+        details = {"layout": dump.layout, **({"vmcore": str(directory / dump.vmcore)} if dump.vmcore else {})}
         if dump.dmesg_file is None:
             state = "incomplete (the capture kernel died while saving)" if dump.incomplete else "no dmesg file"
-            evidence.append(Evidence("kdump", str(directory), f"kdump directory, {state}"))
+            evidence.append(Evidence("kdump", str(directory), f"kdump directory, {state}", details=details))
             continue
         log_file = directory / dump.dmesg_file
-        evidence.append(log_evidence("kdump", log_file, _read_tail(log_file)))
+        written = _mtime(log_file) if _mtime(log_file) >= since else dump.timestamp
+        evidence.append(log_evidence("kdump", log_file, _read_tail(log_file), written=written, details=details))
+    if not evidence:
+        return [Evidence("kdump", str(crash), "no dump of that boot", found=False)]
     return evidence
 
 
 def journal(runner: CommandRunner, boot_id: str, rootfs: Path) -> list[Evidence]:
-    """The boot's kernel messages as journald kept them, if it keeps the previous boot."""
+    """The boot's kernel messages as journald kept them, if it keeps the previous boot, each line with the
+    printk time journald recorded for it (its clock: the entries' wall time less that time)."""
     argv = ["journalctl", "-b", boot_id.replace("-", ""), "-k", "-o", "json", "--no-pager"]
     if rootfs != Path("/"):
         argv.append(f"--root={rootfs}")
     result = runner.run(argv, timeout=30)
     where = " ".join(argv)
     if result.status != 0 or not result.stdout.strip():
-        return [Evidence("journal", where, f"previous boot's kernel log not available ({result.describe()})")]
+        said = result.error or result.stderr.decode(errors="replace").strip().partition("\n")[0]
+        why = f"exit status {result.status}" if result.status else "nothing kept"
+        reason = said[:120] if said else why
+        return [Evidence("journal", "journalctl", f"no kernel log of that boot: {reason}", found=False)]
     try:
         entries = parse_journal_json(result.stdout.decode(errors="replace"))
     except ValueError as exc:
         return [Evidence("journal", where, f"unreadable: {exc}")]
-    return [log_evidence("journal", where, "\n".join(entry.message for entry in entries))]
+    return [log_evidence("journal", where, "\n".join(map(_timed, entries)), clock=_journal_clock(entries))]
 
 
 def this_boot(dev: Path) -> list[Evidence]:
@@ -156,22 +198,60 @@ def this_boot(dev: Path) -> list[Evidence]:
                      classes=["fs_recovery"], quote=quote)]
 
 
-def log_evidence(source: str, where: Path | str, text: str) -> Evidence:
-    """A crash log as evidence: the classes of events in it, and its decisive event (the last panic) quoted."""
+def panic_settings(proc: Path) -> list[Evidence]:
+    """The panic sysctls as they are now: what the next crash will leave (the report's next steps read them)."""
+    settings = {}
+    for sysctl, path in PANIC_SYSCTLS.items():
+        try:
+            settings[sysctl] = (proc / path).read_text().strip()[:20]
+        except OSError:
+            continue
+    if not settings:
+        return []
+    shown = ", ".join(f"{key}={value}" for key, value in settings.items())
+    return [Evidence("this boot", str(proc / "sys"), f"panic settings now: {shown}", details=settings)]
+
+
+def log_evidence(
+    source: str, where: Path | str, text: str, *, written: float | None = None, clock: float | None = None,
+    details: Mapping[str, str] | None = None,
+) -> Evidence:
+    """A crash log as evidence: its events as timeline entries, and its decisive event quoted (the last panic,
+    else the last critical event). `written` is when the log was written (a record's or a dump's time), which
+    makes its last line's time, `clock` the wall time of printk time 0 where the log says it."""
+    lines = text.splitlines()
+    end = log_end(lines)
+    if clock is None and written is not None and end is not None:
+        clock = written - end / 1e6
     events = events_from_text(text)
-    classes = sorted({e.cls for e in events})
-    decisive = next((e for e in reversed(events) if e.cls == "panic"), events[-1] if events else None)
+    entries = timeline(events, source, str(where), clock=clock, end_usec=end)
+    release = kernel_release(text)
+    details = {**(details or {}), **({"kernel": release} if release else {})}
+    decisive = (next((e for e in reversed(events) if e.cls == "panic"), None)
+                or next((e for e in reversed(events) if e.cls in CRITICAL), None)
+                or (events[-1] if events else None))
     if decisive is None:
-        return Evidence(source, str(where), f"{len(text.splitlines())} lines, no kernel crash pattern",
-                        quote=text.splitlines()[-QUOTE_LINES:])
+        return Evidence(source, str(where), f"{len(lines)} lines, no kernel crash pattern",
+                        quote=lines[-QUOTE_LINES:], time=written, details=details)
     summary = _with_culprit(decisive.message, {"comm": decisive.comm, "pid": decisive.pid, "module": decisive.module})
-    return Evidence(source, str(where), summary, classes=classes, quote=_quote(decisive.lines),
-                    hardware_cause=decisive.fields.get("cause") == MACHINE_CHECK)
+    if decisive.cls == "panic" and (condition := panic_condition(decisive)):
+        summary += f" (the kernel panicked on {condition.replace('_', ' ')})"
+    return Evidence(source, str(where), summary, classes=sorted({e.cls for e in events}),
+                    quote=key_lines(decisive.cls, decisive.lines), time=written, events=entries, details=details)
 
 
-def _quote(lines: Sequence[str]) -> list[str]:
-    """The head of an event says what and who (message, CPU/PID/Comm, RIP, first frames); registers say little."""
-    return [line for line in lines if not _REGISTERS.match(line)][:QUOTE_LINES]
+def _timed(entry: JournalEntry) -> str:
+    """A journal entry's message as a log line with its printk time, where journald recorded one."""
+    if entry.monotonic is None:
+        return entry.message
+    return f"[{entry.monotonic:12.6f}] {entry.message}"
+
+
+def _journal_clock(entries: Sequence[JournalEntry]) -> float | None:
+    """The wall time of the boot's printk time 0, as the journal's entries put it (the median: a clock stepped
+    by NTP during the boot moves a few entries only)."""
+    offsets = [entry.realtime - entry.monotonic for entry in entries if entry.monotonic is not None]
+    return statistics.median(offsets) if offsets else None
 
 
 def _with_culprit(message: str, event: Mapping[str, Any]) -> str:

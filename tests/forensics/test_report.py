@@ -12,7 +12,8 @@ from hostvigil.collectors.kernel.evidence import log_evidence
 from hostvigil.events import PowerEvent, State
 from hostvigil.forensics.boots import BootHistory, RecordedEvent
 from hostvigil.forensics.evidence import Gatherer, power_evidence, power_lost_at_end
-from hostvigil.forensics.report import UNKNOWN_TEXT, build, classify, list_line, render
+from hostvigil.forensics.report import Verdict, build, decide, list_line, merge, next_steps, render
+from hostvigil.forensics.report import missing as missing_sources
 from hostvigil.forensics.snapshots import FORMAT, SnapshotStore
 from hostvigil.runner import CommandRunner
 from tests.conftest import FIXTURES
@@ -23,6 +24,11 @@ HUNG_LOG = (FIXTURES / "kernel/hotsos__scenario_kernlog_calltrace_hungtasks__ker
 OOM_LOG = (FIXTURES / "kernel/hotsos__scenario_kernlog_calltrace_oom_killer__kern.log").read_text()
 
 
+def verdict(*evidence: Evidence, alive: float = 2e9) -> Verdict:
+    """The verdict on `evidence`, as build() reaches it."""
+    return decide(merge(evidence, alive))
+
+
 @pytest.mark.parametrize(
     ("evidence", "cause"),
     [
@@ -30,30 +36,28 @@ OOM_LOG = (FIXTURES / "kernel/hotsos__scenario_kernlog_calltrace_oom_killer__ker
         ([log_evidence("journal", "journalctl", HUNG_LOG)], "hung_system"),
         ([log_evidence("journal", "journalctl", OOM_LOG)], "oom"),
         ([log_evidence("snapshot", "kernel event", OOPS_5_7)], "kernel_oops"),
-        ([Evidence("power", "power events", "power lost after 3 minutes on battery", ["power_loss"])], "power_loss"),
-        ([Evidence("power", "power event", "UPS rack1 back on line power after 60 s on battery")], "unknown"),
-        ([Evidence("snapshot", "kernel event", "mce: [Hardware Error]: Machine check events logged", ["mce"])],
-         "hardware"),
-        ([Evidence("ipmi sel", "BMC system event log", "Watchdog: Hard reset", ["watchdog_reset"])], "watchdog_reset"),
+        ([Evidence("power", "power events", "power lost after 3 minutes on battery", ["power_loss"], time=1e9)],
+         "power_loss"),
+        ([Evidence("power", "power event", "UPS rack1 back on line power after 60 s on battery", time=1e9)],
+         "unknown"),
+        ([Evidence("snapshot", "kernel event", "mce: [Hardware Error]: Machine check events logged", ["mce"],
+                   time=2e9 - 10)], "hardware"),
+        ([Evidence("ipmi sel", "BMC system event log", "Watchdog: Hard reset", ["watchdog_reset"], time=2e9)],
+         "watchdog_reset"),
         ([Evidence("journal", "journalctl", "2 lines, no kernel crash pattern")], "unknown"),
         ([], "unknown"),
     ],
 )
 def test_cause_from_evidence(evidence: list[Evidence], cause: str) -> None:
-    assert classify(evidence)[0] == cause
+    assert verdict(*evidence).cause == cause
 
 
 def test_a_panic_outranks_what_came_before_it() -> None:
     hung = log_evidence("journal", "journalctl", HUNG_LOG)
     panic = log_evidence("pstore", "dmesg.txt", PANIC_LOG)
-    cause, decided_by = classify([hung, panic])
-    assert cause == "kernel_panic"
-    assert decided_by.startswith("Kernel panic - not syncing: Test panic triggered by crash_test module")
-
-
-def test_a_panic_from_a_machine_check_is_hardware() -> None:
-    line = "Kernel panic - not syncing: Fatal machine check"
-    assert classify([log_evidence("kdump", "dmesg", line)])[0] == "hardware"
+    found = verdict(hung, panic)
+    assert found.cause == "kernel_panic"
+    assert found.decided_by.startswith("Kernel panic - not syncing: Test panic triggered by crash_test module")
 
 
 def power(when: float, subject: str, state: State, message: str, on_battery: bool = False) -> RecordedEvent:
@@ -96,18 +100,28 @@ def test_the_report_says_how_long_the_host_ran_on_battery() -> None:
             on_battery=True,
         ),
     ]
-    evidence = power_evidence(events, last_alive=1780.0)
-    cause, decided_by = classify(evidence)
-    assert cause == "power_loss"
-    assert decided_by == (
+    found = verdict(*power_evidence(events, last_alive=1780.0), alive=1780.0)
+    assert (found.cause, found.ended_by) == ("power_loss", "power loss")
+    assert found.decided_by == (
         "power lost after 13 minutes on battery: UPS rack1 on battery (charge 100 %, runtime 1500 s); "
         "last: UPS rack1 battery low: imminent power loss (charge 10 %, runtime 120 s)"
     )
 
 
-def test_unknown_says_so_plainly() -> None:
-    assert classify([])[1] == UNKNOWN_TEXT
-    assert "power" in UNKNOWN_TEXT
+def test_unknown_says_so_plainly_and_what_would_catch_the_next_one() -> None:
+    missing = [Evidence("kdump", "/var/crash", "no dump of that boot", found=False),
+               Evidence("journal", "journalctl", "no kernel log of that boot: nothing kept", found=False)]
+    found = verdict(*missing)
+    assert found.cause == "unknown"
+    assert found.decided_by == "nothing recorded in the boot's last minutes explains its end"
+    settings = Evidence("this boot", "/proc/sys", "panic settings now: kernel.panic=0",
+                        details={"kernel.panic": "0", "kernel.hung_task_panic": "0"})
+    steps = next_steps(found, [*missing, settings], None)
+    assert steps[0].startswith("kernel.panic=0 here: a kernel that panics waits for someone to reset it")
+    assert steps[1].startswith("to catch the next one: kdump (kdump-tools on Debian")
+    assert "Storage=persistent" in steps[1]
+    assert missing_sources([*missing, settings]) == [
+        "kdump (no dump of that boot)", "journal (no kernel log of that boot: nothing kept)"]
 
 
 def test_log_evidence_quotes_the_culprit_not_the_registers() -> None:

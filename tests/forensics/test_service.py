@@ -152,6 +152,9 @@ def test_unclean_reboot_gets_one_report_naming_cause_and_evidence(host: Host) ->
     assert report["boot_id"] == BOOT_A
     assert report["cause"] == "kernel_panic"
     assert "Kernel panic - not syncing" in report["decided_by"]
+    # the same panic in pstore's records and kdump's copy is one event, seen twice
+    assert (report["deciding"]["source"], report["deciding"]["seen_in"]) == ("pstore", ["kdump"])
+    assert [e["source"] for e in report["timeline"] if e["cls"] == "panic"] == ["pstore"]
     sources = {item["source"] for item in report["evidence"]}
     assert {"pstore", "kdump", "journal", "snapshot"} <= sources
     journal_item = next(i for i in report["evidence"] if i["source"] == "journal")
@@ -161,6 +164,10 @@ def test_unclean_reboot_gets_one_report_naming_cause_and_evidence(host: Host) ->
     assert "Cause: kernel panic" in text.stdout
     for source in ("[pstore]", "[kdump]", "[snapshot]", "[journal]"):
         assert source in text.stdout
+    assert "Timeline (oldest first):" not in text.stdout
+    timeline = host.cli("report", "--timeline").stdout
+    assert "\nTimeline (oldest first):\n" in timeline
+    assert "  [pstore, kdump; " in timeline.partition("Timeline (oldest first):")[2]
     wait_for(lambda: 'hostvigil_crash_reports_total{cause="kernel_panic"} 1.0' in host.get("/metrics")[1])
     metrics = host.get("/metrics")[1]
     assert "hostvigil_boot_unclean 1.0" in metrics
@@ -217,8 +224,13 @@ def test_no_evidence_says_so_plainly(host: Host) -> None:
     wait_for(host.reports)
     report = json.loads(host.reports()[0].read_text())
     assert report["cause"] == "unknown"
-    assert "likely lost power" in report["decided_by"]
-    assert "most likely lost power" in host.cli("report").stdout
+    assert report["decided_by"] == "nothing recorded in the boot's last minutes explains its end"
+    shown = host.cli("report").stdout.splitlines()
+    assert shown[1] == "Cause: unknown"
+    assert "  - a reset with nothing recorded is power, hardware, a hypervisor or a watchdog: " \
+           "check the BMC's or hypervisor's event log for this time" in shown
+    assert any(line.startswith("Missing: pstore (no record of that boot), kdump (no dump of that boot)")
+               for line in shown), shown
 
 
 def test_a_host_that_dies_on_battery_is_reported_as_power_loss(host: Host, upsd: NutServer) -> None:

@@ -69,10 +69,10 @@ def test_a_snapshot_an_older_agent_wrote_is_still_read_and_weighed(tmp_path: Pat
     read = decode(path.read_bytes(), str(path))
     assert read["format"] == "hostvigil-snapshot/1"
     (evidence,) = snapshot_tail((read["time"], read["contributions"]["kernel"]))  # type: ignore[index]
-    assert (evidence.classes, evidence.hardware_cause) == (["panic"], False)
+    assert (evidence.classes, evidence.events[0].condition) == (["panic"], None)
     assert evidence.summary == "Kernel panic - not syncing: Fatal exception (comm tee, pid 4242)"
     (mce,) = snapshot_tail((1010.0, {"events": [{**panic, "cause": "machine_check"}]}))  # as /2 writes it
-    assert mce.hardware_cause
+    assert mce.events[0].condition == "hardware"
     path.write_bytes(encode({**old, "format": "hostvigil-snapshot/9"}))  # type: ignore[arg-type]
     with pytest.raises(SnapshotError, match="not a snapshot of hostvigil-snapshot/1 or hostvigil-snapshot/2"):
         decode(path.read_bytes(), str(path))

@@ -167,7 +167,7 @@ HWMON = _hwmon_sensors()
 IPMI = FIXTURES / "ipmi"
 KERNEL = FIXTURES / "kernel"
 CRASH = KERNEL / "crash"
-KERNEL_LOGS = _files(KERNEL, "hotsos__*")
+KERNEL_LOGS = [*_files(KERNEL, "hotsos__*"), *_files(CRASH / "reports"), *_files(CRASH / "oops")]
 PSTORE = [_read(path) for path in sorted(CRASH.glob("pstore/**/dmesg-erst-*"))]
 JOURNAL_LINES = [json.dumps(entry) for entry in json.loads(_read(CRASH / "journal/corner-cases.json"))]
 # Documentation/ABI/testing/dev-kmsg: the records of its examples, as one read() returns each.
@@ -434,6 +434,8 @@ TARGETS: tuple[Target, ...] = (
     Target("kernel.parse_pstore_name", _text([path.name for path in CRASH.glob("pstore/**/dmesg-erst-*")]),
            crash.parse_pstore_name),
     Target("kernel.parse_pstore_dmesg", _text(PSTORE), crash.parse_pstore_dmesg),
+    Target("kernel.parse_systemd_pstore_dmesg", _text(_files(CRASH / "pstore", "**/dmesg.txt")),
+           lambda text: crash.merge_pstore_parts(crash.parse_systemd_pstore_dmesg(text))),
     Target("kernel.parse_kdump_dir", _kdump(), crash.parse_kdump_dir, ()),
     Target("kernel.parse_journal_json", _one(st.one_of(json_texts(JOURNAL_LINES), texts(["\n".join(JOURNAL_LINES)]))),
            crash.parse_journal_json),

@@ -12,7 +12,7 @@ from hostvigil.collectors.ipmi import collect
 from hostvigil.collectors.ipmi.collect import IpmiCollector
 from hostvigil.collectors.ipmi.evidence import sel_evidence
 from hostvigil.collectors.ipmi.parse_sel import SelEntry, parse_ipmitool_sel, sel_timestamp
-from hostvigil.forensics.report import classify
+from hostvigil.forensics.report import decide, merge
 from hostvigil.runner import CommandRunner
 from tests.conftest import FIXTURES, fixture_paths
 
@@ -30,7 +30,7 @@ def test_the_bmc_event_log_is_evidence_but_one_supply_losing_ac_is_not_a_power_l
     assert [(e.source, e.summary, e.time) for e in evidence] == [
         ("ipmi sel", "PS1 Status: Power Supply AC lost (Power Supply)", 1519932261.0),
     ]
-    assert classify(evidence)[0] == "unknown"
+    assert decide(merge(evidence, 1519932261.0)).cause == "unknown"
 
 
 def test_sel_entries_of_this_boot_and_unreadable_logs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -58,4 +58,4 @@ def test_sel_entries_of_this_boot_and_unreadable_logs(tmp_path: Path, monkeypatc
 def test_what_a_bmc_entry_says_about_the_end_of_a_boot(sensor_type: str, event: str, cause: str) -> None:
     entry = SelEntry("1", None, "", f"{sensor_type} #0x01", sensor_type, event, True, timestamp=1000.0)
     assert entry.evidence
-    assert classify(sel_evidence([entry], None))[0] == cause
+    assert decide(merge(sel_evidence([entry], None), 1000.0)).cause == cause

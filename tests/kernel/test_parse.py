@@ -272,6 +272,12 @@ def test_keywords_never_overlap() -> None:
     ("                active_file:140909 inactive_file:149407 isolated_file:0",
      "                active_file:140909 inactive_file:149407 isolated_file:0"),
     ("Mar  3 10:00:01 host systemd[1]: Started Session 1.", "Mar  3 10:00:01 host systemd[1]: Started Session 1."),
+    # CONFIG_PRINTK_CALLER: the task or CPU id after the time (crash/reports/btrfs-zoned-hung-task-panic.txt,
+    # crash/reports/cloudflare-ipmi-hard-lockup-panic.txt)
+    ("[  739.991925][   T25] INFO: task kworker/u4:0:7 blocked for more than 122 seconds.",
+     "INFO: task kworker/u4:0:7 blocked for more than 122 seconds."),
+    ("[  904.196126] [      C6] Uhhuh. NMI received for unknown reason 3d on CPU 6.",
+     "Uhhuh. NMI received for unknown reason 3d on CPU 6."),
 ])
 def test_normalize(line: str, message: str) -> None:
     assert kmsg.normalize(line) == message
