@@ -261,8 +261,8 @@ def render(report: Mapping[str, Any], timeline: bool = False) -> str:
     if shown:
         lines += ["", "What happened:"]
         for event in shown:
-            lines.append(f"  {_stamp(event)} {_shown(event['cls'])}" + (f" x{event['count']}" if event["count"] > 1
-                                                                        else ""))
+            repeats = f" x{event['count']}" if event["count"] > 1 else ""
+            lines.append(f"  {_stamp(event)} {_shown(event['cls'])}{repeats}, in {_shown(event['where'])}")
             lines.extend(f"      > {_shown(line)}" for line in event["quote"])
     if timeline and report.get("timeline"):
         lines += ["", "Timeline (oldest first):"]
