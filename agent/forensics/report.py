@@ -374,8 +374,8 @@ def _described(event: TimelineEvent) -> str:
 def _who(culprit: Mapping[str, str]) -> str:
     parts = []
     if "function" in culprit:
-        parts.append(f"in {culprit['function']}" + (f" [{culprit['module']}]" if "module" in culprit else ""))
-    elif "module" in culprit:
+        parts.append(f"in {culprit['function']}")
+    if "module" in culprit:  # the faulting function's, or the first in the stack
         parts.append(f"module {culprit['module']}")
     if "waiting_in" in culprit:
         parts.append(f"waiting in {culprit['waiting_in']}")

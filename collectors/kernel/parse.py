@@ -45,7 +45,7 @@ _PREFIX = re.compile(
     r"|[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d(?:\.\d+)?"  # "Mar  3 10:00:01" (RFC 3164)
     r"|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?)"  # RFC 3339
     r" (?:\S+ ){0,2}?kernel(?:\[\d+\])?: |kernel: )?"  # then the host, or logread's "kern.info"
-    r"(?:<\d>)?"  # printk level in dmesg -r, pstore and vmcore-dmesg
+    r"(?:<[\dcd]>)?"  # printk level in dmesg -r, pstore and vmcore-dmesg (2.6.32's: <c> continued, <d> default)
     # printk time (12 digits of seconds at most: int() refuses thousands), dmesg -d's delta or dmesg -T's date
     r"(?:\[ *(?:(?P<sec>\d{1,12})\.(?P<frac>\d{1,9})|\+\d+\.\d+"
     r"|[A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d [\d:]{8} \d{4})\] ?)?"

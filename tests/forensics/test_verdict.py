@@ -119,6 +119,22 @@ def test_oops_dialects_of_other_architectures(name: str, header: str, function: 
     assert (found.cause, found.ended_by) == ("kernel_oops", "panic")
 
 
+def test_a_lockup_storm_long_before_a_fatal_oops_is_not_the_cause() -> None:
+    """A RHEL 6 KVM host's vmcore-dmesg: soft and hard lockups and a hung task for ~4,700 lines, then routine
+    messages, then the oops kdump caught. No printk times: the order says what came last."""
+    name = "reports/crash_dmesg-vmcore-dmesg.txt"
+    timeline = merge([kdump_of(name)], END)
+    storm = [e for e in timeline if e.cls in ("soft_lockup", "hard_lockup", "hung_task")]
+    assert len(storm) >= 10
+    found = decide(timeline)
+    assert (found.cause, found.ended_by) == ("kernel_oops", "panic")
+    assert found.decided_by == ("BUG: unable to handle kernel paging request at ffffffffffffffe0 "
+                                "(in __purge_vmap_area_lazy, module kvm, process qemu-system-x86 pid 84647)")
+    assert timeline.index(found.deciding) > max(timeline.index(e) for e in storm)  # type: ignore[arg-type]
+    assert not any(line.startswith("<d>") or "ffff88317935bb38 000000000000c0d7" in line
+                   for line in found.deciding.quote)  # type: ignore[union-attr]
+
+
 def test_a_hang_the_host_lived_on_after_is_context(tmp_path: Path) -> None:
     """A hung task 41 hours before the end (the journal's, at 725 s after boot), then the protection fault that
     took the host down (pstore's, at 148,180 s): the hang is context, not the cause, whatever its class."""
