@@ -5,20 +5,29 @@ when a collector fails or times out, its series go away (Prometheus marks them
 stale) while `hostvigil_collector_success` says 0 and the last-success
 timestamp shows their age. The last good samples are kept for snapshots,
 labelled with their age, never served as current.
+
+A scrape costs what changed since the last one. Each collector's own families
+are rendered once per change of its samples (a run that publishes the same
+samples changes nothing) and kept, with their deflated form; a body is the
+shared part (the build info, every collector's own state, and any family two
+collectors emit) rendered anew, joined with the kept parts. The gzip body is one
+gzip member made of the kept deflate blocks, so the kept parts are not
+compressed again. Every change bumps a version, and a body is served only for
+the version it was rendered from: a scrape that begins after a publish never
+gets what was there before it.
 """
 
 from __future__ import annotations
 
-import gzip
+import struct
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client.core import Metric
 from prometheus_client.exposition import choose_encoder
-from prometheus_client.registry import Collector as RegistryCollector
-from prometheus_client.registry import CollectorRegistry
 
 from hostvigil import __version__
 from hostvigil.collector import Metrics, MetricSpec, Sample
@@ -55,6 +64,11 @@ ERRORS = _collector.counter(
 TIMEOUTS = _collector.counter("timeouts_total", "Runs of the collector that exceeded their timeout.", "collector")
 BUILD_INFO = _build.gauge("info", "Always 1; the version of the running agent.", "version")
 META_METRICS = (SUCCESS, AVAILABLE, DURATION, LAST_SUCCESS, ERRORS, TIMEOUTS, BUILD_INFO)
+GZIP_LEVEL = 5
+# RFC 1952: a member header without a name or time; and deflate's empty final block that ends the joined blocks
+_GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+_FINAL_BLOCK = b"\x03\x00"
+_OPENMETRICS_EOF = b"# EOF\n"
 
 
 @dataclass
@@ -72,6 +86,7 @@ class CollectorState:
     failures_in_row: int = 0
     last_error: str = ""
     last_good: list[Sample] = field(default_factory=list)
+    version: int = 0  # of `samples`: bumped when a run publishes samples that differ from the last
 
     def meta_samples(self) -> Iterator[Sample]:
         if self.success is None:
@@ -85,25 +100,46 @@ class CollectorState:
         yield TIMEOUTS(self.timeouts_total, self.name)
 
 
+@dataclass(frozen=True)
+class _Part:
+    """A rendered run of whole families: its text, and that text as sync-flushed deflate blocks, which join."""
+
+    text: bytes
+    deflated: bytes
+
+
+@dataclass(frozen=True)
+class _Kept:
+    """A collector's own families as last rendered, for one content type."""
+
+    version: int
+    shared: frozenset[str]  # the families left to the shared part when it was rendered
+    part: _Part
+
+
 class MetricsCache:
-    """Thread-safe store of published samples with a rendered-exposition cache."""
+    """Thread-safe store of published samples, rendered by the parts that changed."""
 
     def __init__(self, collector_names: Sequence[str], clock: Callable[[], float] = time.time) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the states, the version and the bodies
+        self._render_lock = threading.Lock()  # one rendering at a time: a second scrape waits and takes its body
         self._clock = clock
         self._states = {name: CollectorState(name) for name in collector_names}
-        self._rendered: dict[tuple[str, bool], bytes] = {}
-        self._registry = CollectorRegistry(auto_describe=False)
-        self._registry.register(_CacheView(self))
+        self._version = 0  # bumped by every publish and reload
+        self._bodies: dict[tuple[str, bool], tuple[int, bytes]] = {}  # (content type, gzipped): (version, body)
+        self._kept: dict[tuple[str, str], _Kept] = {}  # (content type, collector): under the render lock
+        self._names: dict[str, tuple[int, frozenset[str]]] = {}  # collector: (version, its family names)
 
     def publish_success(self, name: str, samples: list[Sample], duration: float) -> CollectorState:
         with self._lock:
             state = self._states[name]
+            if samples != state.samples:
+                state.version += 1
             state.samples = state.last_good = samples
             state.success, state.available = True, True
             state.duration, state.last_success = duration, self._clock()
             state.failures_in_row, state.last_error = 0, ""
-            self._rendered.clear()
+            self._version += 1
             return _copy(state)
 
     def publish_failure(
@@ -111,6 +147,8 @@ class MetricsCache:
     ) -> CollectorState:
         with self._lock:
             state = self._states[name]
+            if state.samples:
+                state.version += 1
             state.samples = []
             state.success, state.available = False, not unavailable
             state.duration, state.last_error = duration, error
@@ -119,7 +157,7 @@ class MetricsCache:
                 state.errors_total += 1
             if timed_out:
                 state.timeouts_total += 1
-            self._rendered.clear()
+            self._version += 1
             return _copy(state)
 
     def track(self, collector_names: Sequence[str]) -> None:
@@ -127,24 +165,30 @@ class MetricsCache:
         their series, the others keep theirs."""
         with self._lock:
             self._states = {name: self._states.get(name) or CollectorState(name) for name in collector_names}
-            self._rendered.clear()
+            self._version += 1
 
     def states(self) -> dict[str, CollectorState]:
         with self._lock:
             return {name: _copy(state) for name, state in self._states.items()}
 
     def render(self, accept: str = "", gzipped: bool = False) -> tuple[bytes, str]:
-        """The exposition body and content type for an Accept header, rendered once per change."""
+        """The exposition body and content type for an Accept header, as of the latest publish."""
         encoder, content_type = choose_encoder(accept)
         key = (content_type, gzipped)
         with self._lock:
-            body = self._rendered.get(key)
-        if body is None:
-            body = encoder(self._registry)
-            if gzipped:
-                body = gzip.compress(body, compresslevel=5)
+            version, body = self._bodies.get(key, (-1, b""))
+            if version == self._version:
+                return body, content_type
+        with self._render_lock:
+            with self._lock:  # what this body will show, read at one version
+                version, body = self._bodies.get(key, (-1, b""))
+                if version == self._version:
+                    return body, content_type
+                version = self._version
+                states = [_copy(state) for state in self._states.values()]
+            body = self._assemble(encoder, content_type, gzipped, states)
             with self._lock:
-                self._rendered[key] = body
+                self._bodies[key] = (version, body)
         return body, content_type
 
     def samples(self) -> list[Sample]:
@@ -157,18 +201,66 @@ class MetricsCache:
                 result.extend(state.samples)
         return result
 
+    def _assemble(
+        self, encoder: Callable[[_Families], bytes], content_type: str, gzipped: bool, states: list[CollectorState]
+    ) -> bytes:
+        """The shared part (build info, the collectors' own state, families several emit), then each collector's
+        kept part, re-rendered where its samples changed since."""
+        names = {state.name: self._family_names(state) for state in states}
+        seen: set[str] = set()
+        shared: set[str] = set()
+        for family_names in names.values():
+            shared |= seen & family_names
+            seen |= family_names
+        head = [BUILD_INFO(1, __version__)]
+        for state in states:
+            head.extend(state.meta_samples())
+        head.extend(s for state in states for s in state.samples if s.metric.name in shared)
+        parts = [_part(encoder(_Families(families(head))), gzipped)]
+        for state in states:
+            mine = frozenset(shared & names[state.name])
+            kept = self._kept.get((content_type, state.name))
+            if kept is None or kept.version != state.version or kept.shared != mine:
+                own = [s for s in state.samples if s.metric.name not in mine] if mine else state.samples
+                kept = _Kept(state.version, mine, _part(encoder(_Families(families(own))), True))
+                self._kept[(content_type, state.name)] = kept
+            parts.append(kept.part)
+        for key in [key for key in self._kept if key[1] not in names]:  # collectors a reload took away
+            del self._kept[key]
+        if content_type.startswith("application/openmetrics-text"):
+            parts.append(_part(_OPENMETRICS_EOF, gzipped))
+        if not gzipped:
+            return b"".join(part.text for part in parts)
+        crc, size = 0, 0
+        for part in parts:
+            crc, size = zlib.crc32(part.text, crc), size + len(part.text)
+        deflated = b"".join(part.deflated for part in parts)
+        return _GZIP_HEADER + deflated + _FINAL_BLOCK + struct.pack("<II", crc, size & 0xFFFFFFFF)
 
-class _CacheView(RegistryCollector):
-    """prometheus_client's view of the cache: families built from the current samples."""
+    def _family_names(self, state: CollectorState) -> frozenset[str]:
+        known = self._names.get(state.name)
+        if known is None or known[0] != state.version:
+            known = self._names[state.name] = (state.version, frozenset(s.metric.name for s in state.samples))
+        return known[1]
 
-    def __init__(self, cache: MetricsCache) -> None:
-        self._cache = cache
+
+class _Families:
+    """Metric families as prometheus_client's encoders read a registry."""
+
+    def __init__(self, metrics: list[Metric]) -> None:
+        self._metrics = metrics
 
     def collect(self) -> Iterable[Metric]:
-        return families(self._cache.samples())
+        return self._metrics
 
-    def describe(self) -> Iterable[Metric]:
-        return []
+
+def _part(rendered: bytes, deflate: bool) -> _Part:
+    """A rendered run of families without the OpenMetrics end marker (the body adds it once, last)."""
+    text = rendered.removesuffix(_OPENMETRICS_EOF) if rendered != _OPENMETRICS_EOF else rendered
+    if not deflate:
+        return _Part(text, b"")
+    compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS)
+    return _Part(text, compressor.compress(text) + compressor.flush(zlib.Z_SYNC_FLUSH))
 
 
 def families(samples: Iterable[Sample]) -> list[Metric]:
