@@ -37,8 +37,9 @@ log = logging.getLogger("hostvigil")
 SYSTEM_STATE_DIR = Path("/var/lib/hostvigil")
 # READY=1 waits this long at most for the first collection round: a collector stuck on hung disks (smartctl
 # against 16 of them took two minutes) must not hold the start past systemd's TimeoutStartSec. What has not
-# finished by then is named as pending in STATUS= and the log, and its series appear when it does.
-READY_GRACE = 10.0
+# finished by then is named as pending in STATUS= and the log, and its series appear when it does. The smart
+# collector bounds its own first run below this (FIRST_ROUND_TIMEOUT), so hung disks are reported, not waited for.
+READY_GRACE = 5.0
 
 
 def wanted_collectors(config: Config, only: Sequence[str] = (), daemon: bool = True) -> list[str]:

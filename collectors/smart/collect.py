@@ -89,6 +89,14 @@ class _Outcome:
     failure: str = ""  # and which of READ_FAILURE_REASONS that is
 
 
+# The first run after a start is bounded, so that the agent is READY within seconds whatever the disks do: each
+# disk gets FIRST_ROUND_TIMEOUT and up to FIRST_ROUND_CONCURRENCY are read at once. A disk that has not answered by
+# then is in the first picture as unreadable (a timeout, which it was), and is read with its full device_timeout
+# from the next run on; the disks that answered are there at once.
+FIRST_ROUND_TIMEOUT = 3.0
+FIRST_ROUND_CONCURRENCY = 16
+
+
 class SmartCollector(Collector):
     name = "smart"
     help = "S.M.A.R.T. health of ATA, SCSI and NVMe disks through smartctl --json (smartmontools 7.0 or later)."
@@ -114,8 +122,10 @@ class SmartCollector(Collector):
         self._failures: dict[str, dict[str, int]] = {}  # label -> reason -> reads failed so far
         self._failing: dict[str, tuple[str | None, str]] = {}  # label -> (serial, reason), latched
         self._scanned: list[parse.ScanDevice] = []  # the last scan that answered
+        self._runs = 0
 
     def collect(self, ctx: Context) -> Iterator[Sample]:
+        self._runs += 1
         devices = _configured(self.config["devices"])
         if self.config["scan"]:
             scan_ok = self._scan(ctx)
@@ -183,7 +193,7 @@ class SmartCollector(Collector):
 
     def _scan(self, ctx: Context) -> bool:
         """Refresh the scanned devices; False (and the previous scan kept) if smartctl did not answer."""
-        timeout = min(self.config["device_timeout"], ctx.remaining() - _MARGIN)
+        timeout = min(self._device_timeout, ctx.remaining() - _MARGIN)
         if timeout <= 0:
             return self._scan_failed(ctx, "no time left before the collector's timeout")
         result = ctx.runner.run(["smartctl", "--scan-open", "--json"], timeout, limit=OUTPUT_LIMIT)
@@ -217,20 +227,28 @@ class SmartCollector(Collector):
         }
         to_read = [device for device in _unique(devices) if device.label not in outcomes]
         if to_read:
-            workers = min(self.config["concurrency"], len(to_read))
+            most = max(self.config["concurrency"], FIRST_ROUND_CONCURRENCY if self._runs == 1 else 0)
+            workers = min(most, len(to_read))
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="smartctl") as pool:
                 for outcome in pool.map(lambda device: self._read(ctx, device), to_read):
                     outcomes[outcome.device.label] = outcome
         return [outcomes[device.label] for device in _unique(devices)]
 
+    @property
+    def _device_timeout(self) -> float:
+        timeout: float = self.config["device_timeout"]
+        return min(timeout, FIRST_ROUND_TIMEOUT) if self._runs == 1 else timeout
+
     def _read(self, ctx: Context, device: Device) -> _Outcome:
-        timeout = min(self.config["device_timeout"], ctx.remaining() - _MARGIN)
+        timeout = min(self._device_timeout, ctx.remaining() - _MARGIN)
         if timeout <= 0:
             return _Outcome(device, None, "not read: no time left before the collector's timeout", "skipped")
         argv = ["smartctl", "--json", "-x", "-n", "standby", *(["-d", device.type] if device.type else []), device.name]
         result = ctx.runner.run(argv, timeout, limit=OUTPUT_LIMIT)
         _check_runnable(result)
         report, reason, failure = _report(result)
+        if failure == "timeout" and self._runs == 1:
+            reason += f"; at start a disk gets {FIRST_ROUND_TIMEOUT:g}s, from the next run device_timeout"
         if report is not None and not report.standby and (report.exit_status is None or report.exit_status.unreadable):
             reason = "; ".join(report.errors) or f"smartctl exit status {result.status}"
             if report.permission_denied and os.geteuid() != 0:

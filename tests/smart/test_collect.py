@@ -395,16 +395,27 @@ def test_the_run_deadline_bounds_every_disk(tmp_path: Path) -> None:
     assert fake.calls() == []
 
 
-def test_concurrency_is_bounded(tmp_path: Path) -> None:
-    disks = [f"/dev/sd{letter}" for letter in "abcdef"]
-    fake = Fake(tmp_path, {disk: {"file": str(SMARTCTL / ATA), "sleep": 0.4} for disk in disks})
-    got = fake.run(devices=disks, scan=False, concurrency=2)
-    assert all(got[("hostvigil_smart_readable", (disk,))] == 1 for disk in disks)
+def most_at_once(calls: list[tuple[str, float, list[str]]]) -> int:
     running, most = 0, 0
-    for kind, _, _ in sorted(fake.calls(), key=lambda call: (call[1], call[0] == "start")):
+    for kind, _, _ in sorted(calls, key=lambda call: (call[1], call[0] == "start")):
         running += 1 if kind == "start" else -1
         most = max(most, running)
-    assert most == 2
+    return most
+
+
+def test_concurrency_is_bounded_and_wider_in_the_start_up_round(tmp_path: Path) -> None:
+    """The first run reads up to FIRST_ROUND_CONCURRENCY disks at once (so hung ones are not waited for in
+    turn), the next ones `concurrency`."""
+    disks = [f"/dev/sd{letter}" for letter in "abcdef"]
+    fake = Fake(tmp_path, {disk: {"file": str(SMARTCTL / ATA), "sleep": 0.4} for disk in disks})
+    collector = make(devices=disks, scan=False, concurrency=2)
+    first = fake.run(collector)
+    assert all(first[("hostvigil_smart_readable", (disk,))] == 1 for disk in disks)
+    assert most_at_once(fake.calls()) == len(disks)
+    seen = len(fake.calls())
+    got = fake.run(collector)
+    assert all(got[("hostvigil_smart_readable", (disk,))] == 1 for disk in disks)
+    assert most_at_once(fake.calls()[seen:]) == 2
 
 
 def test_a_sleeping_disk_is_not_woken_and_not_served_stale(tmp_path: Path) -> None:
