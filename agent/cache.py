@@ -23,14 +23,11 @@ import struct
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from prometheus_client.core import Metric
-from prometheus_client.exposition import choose_encoder
-
-from hostvigil import __version__
-from hostvigil.collector import Metrics, MetricSpec, Sample
+from hostvigil import __version__, exposition
+from hostvigil.collector import Metrics, Sample
 
 _collector = Metrics("collector")
 _build = Metrics("build")
@@ -68,7 +65,6 @@ GZIP_LEVEL = 5
 # RFC 1952: a member header without a name or time; and deflate's empty final block that ends the joined blocks
 _GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
 _FINAL_BLOCK = b"\x03\x00"
-_OPENMETRICS_EOF = b"# EOF\n"
 
 
 @dataclass
@@ -173,7 +169,7 @@ class MetricsCache:
 
     def render(self, accept: str = "", gzipped: bool = False) -> tuple[bytes, str]:
         """The exposition body and content type for an Accept header, as of the latest publish."""
-        encoder, content_type = choose_encoder(accept)
+        content_type = exposition.negotiate(accept)
         key = (content_type, gzipped)
         with self._lock:
             version, body = self._bodies.get(key, (-1, b""))
@@ -186,7 +182,7 @@ class MetricsCache:
                     return body, content_type
                 version = self._version
                 states = [_copy(state) for state in self._states.values()]
-            body = self._assemble(encoder, content_type, gzipped, states)
+            body = self._assemble(content_type, gzipped, states)
             with self._lock:
                 self._bodies[key] = (version, body)
         return body, content_type
@@ -201,9 +197,7 @@ class MetricsCache:
                 result.extend(state.samples)
         return result
 
-    def _assemble(
-        self, encoder: Callable[[_Families], bytes], content_type: str, gzipped: bool, states: list[CollectorState]
-    ) -> bytes:
+    def _assemble(self, content_type: str, gzipped: bool, states: list[CollectorState]) -> bytes:
         """The shared part (build info, the collectors' own state, families several emit), then each collector's
         kept part, re-rendered where its samples changed since."""
         names = {state.name: self._family_names(state) for state in states}
@@ -216,19 +210,19 @@ class MetricsCache:
         for state in states:
             head.extend(state.meta_samples())
         head.extend(s for state in states for s in state.samples if s.metric.name in shared)
-        parts = [_part(encoder(_Families(families(head))), gzipped)]
+        parts = [_part(exposition.render(head, content_type), gzipped)]
         for state in states:
             mine = frozenset(shared & names[state.name])
             kept = self._kept.get((content_type, state.name))
             if kept is None or kept.version != state.version or kept.shared != mine:
                 own = [s for s in state.samples if s.metric.name not in mine] if mine else state.samples
-                kept = _Kept(state.version, mine, _part(encoder(_Families(families(own))), True))
+                kept = _Kept(state.version, mine, _part(exposition.render(own, content_type), True))
                 self._kept[(content_type, state.name)] = kept
             parts.append(kept.part)
         for key in [key for key in self._kept if key[1] not in names]:  # collectors a reload took away
             del self._kept[key]
-        if content_type.startswith("application/openmetrics-text"):
-            parts.append(_part(_OPENMETRICS_EOF, gzipped))
+        if content_type == exposition.OPENMETRICS:
+            parts.append(_part(exposition.OPENMETRICS_EOF, gzipped))
         if not gzipped:
             return b"".join(part.text for part in parts)
         crc, size = 0, 0
@@ -244,36 +238,12 @@ class MetricsCache:
         return known[1]
 
 
-class _Families:
-    """Metric families as prometheus_client's encoders read a registry."""
-
-    def __init__(self, metrics: list[Metric]) -> None:
-        self._metrics = metrics
-
-    def collect(self) -> Iterable[Metric]:
-        return self._metrics
-
-
-def _part(rendered: bytes, deflate: bool) -> _Part:
-    """A rendered run of families without the OpenMetrics end marker (the body adds it once, last)."""
-    text = rendered.removesuffix(_OPENMETRICS_EOF) if rendered != _OPENMETRICS_EOF else rendered
+def _part(text: bytes, deflate: bool) -> _Part:
+    """A rendered run of whole families, and its deflate blocks when a gzip body will be made of it."""
     if not deflate:
         return _Part(text, b"")
     compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS)
     return _Part(text, compressor.compress(text) + compressor.flush(zlib.Z_SYNC_FLUSH))
-
-
-def families(samples: Iterable[Sample]) -> list[Metric]:
-    """Group samples into prometheus_client metric families, in first-seen order."""
-    by_spec: dict[MetricSpec, Metric] = {}
-    for sample in samples:
-        spec = sample.metric
-        family = by_spec.get(spec)
-        if family is None:
-            base = spec.name.removesuffix("_total") if spec.kind == "counter" else spec.name
-            family = by_spec[spec] = Metric(base, spec.help, spec.kind)
-        family.add_sample(spec.name, dict(zip(spec.labels, sample.label_values, strict=True)), sample.value)
-    return list(by_spec.values())
 
 
 def _copy(state: CollectorState) -> CollectorState:

@@ -16,13 +16,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from hostvigil import __version__
-from hostvigil import status as agent_status
 from hostvigil.config import DEFAULT_PATH, Config, ConfigError, load, parse_listen
 from hostvigil.control import SOCKET_NAME, lock_holder
 from hostvigil.control import request as control_request
 from hostvigil.daemon import Agent, build_scheduler, state_dir, state_dir_candidates, wanted_collectors
 from hostvigil.durable import write_atomically
-from hostvigil.forensics import report as crashreport
 from hostvigil.forensics.boots import read_boot_id
 from hostvigil.forensics.service import Forensics, ReportStore
 from hostvigil.forensics.snapshots import MAX_MANUAL_REASON, printable
@@ -252,6 +250,8 @@ def _status(config: Config, as_json: bool) -> int:
         log.error("the agent (pid %s) refused: %s", reply.get("pid", pid), reply.get("error"))
         return EXIT_NO_AGENT
     found_status = reply["status"]
+    from hostvigil import status as agent_status  # noqa: PLC0415 - what `run` does not need is not loaded
+
     print(json.dumps(found_status, indent=1) if as_json else agent_status.text(agent_status.from_dict(found_status)),
           end="\n" if as_json else "")
     return 0 if found_status["healthy"] else 1
@@ -297,6 +297,8 @@ def _snapshot_here(config: Config, reason: str) -> int:
 
 
 def _report(config: Config, report_id: str | None, listing: bool, as_json: bool, timeline: bool) -> int:
+    from hostvigil.forensics import report as crashreport  # noqa: PLC0415 - what `run` does not need
+
     try:
         reports = ReportStore(state_dir(config))
     except OSError as exc:

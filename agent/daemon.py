@@ -11,7 +11,6 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from hostvigil import status as agent_status
 from hostvigil.cache import CollectorState, MetricsCache
 from hostvigil.collector import Collector, Services
 from hostvigil.config import Config, ConfigError, parse_listen
@@ -207,7 +206,7 @@ class Agent:
         """The control socket; without it the agent still runs, and `hostvigil snapshot` says it cannot reach it."""
         control = ControlServer(self.directory / SOCKET_NAME, {
             "snapshot": self._snapshot_request,
-            "status": lambda request, peer: {"status": agent_status.build(self.cache.states()).as_dict()},
+            "status": lambda request, peer: {"status": self._status()},
         })
         try:
             control.start()
@@ -373,6 +372,12 @@ class Agent:
         summary = self._summary()
         self.notifier.ready(summary)
         log.info("%s: %s", why, summary)
+
+    def _status(self) -> dict[str, Any]:
+        """The status page's model, for `hostvigil status` over the control socket."""
+        from hostvigil import status as agent_status  # noqa: PLC0415 - loaded when a person first asks
+
+        return agent_status.build(self.cache.states()).as_dict()
 
     def _summary(self) -> str:
         states = self.cache.states().values()

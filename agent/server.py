@@ -35,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import email.utils
 import logging
 import resource
 import socket
@@ -49,7 +48,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from hostvigil import __version__
-from hostvigil import status as agent_status
 from hostvigil.cache import MetricsCache
 from hostvigil.collector import HttpTally
 from hostvigil.webconfig import WebConfig
@@ -459,6 +457,8 @@ class MetricsServer:
             ok = self.ready()
             return (200 if ok else 503), b"OK\n" if ok else b"first collection round not finished\n", _TEXT, ()
         if path == "/":  # the status page, from the cache: a page view runs no collector
+            from hostvigil import status as agent_status  # noqa: PLC0415 - loaded when a person first asks
+
             body = agent_status.page(agent_status.build(self.cache.states())).encode()
             return 200, body, "text/html; charset=utf-8", (("Cache-Control", "no-store"),)
         return 404, b"not found\n", _TEXT, ()
@@ -470,7 +470,7 @@ class MetricsServer:
         """Status line, headers and body as one buffer, so that they leave in one write."""
         now = int(time.time())
         if self._date[0] != now:
-            self._date = (now, email.utils.formatdate(now, usegmt=True))
+            self._date = (now, http_date(now))
         lines = [
             f"HTTP/1.1 {status} {_STATUS.get(status, '')}",
             f"Server: hostvigil/{__version__}",
@@ -525,3 +525,15 @@ class MetricsServer:
             self._refuse(CAPACITY, "?")
             return
         log.error("metrics port: %s: %s", context.get("message", "error"), error or "")
+
+
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def http_date(when: int) -> str:
+    """The Date header's IMF-fixdate (RFC 9110 5.6.7), "Sun, 06 Nov 1994 08:49:37 GMT", in English whatever the
+    locale (the email package writes the same, for a megabyte of imports)."""
+    t = time.gmtime(when)
+    return (f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year} "
+            f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT")

@@ -7,10 +7,11 @@ import gzip
 import re
 import threading
 import zlib
+from collections.abc import Iterable
 
 import pytest
 
-from hostvigil import cache as cache_module
+from hostvigil import exposition
 from hostvigil.cache import MetricsCache
 from hostvigil.collector import Metrics, Sample
 
@@ -69,14 +70,14 @@ def test_a_run_that_publishes_the_same_samples_renders_nothing_of_its_own_again(
     cache.publish_success("small", [SEQUENCE(1, "a")], 0.1)
     cache.render()
     rendered: list[int] = []
-    real = cache_module.families
+    real = exposition.render
 
-    def counting(samples: list[Sample]) -> list[object]:
+    def counting(samples: Iterable[Sample], content_type: str) -> bytes:
         samples = list(samples)
         rendered.append(len(samples))
-        return real(samples)  # type: ignore[return-value]
+        return real(samples, content_type)
 
-    monkeypatch.setattr(cache_module, "families", counting)
+    monkeypatch.setattr(exposition, "render", counting)
     cache.publish_success("big", list(big), 0.2)  # equal samples, a new run: its duration and time change
     first, _ = cache.render()
     assert b"hostvigil_collector_duration_seconds{collector=\"big\"} 0.2" in first

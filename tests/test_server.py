@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import email.utils
 import gzip
 import http.client
 import json
@@ -35,7 +36,7 @@ from hostvigil.collector import Context, Metrics, Paths, Services, check_reading
 from hostvigil.config import ConfigError
 from hostvigil.footprint import AgentCollector
 from hostvigil.runner import CommandRunner
-from hostvigil.server import Limits, MetricsServer
+from hostvigil.server import Limits, MetricsServer, http_date
 from hostvigil.webconfig import RateLimit, WebConfig, load
 from tests.conftest import free_port, require_tool, values
 
@@ -663,3 +664,8 @@ def _query(port: int, expression: str) -> str | None:
     except OSError:
         return None
     return str(result[0]["value"][1]) if result else None
+
+
+@pytest.mark.parametrize("when", [0, 784111777, 951782400, 1796492170, 2**31, 4102444800])
+def test_the_date_header_is_the_imf_fixdate_the_email_package_writes(when: int) -> None:
+    assert http_date(when) == email.utils.formatdate(when, usegmt=True)

@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from hostvigil.collector import Collector, Context, Metrics, Sample, Unavailable
-from hostvigil.forensics.report import CAUSES
 from hostvigil.forensics.service import Forensics, ReportStore
 from hostvigil.forensics.snapshots import TRIGGERS
+
+# The causes a crash report names (report.py decides which); each has its series from the start, at 0.
+CAUSES = ("kernel_panic", "kernel_oops", "hung_system", "oom", "hardware", "power_loss", "watchdog_reset", "unknown")
 
 _boot = Metrics("boot")
 _crash = Metrics("crash")

@@ -23,7 +23,6 @@ from hostvigil.config import Config
 from hostvigil.control import private_dir
 from hostvigil.durable import write_atomically
 from hostvigil.events import Event
-from hostvigil.forensics import report as crashreport
 from hostvigil.forensics.boots import BootHistory
 from hostvigil.forensics.contents import SnapshotBuilder
 from hostvigil.forensics.evidence import Gatherer
@@ -49,6 +48,8 @@ class ReportStore:
 
     def write(self, report: dict[str, Any]) -> Path:
         private_dir(self.directory)
+        from hostvigil.forensics import report as crashreport  # noqa: PLC0415 - loaded after an unclean boot only
+
         text = crashreport.render(report, timeline=True)
         write_atomically(self.directory / f"{report['id']}.txt", text.encode(), mode=0o600)
         path = self.path(report["id"])
@@ -138,6 +139,8 @@ class Forensics:
         gatherer = Gatherer(
             self.config.paths, CommandRunner(), self.store, self.history, self.state_dir, self.collectors
         )
+        from hostvigil.forensics import report as crashreport  # noqa: PLC0415 - loaded after an unclean boot only
+
         report = crashreport.build(previous, self.boot_id, gatherer)
         try:
             path = self._with_room(lambda: self.reports.write(report))

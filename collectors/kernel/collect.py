@@ -18,8 +18,6 @@ from typing import Any, ClassVar
 
 from hostvigil import procfs
 from hostvigil.collector import BootWindow, Collector, Context, Evidence, Option, Sample, Services
-from hostvigil.collectors.kernel.backlog import read_backlog
-from hostvigil.collectors.kernel.evidence import PANIC_SYSCTLS, crash_evidence
 from hostvigil.collectors.kernel.follower import KernelTail, KmsgFollower
 from hostvigil.collectors.kernel.metrics import (
     BACKLOG_READ,
@@ -39,6 +37,7 @@ from hostvigil.collectors.kernel.metrics import (
     LINES,
     METRICS,
     PANIC_SETTING,
+    PANIC_SYSCTLS,
     PSTORE_BACKEND,
     PSTORE_MOUNTED,
     PSTORE_RECORDS,
@@ -115,6 +114,9 @@ class KernelCollector(Collector):
         return self.follower.snapshot() if self.follower is not None else {}
 
     def crash_evidence(self, boot: BootWindow) -> list[Evidence]:
+        # read once, after an unclean reboot: the crash-file parsers are not loaded in an agent that never needs them
+        from hostvigil.collectors.kernel.evidence import crash_evidence  # noqa: PLC0415
+
         return crash_evidence(boot)
 
     def collect(self, ctx: Context) -> Iterator[Sample]:
@@ -146,6 +148,8 @@ class KernelCollector(Collector):
         if not self.config.get("follow_kmsg", True):
             return
         boot_id = (ctx.read(ctx.proc("sys/kernel/random/boot_id")) or "").strip()
+        from hostvigil.collectors.kernel.backlog import read_backlog  # noqa: PLC0415 - the textfile mode's alone
+
         backlog = read_backlog(ctx.paths.dev / "kmsg", boot_id, self._state_dir)
         yield BACKLOG_READ(0 if backlog.read_error else 1)
         if backlog.read_error:

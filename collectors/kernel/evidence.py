@@ -16,12 +16,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import statistics
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from hostvigil.collector import BootWindow, Evidence, TimelineEvent
+from hostvigil.collectors.kernel.metrics import PANIC_SYSCTLS
 from hostvigil.collectors.kernel.parse import CRITICAL, parse_record
 from hostvigil.collectors.kernel.parse_crash import (
     JournalEntry,
@@ -41,15 +41,6 @@ from hostvigil.runner import CommandRunner
 MAX_TEXT = 512 * 1024  # of a crash log read as evidence (its tail holds the crash)
 QUOTE_LINES = 15
 LAST_MINUTES = 15 * 60  # snapshot events this close to the end count as evidence
-# What the kernel does on a panic and which conditions it panics on (so that kdump captures them), by sysctl
-PANIC_SYSCTLS = {
-    "kernel.panic": "sys/kernel/panic",
-    "kernel.panic_on_oops": "sys/kernel/panic_on_oops",
-    "kernel.hung_task_panic": "sys/kernel/hung_task_panic",
-    "kernel.softlockup_panic": "sys/kernel/softlockup_panic",
-    "kernel.panic_on_warn": "sys/kernel/panic_on_warn",
-    "vm.panic_on_oom": "sys/vm/panic_on_oom",
-}
 
 
 def crash_evidence(boot: BootWindow) -> list[Evidence]:
@@ -248,10 +239,10 @@ def _timed(entry: JournalEntry) -> str:
 
 
 def _journal_clock(entries: Sequence[JournalEntry]) -> float | None:
-    """The wall time of the boot's printk time 0, as the journal's entries put it (the median: a clock stepped
+    """The wall time of the boot's printk time 0, as the journal's entries put it (their median: a clock stepped
     by NTP during the boot moves a few entries only)."""
     offsets = [entry.realtime - entry.monotonic for entry in entries if entry.monotonic is not None]
-    return statistics.median(offsets) if offsets else None
+    return sorted(offsets)[len(offsets) // 2] if offsets else None
 
 
 def _with_culprit(message: str, event: Mapping[str, Any]) -> str:

@@ -70,3 +70,13 @@ METRICS = (
     BOOT_INFO, KDUMP_LOADED, KDUMP_RESERVED, PSTORE_BACKEND, PSTORE_MOUNTED, PSTORE_RECORDS, JOURNAL_KEEPS,
     PANIC_SETTING, BACKLOG_READ, FIRST_SEQUENCE,
 )
+
+# What the kernel does on a panic and which conditions it panics on (so that kdump captures them), by sysctl
+PANIC_SYSCTLS = {
+    "kernel.panic": "sys/kernel/panic",
+    "kernel.panic_on_oops": "sys/kernel/panic_on_oops",
+    "kernel.hung_task_panic": "sys/kernel/hung_task_panic",
+    "kernel.softlockup_panic": "sys/kernel/softlockup_panic",
+    "kernel.panic_on_warn": "sys/kernel/panic_on_warn",
+    "vm.panic_on_oom": "sys/vm/panic_on_oom",
+}
