@@ -193,6 +193,9 @@ class KmsgFollower(Source):
                     self.fingerprints.popitem(last=False)
                 self.tail_events.append((event, when, seen + 1))
             if live:
+                if is_critical(event):  # its counter goes out with its snapshot, not up to NOTIFY_EVERY later
+                    self._changed, self._notified = False, time.monotonic()
+                    self.on_change()
                 self.on_event(event, seen == 0)
 
     def snapshot(self) -> KernelTail:

@@ -9,11 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.metrics_core import Metric
-from prometheus_client.registry import Collector as RegistryCollector
 
-from hostvigil.cache import families
+from hostvigil import exposition
 from hostvigil.collector import CollectorError, Context, Sample, Unavailable
 from hostvigil.collectors.raid.collect import RaidCollector, RaidState, failing_online_drives, raid_changes
 from hostvigil.collectors.raid.parse import parse_controllers, parse_drives
@@ -114,13 +111,7 @@ def test_exposition_passes_promtool(tmp_path: Path, promtool: str) -> None:
     fake_tool(tmp_path / "bin", {SHOW_ALL: CONTROLLERS, DRIVES_ALL: DRIVES})
     got = samples(new_collector(), tmp_path / "bin")
 
-    class Fixed(RegistryCollector):
-        def collect(self) -> list[Metric]:
-            return families(got)
-
-    registry = CollectorRegistry()
-    registry.register(Fixed())
-    text = generate_latest(registry)
+    text = exposition.render(got, exposition.TEXT)
     check = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, check=False)
     assert check.returncode == 0, check.stdout.decode() + check.stderr.decode()
     assert b'hostvigil_raid_drive_media_errors_total{controller="0",drive="/c0/e252/s0"} 0.0' in text
