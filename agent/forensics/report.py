@@ -191,7 +191,10 @@ def next_steps(verdict: Verdict, evidence: Sequence[Evidence], last: Snapshot | 
         blocked = [e for e in events if e.cls in HANG][:3]
         steps.extend(f"{e.cls.replace('_', ' ')}: {_who(e.culprit) or e.message}" for e in blocked)
     if verdict.cause == "oom":
-        steps.append(_biggest(last) or "the OOM report lists every task's memory: see the deciding event's lines")
+        oom = next((e for e in reversed(events) if e.cls == "oom_kill"), None)
+        who = _who(oom.culprit) if oom else ""
+        steps.append(_biggest(last) or "memory ran out" + (f" ({who})" if who else "")
+                     + "; the OOM report's task list, in the JSON's lines of the event, says who held it")
     if verdict.cause == "hardware":
         found = {key: value for event in events for key, value in event.culprit.items()}
         where = [f"{key.upper() if key == 'cpu' else key} {found[key]}" for key in ("cpu", "bank", "location")
@@ -379,6 +382,8 @@ def _who(culprit: Mapping[str, str]) -> str:
         parts.append(f"waiting in {culprit['waiting_in']}")
     if "comm" in culprit:
         parts.append(f"process {culprit['comm']}" + (f" pid {culprit['pid']}" if "pid" in culprit else ""))
+    if "invoker" in culprit:  # the task whose allocation ran out of memory
+        parts.append(f"while {culprit['invoker']} allocated")
     if "cpu" in culprit:
         parts.append(f"CPU {culprit['cpu']}")
     if "device" in culprit:

@@ -60,7 +60,8 @@ _PRINTING = frozenset({
     "vpanic", "__warn", "warn_slowpath_fmt", "report_bug", "die", "oops_end", "__die", "check_panic_on_oom",
 })
 _JBD2 = re.compile(r"jbd2/(?P<device>[\w.!:-]+?)-\d+$")  # the journal thread of a filesystem: jbd2/sda1-8
-_RELEASE = re.compile(r"(?:Not tainted|Tainted: [A-Z ]*?)\s*(?P<release>\d+\.\d+[\w.+~-]*) #|Linux version (?P<v>\S+)")
+# "Tainted: G           O E ----V-------   3.10.0-229.el7.x86_64 #1": Red Hat kernels add their own taint field
+_RELEASE = re.compile(r"(?:Not tainted|Tainted: [A-Z -]*?)\s*(?P<release>\d+\.\d+[\w.+~-]*) #|Linux version (?P<v>\S+)")
 
 
 def timeline(
@@ -100,7 +101,7 @@ def culprit(event: KernelEvent) -> dict[str, str]:
     """Who and where: the process, the faulting function and its module, the CPU, bank, DIMM or device."""
     found = {"comm": event.comm, "pid": str(event.pid) if event.pid is not None else None,
              "function": event.faulting, "module": event.module, "device": event.device,
-             **{key: event.fields.get(key) for key in ("cpu", "bank", "location")}}
+             **{key: event.fields.get(key) for key in ("cpu", "bank", "location", "invoker")}}
     if event.cls == "hung_task":
         found["waiting_in"] = next((f for f in event.functions if f not in _WAITING), None)
         if event.comm and (jbd2 := _JBD2.match(event.comm)):

@@ -264,3 +264,19 @@ def test_the_disk_behind_a_device_mapper_device(tmp_path: Path) -> None:
     assert disks_behind(topology, "sda2") == "sda2 is on sda: disk sda (ST4000NM0035-1V4, serial ZC1A)"
     assert disks_behind(topology, "nvme0n1") is None
     assert read_topology(Paths().sys)  # this machine's own tree reads too
+
+
+def test_an_oom_panic_says_who_was_allocating_and_which_debug_kernel_opens_its_dump(tmp_path: Path) -> None:
+    """A Red Hat 3.10 kernel's memory cgroup OOM under panic_on_oom: no task was killed; the task allocating is
+    named, and the release comes from a task line with Red Hat's extended taint field."""
+    evidence = kdump_of("reports/linux-mm-3.10-memcg-oom-compulsory-panic.txt")
+    evidence.details["vmcore"] = "/var/crash/127.0.0.1-2017-02-09-10:00:00/vmcore"
+    evidence.details["layout"] = "redhat"
+    report = assemble(Boot("boot-a", tmp_path, END - HOUR, False), "boot-b", [evidence], None)
+    assert report["cause"] == "oom"
+    assert report["next_steps"] == [
+        "memory ran out (while DefSch0200 allocated); the OOM report's task list, in the JSON's lines of the event, "
+        "says who held it",
+        "open the dump: crash /usr/lib/debug/lib/modules/3.10.0-229.42.1.105.x86_64/vmlinux "
+        "/var/crash/127.0.0.1-2017-02-09-10:00:00/vmcore (debug kernel: kernel-debuginfo-3.10.0-229.42.1.105.x86_64)",
+    ]
