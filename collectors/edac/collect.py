@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hostvigil.collector import Collector, CollectorError, Context, Sample, Unavailable
 from hostvigil.collectors.edac.metrics import (
@@ -37,8 +37,10 @@ from hostvigil.collectors.edac.metrics import (
     UNCORRECTABLE,
     UNCORRECTABLE_NOINFO,
 )
-from hostvigil.collectors.edac.parse import COUNT_FILES, DIMM_COUNT_FILES, DIMM_TEXT_FILES, Controller, parse_controller
 from hostvigil.events import Changes, HardwareEvent
+
+if TYPE_CHECKING:
+    from hostvigil.collectors.edac.parse import Controller
 
 _CONTROLLER = re.compile(r"mc\d+")
 _CSROW = re.compile(r"csrow\d+")
@@ -80,6 +82,14 @@ class EdacCollector(Collector):
         yield from self._changes(controllers)
 
     def _read(self, ctx: Context, directory: Path) -> Controller:
+        # The parser loads once a memory controller is found: VMs and hosts without ECC memory never need it.
+        from hostvigil.collectors.edac.parse import (  # noqa: PLC0415
+            COUNT_FILES,
+            DIMM_COUNT_FILES,
+            DIMM_TEXT_FILES,
+            parse_controller,
+        )
+
         errors: list[str] = []
 
         def read_dir(folder: Path, wanted: re.Pattern[str] | tuple[str, ...]) -> dict[str, str]:

@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from hostvigil.collector import Collector, CollectorError, Context, MetricSpec, Option, Sample, Unavailable
 from hostvigil.collectors.hwmon.metrics import (
@@ -34,7 +34,9 @@ from hostvigil.collectors.hwmon.metrics import (
     SENSOR_INFO,
     VALUE_METRICS,
 )
-from hostvigil.collectors.hwmon.parse import SENSOR_FILE, UNITS, Sensor, chip_label, clean_chip_name, parse_sensor
+
+if TYPE_CHECKING:
+    from hostvigil.collectors.hwmon.parse import Sensor
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,9 @@ class HwmonCollector(Collector):
             return []
         except OSError as exc:
             raise CollectorError(f"{base}: {exc.strerror}") from None
+        # The parser loads once there are chips: a VM has none.
+        from hostvigil.collectors.hwmon.parse import chip_label, clean_chip_name  # noqa: PLC0415
+
         chips: list[Chip] = []
         seen: set[str] = set()
         for entry in entries:
@@ -115,6 +120,8 @@ class HwmonCollector(Collector):
         return None
 
     def _chip(self, ctx: Context, chip: Chip) -> Iterator[Sample]:
+        from hostvigil.collectors.hwmon.parse import parse_sensor  # noqa: PLC0415
+
         yield CHIP_INFO(1, chip.label, chip.name, chip.hwmon)
         errors = 0
         for name in sorted(chip.files, key=_natural):
@@ -196,6 +203,8 @@ def _sensor_files(folder: Path) -> Iterator[tuple[str, str, Path]]:
     Limits and settings other than those exported (beep, pulses, pwm, ...) are not read: on slow
     I2C chips every read costs time.
     """
+    from hostvigil.collectors.hwmon.parse import SENSOR_FILE, UNITS  # noqa: PLC0415
+
     try:
         entries = list(os.scandir(folder))
     except OSError:

@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from hostvigil.collector import (
     BootWindow,
@@ -36,7 +36,6 @@ from hostvigil.collector import (
     Services,
     Unavailable,
 )
-from hostvigil.collectors.ipmi.evidence import WHERE, sel_evidence
 from hostvigil.collectors.ipmi.metrics import (
     CURRENT,
     FAN_SPEED,
@@ -61,32 +60,12 @@ from hostvigil.collectors.ipmi.metrics import (
     TEMPERATURE,
     VOLTAGE,
 )
-from hostvigil.collectors.ipmi.parse import (
-    PsuStatus,
-    Sensor,
-    SensorList,
-    psu_status,
-    psu_status_from_bits,
-    redundancy_state,
-)
-from hostvigil.collectors.ipmi.parse_sel import SEL_KINDS, SelInfo, SelLog
-from hostvigil.collectors.ipmi.tools import (
-    IPMITOOL_SENSORS,
-    clock_option,
-    freeipmi_sensors_argv,
-    missing,
-    program,
-    read_sel,
-    read_sel_evidence,
-    read_sel_info,
-    run_locked,
-    sdr_cache_dir,
-    sensors_from,
-    tool_order,
-)
 from hostvigil.events import Changes, PowerEvent
-from hostvigil.procfs import parse_btime
-from hostvigil.runner import CommandResult
+
+if TYPE_CHECKING:
+    from hostvigil.collectors.ipmi.parse import PsuStatus, Sensor, SensorList
+    from hostvigil.collectors.ipmi.parse_sel import SelInfo, SelLog
+    from hostvigil.runner import CommandResult
 
 # A command is killed at its deadline and reaped for up to a second; the samples must reach the scheduler
 # before the run's own deadline.
@@ -145,6 +124,11 @@ class IpmiCollector(Collector):
 
     def crash_evidence(self, boot: BootWindow) -> list[Evidence]:
         """The SEL entries between the boot's start and this boot's, read as the collector reads the SEL."""
+        # The tools, parsers and evidence rules load when they are needed: most hosts have no BMC.
+        from hostvigil.collectors.ipmi.evidence import WHERE, sel_evidence  # noqa: PLC0415
+        from hostvigil.collectors.ipmi.tools import read_sel_evidence  # noqa: PLC0415
+        from hostvigil.procfs import parse_btime  # noqa: PLC0415
+
         try:
             entries = read_sel_evidence(
                 boot.runner, boot.started, SEL_EVIDENCE_TIMEOUT, tool=self.config["tool"],
@@ -159,6 +143,8 @@ class IpmiCollector(Collector):
         return sel_evidence(entries, this_boot)
 
     def collect(self, ctx: Context) -> Iterator[Sample | PowerEvent]:
+        from hostvigil.collectors.ipmi.tools import clock_option, sdr_cache_dir, sensors_from, tool_order  # noqa: PLC0415
+
         tools = tool_order(self.config["tool"])
         clock = clock_option(self.config["sel_clock"])
         cache_dir = sdr_cache_dir(self._cache_dir)
@@ -176,6 +162,14 @@ class IpmiCollector(Collector):
 
     def _run_first(self, ctx: Context, tools: Sequence[str], cache_dir: Path) -> tuple[str, CommandResult]:
         """The sensor listing of the first tool that is installed (the one that answered last tried first)."""
+        from hostvigil.collectors.ipmi.tools import (  # noqa: PLC0415
+            IPMITOOL_SENSORS,
+            freeipmi_sensors_argv,
+            missing,
+            program,
+            run_locked,
+        )
+
         ordered = [tool for tool in tools if tool == self._tool] + [tool for tool in tools if tool != self._tool]
         for tool in ordered:
             argv = freeipmi_sensors_argv(cache_dir) if tool == "freeipmi" else IPMITOOL_SENSORS
@@ -220,6 +214,8 @@ class IpmiCollector(Collector):
     def _supply_status(self, sensor: Sensor, label: str, kind: str) -> PsuStatus | None:
         """The state of a power supply sensor; None for other sensors. A sensor once seen with a supply state
         that now reports none (not readable, nothing asserted) is a supply that is not present."""
+        from hostvigil.collectors.ipmi.parse import PsuStatus, psu_status, psu_status_from_bits, redundancy_state  # noqa: PLC0415
+
         if kind != "power_supply" or _NOT_A_SUPPLY.search(sensor.name) or redundancy_state(sensor.events):
             return None
         status = psu_status(sensor.events)
@@ -265,6 +261,8 @@ class IpmiCollector(Collector):
 
     def _read_sel(self, ctx: Context, tool: str, cache_dir: Path, clock: str) -> None:
         """Refresh the kept SEL; on failure the previous read is kept (its time is exported) and the reason noted."""
+        from hostvigil.collectors.ipmi.tools import read_sel, read_sel_info  # noqa: PLC0415
+
         try:
             sel = read_sel(ctx.runner, tool, cache_dir, self._budget(ctx), clock=clock, dev=ctx.paths.dev)
         except CollectorError as exc:
@@ -284,6 +282,8 @@ class IpmiCollector(Collector):
     def _sel_samples(self) -> Iterator[Sample]:
         if self._sel is None or self._sel_read_at is None:
             return
+        from hostvigil.collectors.ipmi.parse_sel import SEL_KINDS  # noqa: PLC0415
+
         counts: Counter[str] = Counter()
         latest: dict[str, float] = {}
         for entry in self._sel.entries:
@@ -358,6 +358,8 @@ def _reading(sensor: Sensor, label: str) -> Iterator[Sample]:
 
 def _redundancy_lost(sensor: Sensor, kind: str) -> bool | None:
     """Whether a power supply redundancy sensor says redundancy is gone; None for other sensors (fans too)."""
+    from hostvigil.collectors.ipmi.parse import redundancy_state  # noqa: PLC0415
+
     state = redundancy_state(sensor.events)
     if state is None or not (kind == "power_supply" or _PSU_NAME.search(sensor.name)):
         return None

@@ -19,19 +19,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hostvigil.collector import CollectorError, Unavailable
-from hostvigil.collectors.ipmi.parse import SensorList, parse_freeipmi_sensors, parse_ipmitool_sdr
-from hostvigil.collectors.ipmi.parse_sel import (
-    SelEntry,
-    SelInfo,
-    SelLog,
-    parse_freeipmi_sel,
-    parse_ipmitool_sel,
-    parse_ipmitool_sel_info,
-    sel_timestamp,
-)
-from hostvigil.runner import CommandResult, CommandRunner
+
+if TYPE_CHECKING:
+    from hostvigil.collectors.ipmi.parse import SensorList
+    from hostvigil.collectors.ipmi.parse_sel import SelEntry, SelInfo, SelLog
+    from hostvigil.runner import CommandResult, CommandRunner
 
 LOCK = threading.Lock()  # one IPMI command at a time in this process: sensors, SEL, crash-report SEL reads
 # The SDR cache directory of a process without a state directory (one-shot runs), removed at exit.
@@ -102,6 +97,14 @@ def read_sel(
     if missing(result):
         raise Unavailable(f"{program(tool)} is not installed")
     text = output(result, dev)
+    # The parsers load once a BMC has answered: a host without one (or without the tools) never needs them.
+    from hostvigil.collectors.ipmi.parse_sel import (  # noqa: PLC0415
+        SelLog,
+        parse_freeipmi_sel,
+        parse_ipmitool_sel,
+        sel_timestamp,
+    )
+
     try:
         sel = parse_freeipmi_sel(text) if tool == "freeipmi" else parse_ipmitool_sel(text)
     except ValueError as exc:
@@ -116,8 +119,11 @@ def read_sel_info(runner: CommandRunner, budget: float, *, dev: Path = Path("/de
     result = run_locked(runner, IPMITOOL_SEL_INFO, budget)
     if missing(result):
         raise Unavailable("ipmitool is not installed")
+    text = output(result, dev)
+    from hostvigil.collectors.ipmi.parse_sel import parse_ipmitool_sel_info  # noqa: PLC0415
+
     try:
-        return parse_ipmitool_sel_info(output(result, dev))
+        return parse_ipmitool_sel_info(text)
     except ValueError as exc:
         raise CollectorError(f"ipmitool sel info: {exc}") from None
 
@@ -208,6 +214,8 @@ def output(result: CommandResult, dev: Path) -> str:
 def sensors_from(tool: str, result: CommandResult, dev: Path) -> SensorList:
     """The sensors in a sensor listing's output; CollectorError when it holds none or is garbage."""
     text = output(result, dev)
+    from hostvigil.collectors.ipmi.parse import parse_freeipmi_sensors, parse_ipmitool_sdr  # noqa: PLC0415
+
     try:
         sensors = parse_freeipmi_sensors(text) if tool == "freeipmi" else parse_ipmitool_sdr(text)
     except ValueError as exc:

@@ -20,10 +20,9 @@ Probes need the running daemon, so the collector is daemon-only.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any, ClassVar, TypedDict
+from typing import TYPE_CHECKING, Any, ClassVar, TypedDict
 
 from hostvigil.collector import Collector, CollectorError, Context, Option, Sample, Services, Unavailable
-from hostvigil.collectors.probe.engine import MIN_INTERVAL, REASONS, ProbeEngine, TargetReport
 from hostvigil.collectors.probe.metrics import (
     INFO,
     LOSS,
@@ -36,8 +35,11 @@ from hostvigil.collectors.probe.metrics import (
     STAT_LABELS,
     TARGET_ERROR,
 )
-from hostvigil.collectors.probe.parse import parse_targets
-from hostvigil.collectors.probe.targets import TargetWatcher
+from hostvigil.collectors.probe.parse import MIN_INTERVAL, parse_targets
+
+if TYPE_CHECKING:
+    from hostvigil.collectors.probe.engine import ProbeEngine, TargetReport
+    from hostvigil.collectors.probe.targets import TargetWatcher
 
 
 class ProbeSnapshot(TypedDict):
@@ -75,6 +77,9 @@ class ProbeCollector(Collector):
         self._problem: str | None = None
 
     def start(self, services: Services) -> None:
+        # The engine and the target watcher load when the daemon starts probing: a disabled collector never does.
+        from hostvigil.collectors.probe.targets import TargetWatcher  # noqa: PLC0415
+
         try:
             targets = parse_targets(self.config.get("targets", []))
             engine = _engine(self.config)
@@ -122,6 +127,8 @@ class ProbeCollector(Collector):
 
 
 def _engine(config: Mapping[str, Any]) -> ProbeEngine:
+    from hostvigil.collectors.probe.engine import ProbeEngine  # noqa: PLC0415
+
     interval = float(config.get("probe_interval", 1.0))
     timeout = float(config.get("probe_timeout", 1.0))
     if interval < MIN_INTERVAL:
@@ -133,6 +140,8 @@ def _engine(config: Mapping[str, Any]) -> ProbeEngine:
 
 
 def _samples(report: TargetReport) -> Iterator[Sample]:
+    from hostvigil.collectors.probe.engine import REASONS  # noqa: PLC0415
+
     label, protocol = report.target.label, report.target.protocol
     yield SENT(report.sent, label, protocol)
     yield RECEIVED(report.received, label, protocol)

@@ -49,14 +49,12 @@ from hostvigil.collectors.probe.history import (
     window_stats,
 )
 from hostvigil.collectors.probe.icmp import IcmpSocket, open_icmp
-from hostvigil.collectors.probe.parse import Target
+from hostvigil.collectors.probe.parse import MIN_INTERVAL, Target
 from hostvigil.sources import Source
 
 log = logging.getLogger("hostvigil.probe")
 
 SockAddr = tuple[Any, ...]
-
-MIN_INTERVAL = 0.01
 
 # Why a target's probes do not tell its loss, or not all of it. Several may hold at once.
 REASONS = ("resolve", "permission", "unreachable", "send_failed")

@@ -12,6 +12,8 @@ from typing import Literal
 Protocol = Literal["icmp", "tcp"]
 # The labels of the default gateways, which the engine probes beside the configured targets.
 GATEWAY_LABELS: dict[int, str] = {socket.AF_INET: "gateway", socket.AF_INET6: "gateway6"}
+# The shortest probe interval: the bound of the probe_interval option, which the engine holds to as well.
+MIN_INTERVAL = 0.01
 
 
 @dataclass(frozen=True)

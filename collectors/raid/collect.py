@@ -13,7 +13,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from hostvigil.collector import (
     Collector,
@@ -42,15 +42,11 @@ from hostvigil.collectors.raid.metrics import (
     VIRTUAL_DRIVE_STATE,
     VIRTUAL_DRIVE_STATES,
 )
-from hostvigil.collectors.raid.parse import (
-    CommandFailure,
-    Controller,
-    DriveInfo,
-    parse_controllers,
-    parse_drives,
-)
 from hostvigil.events import StorageEvent
-from hostvigil.runner import CommandResult
+
+if TYPE_CHECKING:
+    from hostvigil.collectors.raid.parse import CommandFailure, Controller, DriveInfo
+    from hostvigil.runner import CommandResult
 
 T = TypeVar("T")
 
@@ -184,6 +180,9 @@ class RaidCollector(Collector):
     def collect(self, ctx: Context) -> list[Sample | StorageEvent]:
         selector = self._selector()
         tool, result = self._run_controllers(ctx, selector)
+        # The parser loads once storcli or perccli has answered: most hosts have neither.
+        from hostvigil.collectors.raid.parse import parse_controllers, parse_drives  # noqa: PLC0415
+
         controllers, failures = _parse(result, parse_controllers)
         _note_failures(ctx, result, failures, fatal=not controllers)
         if not controllers:  # storcli present, no controller: nothing to watch, and nothing wrong

@@ -21,7 +21,7 @@ import logging
 import os
 import re
 from collections.abc import Iterator, Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from hostvigil.collector import (
     Collector,
@@ -31,8 +31,6 @@ from hostvigil.collector import (
     Sample,
     Unavailable,
 )
-from hostvigil.collectors.zfs import parse
-from hostvigil.collectors.zfs.libzfs_backend import pools_from_libzfs
 from hostvigil.collectors.zfs.metrics import (
     ALLOCATED,
     BACKEND,
@@ -57,12 +55,12 @@ from hostvigil.collectors.zfs.metrics import (
     VDEV_STATE,
     VDEV_STATES,
 )
-from hostvigil.collectors.zfs.parse import Pool, Vdev
-from hostvigil.collectors.zfs.parse_json import parse_list_json, parse_status_json
-from hostvigil.collectors.zfs.parse_status import parse_status_text
 from hostvigil.events import Changes, StorageEvent
-from hostvigil.procfs import parse_mounts
-from hostvigil.runner import CommandResult
+
+if TYPE_CHECKING:
+    from hostvigil.collectors.zfs import parse
+    from hostvigil.collectors.zfs.parse import Pool, Vdev
+    from hostvigil.runner import CommandResult
 
 log = logging.getLogger("hostvigil.zfs")
 
@@ -117,6 +115,9 @@ class ZfsCollector(Collector):
                 if backend == "libzfs":
                     raise Unavailable("the libzfs Python bindings (py-libzfs) are not installed") from None
             else:
+                # The backends' parsers load once ZFS answers: most hosts have no ZFS, or no zpool at all.
+                from hostvigil.collectors.zfs.libzfs_backend import pools_from_libzfs  # noqa: PLC0415
+
                 return pools_from_libzfs(module), "libzfs"
         if backend in ("auto", "json", "text"):
             pools, trouble = self._from_commands(ctx, backend)
@@ -147,6 +148,9 @@ class ZfsCollector(Collector):
             if status.ok:
                 if status.truncated:
                     return None, _cut(status)
+                from hostvigil.collectors.zfs import parse  # noqa: PLC0415
+                from hostvigil.collectors.zfs.parse_json import parse_list_json, parse_status_json  # noqa: PLC0415
+
                 try:
                     pools = parse_status_json(status.stdout.decode(errors="replace"))
                 except ValueError as exc:
@@ -165,6 +169,9 @@ class ZfsCollector(Collector):
         trouble = _trouble(status)
         if trouble:
             return None, trouble
+        from hostvigil.collectors.zfs import parse  # noqa: PLC0415
+        from hostvigil.collectors.zfs.parse_status import parse_status_text  # noqa: PLC0415
+
         try:
             pools = parse_status_text(status.stdout.decode(errors="replace"))
         except ValueError as exc:
@@ -185,6 +192,8 @@ class ZfsCollector(Collector):
                 return None
             # The commands hang and there is no kstat: the pools we knew are reported, state unknown.
             return [_bare(name, "UNKNOWN") for name in sorted(self._known)]
+        from hostvigil.collectors.zfs import parse  # noqa: PLC0415
+
         pools = []
         for directory in sorted(p for p in root.iterdir() if (p / "state").is_file()):
             state = ctx.parse(directory / "state", parse.parse_kstat_state) or "UNKNOWN"
@@ -257,6 +266,8 @@ def _walk(vdevs: tuple[Vdev, ...]) -> Iterator[Vdev]:
 
 def _system_pools(ctx: Context) -> dict[str, set[str]]:
     """Pools holding / or /boot, from the zfs datasets mounted there."""
+    from hostvigil.procfs import parse_mounts  # noqa: PLC0415
+
     result: dict[str, set[str]] = {}
     for mount in ctx.parse(ctx.proc("mounts"), parse_mounts) or []:
         if mount.fstype == "zfs" and mount.mountpoint in ("/", "/boot"):
@@ -265,6 +276,8 @@ def _system_pools(ctx: Context) -> dict[str, set[str]]:
 
 
 def _bare(name: str, state: str) -> Pool:
+    from hostvigil.collectors.zfs.parse import Pool  # noqa: PLC0415
+
     return Pool(name=name, state=state, status_code=None, status=None, scan=None, data_errors=None, vdevs=())
 
 

@@ -11,7 +11,8 @@ import pytest
 
 from hostvigil.cache import MetricsCache
 from hostvigil.collector import Unavailable
-from hostvigil.collectors.edac.collect import EdacCollector, parse_controller
+from hostvigil.collectors.edac.collect import EdacCollector
+from hostvigil.collectors.edac.parse import parse_controller
 from tests.conftest import RecordingHooks, fixture_paths, run_collector, run_with, values
 from tests.power_supply.test_collect import copy_tree
 

@@ -10,7 +10,8 @@ import pytest
 
 from hostvigil.cache import MetricsCache
 from hostvigil.collector import Unavailable
-from hostvigil.collectors.hwmon.collect import HwmonCollector, chip_label, clean_chip_name
+from hostvigil.collectors.hwmon.collect import HwmonCollector
+from hostvigil.collectors.hwmon.parse import chip_label, clean_chip_name
 from tests.conftest import fixture_paths, run_collector, values
 from tests.power_supply.test_collect import copy_tree, run_with
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from hostvigil.collector import BootWindow, CollectorError
-from hostvigil.collectors.ipmi import collect
+from hostvigil.collectors.ipmi import tools
 from hostvigil.collectors.ipmi.collect import IpmiCollector
 from hostvigil.collectors.ipmi.evidence import sel_evidence
 from hostvigil.collectors.ipmi.parse_sel import SelEntry, parse_ipmitool_sel, sel_timestamp
@@ -39,7 +39,7 @@ def test_sel_entries_of_this_boot_and_unreadable_logs(tmp_path: Path, monkeypatc
     def hung(*args: object, **kwargs: object) -> list[SelEntry]:
         raise CollectorError("ipmitool sel elist: no answer in 90 s")
 
-    monkeypatch.setattr(collect, "read_sel_evidence", hung)
+    monkeypatch.setattr(tools, "read_sel_evidence", hung)
     ipmi = IpmiCollector({name: option.default for name, option in IpmiCollector.options.items()})
     boot = BootWindow("boot-a", 1519862400.0, fixture_paths(tmp_path), CommandRunner(), tmp_path)
     (unread,) = ipmi.crash_evidence(boot)
