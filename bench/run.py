@@ -292,6 +292,16 @@ def _cpu(process: psutil.Process) -> float:
     return t.user + t.system + t.children_user + t.children_system
 
 
+def _thread_cpu(pid: int) -> float:
+    """CPU seconds of a process's live threads from /proc/PID/task/*/schedstat (nanoseconds, unlike the 10 ms
+    ticks of /proc/PID/stat): fine enough for one scrape."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            total += int((task / "schedstat").read_text().split()[0])
+    return total / 1e9
+
+
 def _memory(process: psutil.Process) -> tuple[float, float]:
     """RSS and PSS in MB."""
     info = process.memory_full_info()
@@ -320,18 +330,17 @@ class Scraped:
 def _interval_scrapes(procs: Sequence[Proc], count: int, interval: float) -> dict[str, Scraped]:
     """`count` scrapes of each, `interval` apart, as Prometheus spaces them; CPU taken around each scrape."""
     result = {p.name: Scraped() for p in procs}
-    processes = {p.name: p.ps for p in procs}
     next_at = time.monotonic()
     for n in range(count):
         if n:
             next_at += interval
             time.sleep(max(0.0, next_at - time.monotonic()))
         for proc in procs if n % 2 == 0 else list(reversed(procs)):
-            before = _cpu(processes[proc.name])
+            before = _thread_cpu(proc.pid)
             start = time.perf_counter()
             proc.scrape(record=False)
             result[proc.name].latencies.append(time.perf_counter() - start)
-            result[proc.name].cpu += _cpu(processes[proc.name]) - before
+            result[proc.name].cpu += _thread_cpu(proc.pid) - before
     return result
 
 
@@ -365,7 +374,7 @@ def _scrape_rows(label: str, hv: Proc, ne: Proc, interval: dict[str, Scraped], t
             _row(1, f"scrape p50, {figure}", h.p(50), a.p(50), unit="ms", note=what_note),
             _row(1, f"scrape p99, {figure}", h.p(99), a.p(99), unit="ms", note=p99_note if data is interval else ""),
             _row(1, f"CPU per scrape, {figure}", h.cpu_ms(), a.cpu_ms(), unit="ms",
-                 note="CPU ticks (10 ms) read around each scrape, summed" if data is interval
+                 note="the exporter's thread CPU (schedstat, ns) read around each scrape" if data is interval
                  else "process CPU over the loop / scrapes: background collectors included"),
         ]
     return rows
@@ -407,7 +416,7 @@ def _default_size(tmp: Path, s: Settings) -> list[Row]:
         rows.append(_row(2, f"{what}, after {s.memory_scrapes:,} tight-loop scrapes{quick}", after[hv.name][n],
                          after[ne.name][n], unit="MB", note="both scraped as often"))
     rows.append(_row(3, f"idle CPU, nobody scraping, {s.idle_seconds:g} s{quick}", idle[hv.name], idle[ne.name],
-                     "% core", "user+system (and reaped children) over the window"))
+                     unit="% core", note="user+system (and reaped children) over the window"))
     return rows
 
 
@@ -561,6 +570,7 @@ def _kernel_event(tmp: Path, s: Settings) -> list[Row]:
         kmsg._start(agent)
         snapshots = tmp / "kmsg" / "snapshots"
         seen = kmsg._event_files(snapshots)
+        first = kmsg._write_marked(kmsg._write_kmsg, f"<6>hostvigil-bench: event run {kmsg._comm()} starts")
         for _ in range(s.events):
             times = _one_event(agent, snapshots, seen)
             if None in times:
@@ -569,10 +579,15 @@ def _kernel_event(tmp: Path, s: Settings) -> list[Row]:
                 if value is not None:
                     values.append(value * 1000)
             time.sleep(kmsg.MIN_GAP + 0.05)
+        last = kmsg._write_marked(kmsg._write_kmsg, f"<6>hostvigil-bench: event run {kmsg._comm()} ends")
     finally:
         agent.stop()
+    others = last - first - 1 - s.events
     note = (f"{s.events} unique soft lockups (<2>) written to /dev/kmsg{' (--quick)' if s.quick else ''}; "
-            f"polled every ~{kmsg.POLL * 1000:.0f} ms + a scrape; missed {missed}; anchor: a plain /dev/kmsg reader")
+            f"polled every ~{kmsg.POLL * 1000:.0f} ms + a scrape; missed {missed} "
+            f"(none within {kmsg.EVENT_TIMEOUT:g} s); "
+            f"other writers logged {others:,} kernel records meanwhile (each resets the 250 ms quiet that ends a "
+            "report); anchor: a plain /dev/kmsg reader")
     rows = []
     for figure, values in zip(figures, (counter, snapshot), strict=True):
         rows.append(_row(5, f"{figure}, p50", _pct(values, 50), _pct(read, 50), unit="ms", note=note))
