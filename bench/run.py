@@ -70,6 +70,8 @@ from scrape import (
     _raise_interrupt,
 )
 
+from hostvigil.collectors.kernel.follower import FLUSH_AFTER
+
 SMOKEPING = "/usr/bin/prometheus-smokeping-prober"
 IPMI_EXPORTER = "/usr/bin/prometheus-ipmi-exporter"
 BLACKBOX = "/usr/bin/prometheus-blackbox-exporter"
@@ -366,7 +368,7 @@ def _scrape_rows(label: str, hv: Proc, ne: Proc, interval: dict[str, Scraped], t
     i_label = f"{label}, {every:g} s interval, {n} scrapes"
     t_label = f"{label}, tight loop, {s.tight_scrapes} scrapes"
     i_note = f"real {every:g} s waits: each scrape sees what collectors published meanwhile{quick}; {note}"
-    p99_note = "p99 of so few is about the max; " if n < 50 else ""
+    p99_note = "p99 of so few is about the max" if n < 50 else ""
     rows = []
     for figure, data, what_note in ((i_label, interval, i_note), (t_label, tight, note)):
         h, a = data[hv.name], data[ne.name]
@@ -592,7 +594,7 @@ def _kernel_event(tmp: Path, s: Settings) -> list[Row]:
     for figure, values in zip(figures, (counter, snapshot), strict=True):
         rows.append(_row(5, f"{figure}, p50", _pct(values, 50), _pct(read, 50), unit="ms", note=note))
         rows.append(_row(5, f"{figure}, max", max(values, default=math.nan), max(read, default=math.nan),
-                         unit="ms", note=f"includes FLUSH_AFTER {kmsg.FLUSH_AFTER * 1000:.0f} ms: a soft lockup is a "
+                         unit="ms", note=f"includes FLUSH_AFTER {FLUSH_AFTER * 1000:.0f} ms: a soft lockup is a "
                          "multi-line report" if "snapshot" in figure else ""))
     return rows
 
