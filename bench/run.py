@@ -815,7 +815,12 @@ def _smartmon_once(script: Path, output: Path) -> float:
     partial = output.with_name(f".{output.name}.tmp")
     with partial.open("wb") as out:
         proc = subprocess.Popen(["/bin/bash", str(script)], stdout=out, stderr=subprocess.DEVNULL)
-        _, status, usage = os.wait4(proc.pid, 0)
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:  # Ctrl-C: the script is stopped too, then the bench goes on stopping the rest
+            proc.kill()
+            proc.wait()
+            raise
         proc.returncode = os.waitstatus_to_exitcode(status)
     partial.replace(output)
     return usage.ru_utime + usage.ru_stime
