@@ -33,8 +33,8 @@ def test_every_disk_is_scanned_and_read_from_a_recording(tmp_path: Path) -> None
 def test_a_hung_disk_does_not_answer(tmp_path: Path) -> None:
     bin_dir = fakesmart.install(tmp_path, 3, hung=1)
     with pytest.raises(subprocess.TimeoutExpired):
-        subprocess.run([str(bin_dir / "smartctl"), "--json", "-x", "/dev/nvme0"], capture_output=True, timeout=0.5,
-                       check=False)
+        subprocess.run([str(bin_dir / "smartctl"), "--json", "-x", fakesmart.disks(3)[-1].name],
+                       capture_output=True, timeout=0.5, check=False)
     assert parse_scan(smartctl(bin_dir, "--scan-open", "--json"))
 
 
