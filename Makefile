@@ -31,14 +31,13 @@ pytest: $(VENV)/.installed
 fuzz: $(VENV)/.installed
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -p no:cacheprovider tests/fuzz $(PYTEST_ARGS)
 
-# ARGS go to bench/scrape.py, KMSG_ARGS to bench/kmsg.py (its parts 2 and 3 need root), PROBE_ARGS to
-# bench/probes.py (root: it makes network namespaces; anchor: Debian prometheus-smokeping-prober), MAIL_ARGS
-# to bench/mail.py (a real Dovecot: Debian's dovecot-imapd, dovecot-pop3d, dovecot-lmtpd).
+# One table of the figures a user reads, each against an anchor measured in the same run (bench/run.py; ARGS go
+# to it, e.g. ARGS=--quick for a run under 3 minutes; about 17 minutes in full). Root for the kernel-event rows;
+# Debian's prometheus-node-exporter, -smokeping-prober, -ipmi-exporter, -blackbox-exporter and
+# -node-exporter-collectors as the anchors. More detail, each on its own: bench/scrape.py, bench/kmsg.py (root),
+# bench/probes.py (root: network namespaces), bench/mail.py (a real Dovecot), run with .venv/bin/python.
 bench: $(VENV)/.installed
-	$(BIN)/python bench/scrape.py $(ARGS)
-	$(BIN)/python bench/kmsg.py $(KMSG_ARGS)
-	$(BIN)/python bench/probes.py $(PROBE_ARGS)
-	$(BIN)/python bench/mail.py $(MAIL_ARGS)
+	$(BIN)/python bench/run.py $(ARGS)
 
 # grafana/*.json and packaging/prometheus/hostvigil-recording-rules.yml from grafana/dashboards.py (a test fails
 # while the committed files differ from what it writes).
