@@ -62,8 +62,9 @@ test-debian-libs:
 	@[ -x .venv-debian/bin/python ] || /usr/bin/python3 -m venv --system-site-packages .venv-debian
 	.venv-debian/bin/python -m pip install -q --disable-pip-version-check --no-deps -e . \
 	  --config-settings editable_mode=strict
+	@# prometheus-client is the tests' yardstick for the exposition, not a library the agent runs on: pyproject's dev pin.
 	.venv-debian/bin/python -m pip install -q --disable-pip-version-check "pytest>=7.4" "hypothesis>=6.60" \
-	  "grafana-foundation-sdk==1769699379!11.6.0" "matplotlib>=3.6"
+	  "grafana-foundation-sdk==1769699379!11.6.0" "matplotlib>=3.6" "prometheus-client>=0.26"
 	.venv-debian/bin/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
 $(VENV)/.installed: $(SOURCES)
