@@ -22,6 +22,7 @@ log = logging.getLogger("hostvigil.probe")
 
 
 Lookup = Callable[..., list[tuple[Any, ...]]]
+MAX_SLEEP = 60.0  # seconds the watcher sleeps at most, whatever is due
 
 
 @dataclass
@@ -75,6 +76,7 @@ class TargetWatcher(Source):
         self._next: dict[str, float] = {}
         self._next_gateway = 0.0
         self._route_errors: set[str] = set()
+        self._woken = threading.Event()  # a lookup ended, or a stop was asked for
 
     def start(self) -> None:
         """Add the targets (literal addresses take effect at once), then follow names and routes on the thread."""
@@ -90,11 +92,30 @@ class TargetWatcher(Source):
         super().start()
 
     def run(self) -> None:
-        """Look names and routes up, ten times a second; a failure (a bad route file, an odd lookup result) is
-        retried after the Source's backoff."""
+        """Look names and routes up when they are due, and take a lookup's answer as it comes (the thread sleeps
+        in between: an idle agent wakes for nothing); a failure (a bad route file, an odd lookup result) is retried
+        after the Source's backoff."""
         self.running()
-        while not self.stopping.wait(0.1):
-            self.tick(time.monotonic())
+        while not self.stopping.is_set():
+            self._woken.clear()  # before the tick: a lookup that ends during it cuts the next wait short
+            now = time.monotonic()
+            self.tick(now)
+            self._woken.wait(max(0.0, self.due(now) - time.monotonic()))
+
+    def wake(self) -> None:
+        self._woken.set()
+
+    def due(self, now: float) -> float:
+        """When the next tick has something to do: a lookup or gateway read falling due, or a lookup that is still
+        out becoming late (an answer wakes the thread before)."""
+        times = [self._next_gateway if self.proc is not None else math.inf, now + MAX_SLEEP]
+        for label in self.targets:
+            lookup = self._lookups.get(label)
+            if lookup is None:
+                times.append(self._next[label])
+            elif not lookup.late_noted:
+                times.append(lookup.started + self.resolve_timeout)
+        return min(times)
 
     def tick(self, now: float) -> None:
         for label, target in self.targets.items():
@@ -121,6 +142,7 @@ class TargetWatcher(Source):
                 lookup.error = f"{target.host}: {exc}"
             finally:
                 lookup.done = True
+                self._woken.set()
 
         lookup = _Lookup(threading.Thread(target=work, name=f"resolve-{target.label}", daemon=True), now)
         lookup.thread.start()
