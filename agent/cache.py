@@ -6,15 +6,19 @@ stale) while `hostvigil_collector_success` says 0 and the last-success
 timestamp shows their age. The last good samples are kept for snapshots,
 labelled with their age, never served as current.
 
-A scrape costs what changed since the last one. Each collector's own families
-are rendered once per change of its samples (a run that publishes the same
-samples changes nothing) and kept, with their deflated form; a body is the
-shared part (the build info, every collector's own state, and any family two
-collectors emit) rendered anew, joined with the kept parts. The gzip body is one
-gzip member made of the kept deflate blocks, so the kept parts are not
-compressed again. Every change bumps a version, and a body is served only for
-the version it was rendered from: a scrape that begins after a publish never
-gets what was there before it.
+A scrape costs what changed since the last one, and little of that. Each
+collector's own families are rendered once per change of its samples (a run that
+publishes the same samples changes nothing) and kept, with their deflated form.
+They are rendered ahead, on the publishing collector's thread, in every format
+scraped so far, so a scrape finds them ready; every collector's interval is at
+least the usual 15 s scrape interval (the UPS's 2 s aside, which republishes the
+same samples without a UPS), so this costs no more CPU than rendering at the
+scrape, and keeps it off the scrape's path. A body is the shared part (the build
+info, every collector's own state, and any family two collectors emit) rendered
+anew, joined with the kept parts. The gzip body is one gzip member made of the
+kept deflate blocks, so the kept parts are not compressed again. Every change
+bumps a version, and a body is served only for the version it was rendered
+from: a scrape that begins after a publish never gets what was there before it.
 """
 
 from __future__ import annotations
@@ -123,27 +127,35 @@ class MetricsCache:
         self._states = {name: CollectorState(name) for name in collector_names}
         self._version = 0  # bumped by every publish and reload
         self._bodies: dict[tuple[str, bool], tuple[int, bytes]] = {}  # (content type, gzipped): (version, body)
-        self._kept: dict[tuple[str, str], _Kept] = {}  # (content type, collector): under the render lock
-        self._names: dict[str, tuple[int, frozenset[str]]] = {}  # collector: (version, its family names)
+        # Under the render lock: (content type, collector): its kept part; the content types scraped so far; and
+        # collector: (version, its family names).
+        self._kept: dict[tuple[str, str], _Kept] = {}
+        self._formats: set[str] = set()
+        self._names: dict[str, tuple[int, frozenset[str]]] = {}
 
     def publish_success(self, name: str, samples: list[Sample], duration: float) -> CollectorState:
         with self._lock:
             state = self._states[name]
-            if samples != state.samples:
+            changed = samples != state.samples
+            if changed:
                 state.version += 1
             state.samples = state.last_good = samples
             state.success, state.available = True, True
             state.duration, state.last_success = duration, self._clock()
             state.failures_in_row, state.last_error = 0, ""
             self._version += 1
-            return _copy(state)
+            published = _copy(state)
+        if changed:
+            self._render_ahead()
+        return published
 
     def publish_failure(
         self, name: str, error: str, duration: float, *, timed_out: bool = False, unavailable: bool = False
     ) -> CollectorState:
         with self._lock:
             state = self._states[name]
-            if state.samples:
+            changed = bool(state.samples)
+            if changed:
                 state.version += 1
             state.samples = []
             state.success, state.available = False, not unavailable
@@ -154,7 +166,10 @@ class MetricsCache:
             if timed_out:
                 state.timeouts_total += 1
             self._version += 1
-            return _copy(state)
+            published = _copy(state)
+        if changed:
+            self._render_ahead()
+        return published
 
     def track(self, collector_names: Sequence[str]) -> None:
         """Keep states for exactly these collectors (a config reload): new ones start empty, those gone go with
@@ -182,10 +197,23 @@ class MetricsCache:
                     return body, content_type
                 version = self._version
                 states = [_copy(state) for state in self._states.values()]
+            self._formats.add(content_type)
             body = self._assemble(content_type, gzipped, states)
             with self._lock:
                 self._bodies[key] = (version, body)
         return body, content_type
+
+    def _render_ahead(self) -> None:
+        """Bring the kept parts up to date in every format scraped so far, on the publishing thread."""
+        with self._render_lock:
+            if not self._formats:
+                return
+            with self._lock:
+                states = [_copy(state) for state in self._states.values()]
+            shared = self._shared(states)
+            for content_type in self._formats:
+                for state in states:
+                    self._kept_part(content_type, state, shared)
 
     def samples(self) -> list[Sample]:
         """Everything served right now, meta-metrics included."""
@@ -200,25 +228,14 @@ class MetricsCache:
     def _assemble(self, content_type: str, gzipped: bool, states: list[CollectorState]) -> bytes:
         """The shared part (build info, the collectors' own state, families several emit), then each collector's
         kept part, re-rendered where its samples changed since."""
-        names = {state.name: self._family_names(state) for state in states}
-        seen: set[str] = set()
-        shared: set[str] = set()
-        for family_names in names.values():
-            shared |= seen & family_names
-            seen |= family_names
+        shared = self._shared(states)
         head = [BUILD_INFO(1, __version__)]
         for state in states:
             head.extend(state.meta_samples())
         head.extend(s for state in states for s in state.samples if s.metric.name in shared)
         parts = [_part(exposition.render(head, content_type), gzipped)]
-        for state in states:
-            mine = frozenset(shared & names[state.name])
-            kept = self._kept.get((content_type, state.name))
-            if kept is None or kept.version != state.version or kept.shared != mine:
-                own = [s for s in state.samples if s.metric.name not in mine] if mine else state.samples
-                kept = _Kept(state.version, mine, _part(exposition.render(own, content_type), True))
-                self._kept[(content_type, state.name)] = kept
-            parts.append(kept.part)
+        parts += [self._kept_part(content_type, state, shared) for state in states]
+        names = {state.name for state in states}
         for key in [key for key in self._kept if key[1] not in names]:  # collectors a reload took away
             del self._kept[key]
         if content_type == exposition.OPENMETRICS:
@@ -230,6 +247,27 @@ class MetricsCache:
             crc, size = zlib.crc32(part.text, crc), size + len(part.text)
         deflated = b"".join(part.deflated for part in parts)
         return _GZIP_HEADER + deflated + _FINAL_BLOCK + struct.pack("<II", crc, size & 0xFFFFFFFF)
+
+    def _shared(self, states: list[CollectorState]) -> frozenset[str]:
+        """The families more than one collector emits: they are rendered together, in the shared part."""
+        seen: set[str] = set()
+        shared: set[str] = set()
+        for state in states:
+            family_names = self._family_names(state)
+            shared |= seen & family_names
+            seen |= family_names
+        return frozenset(shared)
+
+    def _kept_part(self, content_type: str, state: CollectorState, shared: frozenset[str]) -> _Part:
+        """A collector's own families in a content type, rendered again only if its samples or the shared families
+        among them changed."""
+        mine = shared & self._family_names(state)
+        kept = self._kept.get((content_type, state.name))
+        if kept is None or kept.version != state.version or kept.shared != mine:
+            own = [s for s in state.samples if s.metric.name not in mine] if mine else state.samples
+            kept = _Kept(state.version, mine, _part(exposition.render(own, content_type), True))
+            self._kept[(content_type, state.name)] = kept
+        return kept.part
 
     def _family_names(self, state: CollectorState) -> frozenset[str]:
         known = self._names.get(state.name)

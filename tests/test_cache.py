@@ -90,6 +90,34 @@ def test_a_run_that_publishes_the_same_samples_renders_nothing_of_its_own_again(
     assert second.count(b"hostvigil_test_events_total{") == 500
 
 
+def test_what_changed_is_rendered_by_the_publish_and_the_scrape_only_joins(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A publish renders its collector's families in the formats scraped so far, on the publishing thread; the scrape
+    that follows renders only the shared part (build info and the collectors' state), whatever changed."""
+    cache = MetricsCache(["big", "small"])
+    cache.publish_success("big", [EVENTS(n, f"k{n}") for n in range(500)], 0.1)
+    cache.publish_success("small", [SEQUENCE(1, "a")], 0.1)
+    cache.render(OPENMETRICS, gzipped=True)  # the format Prometheus asks for
+    rendered: list[tuple[int, str]] = []
+    real = exposition.render
+
+    def counting(samples: Iterable[Sample], content_type: str) -> bytes:
+        samples = list(samples)
+        rendered.append((len(samples), threading.current_thread().name))
+        return real(samples, content_type)
+
+    monkeypatch.setattr(exposition, "render", counting)
+    publisher = threading.Thread(
+        target=cache.publish_success, args=("big", [EVENTS(n + 1, f"k{n}") for n in range(500)], 0.2), name="big"
+    )
+    publisher.start()
+    publisher.join()
+    assert rendered == [(500, "big")]
+    rendered.clear()
+    body, _ = cache.render(OPENMETRICS, gzipped=True)
+    assert [count for count, _ in rendered] == [1 + 2 * 6]  # build info, two collectors' six meta samples each
+    assert b"hostvigil_test_events_total{kind=\"k499\"} 500.0" in gzip.decompress(body)
+
+
 def test_the_gzip_body_is_one_member_and_a_family_two_collectors_emit_appears_once() -> None:
     cache = MetricsCache(["smart", "raid"])
     cache.publish_success("smart", [SHARED(1, "sda"), SEQUENCE(1, "smart")], 0.1)
