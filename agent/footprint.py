@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import os
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-
-import psutil
 
 from hostvigil.collector import Collector, Context, HttpTally, Metrics, Sample, Services
 from hostvigil.sources import Sources
@@ -80,7 +79,6 @@ class AgentCollector(Collector):
 
     def __init__(self, options: dict[str, object]) -> None:
         super().__init__(options)
-        self._process = psutil.Process()
         self._uevents: Mapping[str, int] = {}
         self._sources = Sources()
         self._http: HttpTally | None = None
@@ -97,13 +95,12 @@ class AgentCollector(Collector):
     def collect(self, ctx: Context) -> Iterator[Sample]:
         if self._mode == "daemon":
             return_free_memory()
-        with self._process.oneshot():
-            cpu = self._process.cpu_times()
-            yield RSS(self._process.memory_info().rss)
-            yield CPU(cpu.user, "user")
-            yield CPU(cpu.system, "system")
-            yield THREADS(self._process.num_threads())
-            yield FDS(self._process.num_fds())
+        cpu = os.times()  # the whole process's, every thread's
+        yield RSS(resident_bytes())
+        yield CPU(cpu.user, "user")
+        yield CPU(cpu.system, "system")
+        yield THREADS(len(os.listdir("/proc/self/task")))
+        yield FDS(len(os.listdir("/proc/self/fd")))
         yield STUCK(len(ctx.runner.stuck()))
         yield MODE(1, self._mode)
         for subsystem, count in sorted(dict(self._uevents).items()):
@@ -118,6 +115,13 @@ class AgentCollector(Collector):
             for reason, count in sorted(dict(self._http.refused).items()):
                 yield HTTP_REFUSED(count, reason)
             yield HTTP_CONNECTIONS(self._http.connections)
+
+
+def resident_bytes() -> int:
+    """This process's resident memory, as top and psutil count it (the second field of /proc/self/statm, in pages).
+    The kernel's files rather than psutil, whose ~0.8 MB of imports the agent would carry for these four figures."""
+    with open("/proc/self/statm", "rb") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def return_free_memory() -> bool:

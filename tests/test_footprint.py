@@ -4,6 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
+from pathlib import Path
+
+import psutil
+
+from hostvigil.collector import Paths, Services
+from hostvigil.footprint import AgentCollector
+from tests.conftest import run_with, values
 
 # In an interpreter of its own, whose heap is as the agent's is after start-up (a test run's heap has holes the
 # blocks could land in, and then glibc returns them by itself): 32 MB of 64 KB blocks, each followed by a small
@@ -30,3 +38,24 @@ def test_freed_heap_goes_back_to_the_kernel() -> None:
     ).stdout.split()
     assert trimmed == "True"
     assert int(given_back) >= 16, f"{given_back} MB given back of 32"
+
+
+def test_the_footprint_is_what_psutil_sees() -> None:
+    """The agent reads its own figures from /proc and os.times(); psutil, which it no longer imports, agrees."""
+    footprint = AgentCollector({})
+    footprint.start(Services(Paths(), Path("/nonexistent"), ""))
+    stop = threading.Event()
+    extra = threading.Thread(target=stop.wait)  # one thread more than the test's own
+    extra.start()
+    try:
+        got = values(run_with(footprint, Paths()))
+        process = psutil.Process()
+        rss, cpu, threads = process.memory_info().rss, process.cpu_times(), process.num_threads()
+    finally:
+        stop.set()
+        extra.join()
+    assert abs(got[("hostvigil_agent_resident_memory_bytes", ())] - rss) < 4 * 1024 * 1024
+    assert got[("hostvigil_agent_threads", ())] == threads >= 2
+    assert 0 < got[("hostvigil_agent_cpu_seconds_total", ("user",))] <= cpu.user
+    assert 0 <= got[("hostvigil_agent_cpu_seconds_total", ("system",))] <= cpu.system
+    assert got[("hostvigil_agent_open_fds", ())] >= 3
