@@ -1,26 +1,68 @@
 """Kernel uevents: a disk removed, a power supply changed, a link added, and the collectors that care run at once.
 
 udevd is not always running (containers, rescue systems, this agent's own test
-machines), so the monitor listens on the kernel's own netlink source, not on
-udev's re-broadcast: the events carry fewer properties, but only the subsystem
-and action are needed to decide which collector to run.
+machines), so the listener reads the kernel's own netlink messages, not udev's
+re-broadcast: they carry fewer properties, but only the subsystem and action are
+needed to decide which collector to run. The message is a stable kernel format
+(lib/kobject_uevent.c: "ACTION@DEVPATH", then KEY=VALUE fields, each ending in a
+NUL), read on a plain socket: no library is needed for it (pyudev and libudev
+cost the agent ~0.5 MB for this).
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import select
+import socket
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-
-import pyudev
+from typing import NamedTuple
 
 log = logging.getLogger(__name__)
 
 # A storm of events (a shelf of disks coming back) runs each collector at most this often.
 MIN_SPACING = 1.0
+NETLINK_KOBJECT_UEVENT = 15  # linux/netlink.h
+KERNEL_GROUP = 1  # the kernel's own messages; udevd re-broadcasts on group 2, in a format of its own
+RECEIVE_BUFFER = 1 << 20  # a shelf of disks announces a few hundred messages of ~0.3 KB at once
+MESSAGE_BYTES = 8192  # the kernel's UEVENT_BUFFER_SIZE is 2048
+
+
+class Uevent(NamedTuple):
+    subsystem: str
+    action: str
+    name: str  # the device's name: the last part of its path (sda, eth0, BAT0)
+
+
+def parse_uevent(data: bytes) -> Uevent | None:
+    """A kernel uevent message (b"add@/devices/...\\0ACTION=add\\0DEVPATH=...\\0SUBSYSTEM=block\\0..."); None for a
+    message that is not one (no ACTION@DEVPATH head, or no SUBSYSTEM): it is skipped, never an error."""
+    head, _, rest = data.partition(b"\0")
+    action, at, devpath = head.partition(b"@")
+    if not at or not action or not devpath.startswith(b"/"):
+        return None
+    fields = dict(field.partition(b"=")[::2] for field in rest.split(b"\0") if b"=" in field)
+    subsystem = fields.get(b"SUBSYSTEM")
+    if not subsystem:
+        return None
+    path = fields.get(b"DEVPATH") or devpath
+    return Uevent(subsystem.decode(errors="replace"), (fields.get(b"ACTION") or action).decode(errors="replace"),
+                  path.rstrip(b"/").rpartition(b"/")[2].decode(errors="replace"))
+
+
+def open_uevent_socket() -> socket.socket:
+    """A NETLINK_KOBJECT_UEVENT socket on the kernel's group: every uevent of this network namespace."""
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, NETLINK_KOBJECT_UEVENT)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+        sock.bind((0, KERNEL_GROUP))  # port 0: the kernel picks one
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 class UeventListener:
@@ -42,12 +84,12 @@ class UeventListener:
         if not self.by_subsystem:
             return False
         try:
-            monitor = pyudev.Monitor.from_netlink(pyudev.Context(), source="kernel")
-            monitor.start()
-        except (OSError, pyudev.DeviceNotFoundError, ImportError) as exc:
-            log.warning("kernel uevents not available (%s): collectors run on their intervals only", exc)
+            sock = open_uevent_socket()
+        except OSError as exc:
+            log.warning("kernel uevents not available (%s): collectors run on their intervals only",
+                        exc.strerror or exc)
             return False
-        self._thread = threading.Thread(target=self._follow, args=(monitor,), name="uevents", daemon=True)
+        self._thread = threading.Thread(target=self._follow, args=(sock,), name="uevents", daemon=True)
         self._thread.start()
         return True
 
@@ -100,21 +142,26 @@ class UeventListener:
         self._last_run[collector] = now
         self.collect_now(collector)
 
-    def _follow(self, monitor: pyudev.Monitor) -> None:
-        # Filters are not set on the socket: libudev's filters match udev's message
-        # format, not the kernel's, so subsystems are picked here.
+    def _follow(self, sock: socket.socket) -> None:
         wait = 0.5
-        while not self._stopping.is_set():
-            try:
-                ready, _, _ = select.select([monitor], [], [], wait)
-                next_due = self.run_deferred(time.monotonic())
-                wait = 0.5 if next_due is None else min(0.5, next_due)
-                if not ready:
+        try:
+            while not self._stopping.is_set():
+                try:
+                    ready, _, _ = select.select([sock], [], [], wait)
+                    next_due = self.run_deferred(time.monotonic())
+                    wait = 0.5 if next_due is None else min(0.5, next_due)
+                    if not ready:
+                        continue
+                    data, (sender, _) = sock.recvfrom(MESSAGE_BYTES, socket.MSG_DONTWAIT)
+                except BlockingIOError:
                     continue
-                device = monitor.poll(timeout=0)
-            except OSError as exc:  # ENOBUFS: events were lost in a storm; the next ones still count
-                log.warning("kernel uevents: %s", exc, extra={"repeat_key": ("uevents", exc.errno)})
-                continue
-            if device is None or device.subsystem is None:
-                continue
-            self.handle(device.subsystem, device.action or "", device.sys_name, time.monotonic())
+                except OSError as exc:  # ENOBUFS: events were lost in a storm; the next ones still count
+                    log.warning("kernel uevents: %s", "the kernel dropped events (socket buffer full)"
+                                if exc.errno == errno.ENOBUFS else exc.strerror or exc,
+                                extra={"repeat_key": ("uevents", exc.errno)})
+                    continue
+                event = parse_uevent(data) if sender == 0 else None  # port 0 is the kernel; only root can send as it
+                if event is not None:
+                    self.handle(event.subsystem, event.action, event.name, time.monotonic())
+        finally:
+            sock.close()

@@ -48,6 +48,7 @@ def test_the_package_installs_runs_and_purges_clean(tmp_path: Path) -> None:
     depends = sh("dpkg-deb", "-f", str(deb), "Depends").stdout
     assert "python3-prometheus-client" not in depends, depends  # hostvigil.exposition writes the formats
     assert "python3-psutil" not in depends, depends  # the footprint is read from /proc
+    assert "python3-pyudev" not in depends, depends  # uevents are read on a plain netlink socket
     assert "python3-sdnotify (>= 0.3.1)" in depends, depends
     purge()
     try:

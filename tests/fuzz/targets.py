@@ -21,7 +21,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from hostvigil import procfs
+from hostvigil import procfs, uevents
 from hostvigil.collector import MetricSpec
 from hostvigil.collectors.edac import parse as edac
 from hostvigil.collectors.hwmon import parse as hwmon
@@ -231,6 +231,8 @@ NET_DEVICES = [
 RTNL = [path.read_bytes() for path in sorted(NETWORK.glob("*__rtnl_*.bin"))]
 RTNL_LINKS = [message.payload for data in RTNL for message in rtnl.split_messages(data)
               if message.type in (rtnl.RTM_NEWLINK, rtnl.RTM_DELLINK)]
+# Datagrams this machine's kernel sent on a NETLINK_KOBJECT_UEVENT socket.
+UEVENTS = [path.read_bytes() for path in sorted((FIXTURES / "uevents").glob("*.bin"))]
 POWER_SUPPLIES = [(folder.name, _directory(folder)) for folder in sorted(TREES.glob("*/sys/class/power_supply/*"))]
 
 UPS = FIXTURES / "ups/upsd-2.8.0"
@@ -484,6 +486,7 @@ TARGETS: tuple[Target, ...] = (
            route.parse_route),
     Target("network.rtnl_datagram", _one(byte_strings(RTNL)), _rtnl),
     Target("network.rtnl_parse_link", _one(byte_strings(RTNL_LINKS)), _rtnl_link),
+    Target("uevents.parse_uevent", _one(byte_strings(UEVENTS)), uevents.parse_uevent, raises=()),
     Target("network.parse_ipv6_route", _text([_read(p) for p in sorted(TREES.glob("*/proc/net/ipv6_route"))]),
            route.parse_ipv6_route),
     # probe
