@@ -19,7 +19,7 @@ from hostvigil import __version__
 from hostvigil.config import DEFAULT_PATH, Config, ConfigError, load, parse_listen
 from hostvigil.control import SOCKET_NAME, lock_holder
 from hostvigil.control import request as control_request
-from hostvigil.daemon import Agent, build_scheduler, state_dir, state_dir_candidates, wanted_collectors
+from hostvigil.daemon import Agent, build_scheduler, state_dir, state_dir_candidates, wanted_collectors, web_config
 from hostvigil.durable import write_atomically
 from hostvigil.forensics.boots import read_boot_id
 from hostvigil.forensics.service import Forensics, ReportStore
@@ -28,7 +28,6 @@ from hostvigil.logs import setup as setup_logging
 from hostvigil.registry import REGISTRY
 from hostvigil.scheduler import Scheduler
 from hostvigil.signals import Signals
-from hostvigil.webconfig import load as load_web_config
 
 log = logging.getLogger("hostvigil")
 
@@ -52,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "web_config_file", None):
             config = dataclasses.replace(config, web_config_file=args.web_config_file)
         if args.command in ("run", "check-config") and config.web_config_file:
-            load_web_config(config.web_config_file)
+            web_config(config.web_config_file)
         _check_collector_names(getattr(args, "collector", None) or ())
     except ConfigError as exc:
         for problem in exc.problems:  # every problem of the file, one line each

@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hostvigil.cache import CollectorState, MetricsCache
 from hostvigil.collector import Collector, Services
@@ -28,8 +28,9 @@ from hostvigil.scheduler import Job, Scheduler
 from hostvigil.server import MetricsServer
 from hostvigil.signals import Signals
 from hostvigil.uevents import UeventListener
-from hostvigil.webconfig import WebConfig
-from hostvigil.webconfig import load as load_web_config
+
+if TYPE_CHECKING:
+    from hostvigil.webconfig import WebConfig
 
 log = logging.getLogger("hostvigil")
 
@@ -39,6 +40,16 @@ SYSTEM_STATE_DIR = Path("/var/lib/hostvigil")
 # finished by then is named as pending in STATUS= and the log, and its series appear when it does. The smart
 # collector bounds its own first run below this (FIRST_ROUND_TIMEOUT), so hung disks are reported, not waited for.
 READY_GRACE = 5.0
+
+
+def web_config(path: Path | None) -> WebConfig | None:
+    """The web config file read, if one is named; hostvigil.webconfig (and TLS and basic auth with it) is only
+    imported then."""
+    if path is None:
+        return None
+    from hostvigil.webconfig import load  # noqa: PLC0415 - ~1 MB that a plain endpoint does not need
+
+    return load(path)
 
 
 def wanted_collectors(config: Config, only: Sequence[str] = (), daemon: bool = True) -> list[str]:
@@ -146,7 +157,7 @@ class Agent:
         host, port = parse_listen(self.listen)
         forensics = self.forensics
         collectors = self.collectors
-        web = load_web_config(self.config.web_config_file) if self.config.web_config_file else None
+        web = web_config(self.config.web_config_file)
         server = MetricsServer((host, port), self.cache, self._healthy, lambda: self._ready, web)
         self._server = server
         if forensics is not None:
@@ -260,7 +271,7 @@ class Agent:
             return
         try:
             new = self._load_config()
-            web = load_web_config(new.web_config_file) if new.web_config_file else None
+            web = web_config(new.web_config_file)
         except (ConfigError, OSError) as exc:
             log.error("received SIGHUP: config refused, the running one stays: %s", exc)
             return

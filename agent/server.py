@@ -44,14 +44,16 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from hostvigil import __version__
 from hostvigil.cache import MetricsCache
 from hostvigil.collector import HttpTally
-from hostvigil.webconfig import WebConfig
-from hostvigil.webgate import AUTH_BUSY, UNAUTHORIZED, WebGate, san_allowed
+
+if TYPE_CHECKING:  # imported with a web config only: TLS and basic auth cost ~1 MB that a plain endpoint does not
+    from hostvigil.webconfig import WebConfig
+    from hostvigil.webgate import WebGate
 
 log = logging.getLogger("hostvigil.server")
 
@@ -61,6 +63,8 @@ DEADLINE = "deadline"  # a request (or TLS handshake) did not arrive whole in ti
 TLS = "tls"  # the TLS handshake failed, or the client certificate's names are not allowed
 RATE_LIMITED = "rate_limited"  # over the web config's rate_limit (429)
 BAD_REQUEST = "bad_request"  # not a request this server takes: malformed, too large, an unknown method
+UNAUTHORIZED = "unauthorized"  # basic auth missing or wrong (401); decided by the web gate
+AUTH_BUSY = "auth_busy"  # too many password checks waiting (503); decided by the web gate
 REASONS = (CAPACITY, DEADLINE, TLS, UNAUTHORIZED, AUTH_BUSY, RATE_LIMITED, BAD_REQUEST)
 
 # Connections the kernel queues before they are accepted: a burst of clients reconnecting at once past a short
@@ -155,8 +159,8 @@ class MetricsServer:
         if soft_files != resource.RLIM_INFINITY and limits.connections > soft_files // 2:
             limits = dataclasses.replace(limits, connections=max(8, soft_files // 2))
         self.limits = limits
-        self.gate = WebGate(web, auth_checks_waiting=limits.auth_checks_waiting,
-                            reload_interval=limits.reload_interval)
+        self.gate: WebGate | None = None  # made with the first web config
+        self.use_web(web)
         self.tally = HttpTally(requests={}, refused=dict.fromkeys(REASONS, 0))
         family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self._socket = socket.socket(family, socket.SOCK_STREAM)
@@ -188,7 +192,7 @@ class MetricsServer:
     @property
     def web(self) -> WebConfig | None:
         """The web config in force (reloaded by the gate when its files change)."""
-        return self.gate.web
+        return self.gate.web if self.gate is not None else None
 
     @property
     def scheme(self) -> str:
@@ -234,7 +238,8 @@ class MetricsServer:
             if conn.task is not None:
                 conn.task.cancel()
         await asyncio.gather(*(c.task for c in connections if c.task is not None), return_exceptions=True)
-        self.gate.close()
+        if self.gate is not None:
+            self.gate.close()
         self._log_summary()
 
     # Connections: admitted, moved between states, evicted.
@@ -303,7 +308,7 @@ class MetricsServer:
         # drain() then waits until the kernel has taken the whole response: one response buffered per client.
         writer.transport.set_write_buffer_limits(high=0)
         deadline = loop.time() + self.limits.request_timeout
-        web = self.gate.current()
+        web = self.gate.current() if self.gate is not None else None
         if web is not None and web.tls is not None and not await self._handshake(conn, writer, web, deadline):
             return False
         first = b""
@@ -333,7 +338,8 @@ class MetricsServer:
             if request is None:
                 return _CLOSE
             self._move(conn, self._busy)
-            status, response, keep_alive = await self._answer(self.gate.current(), request)
+            status, response, keep_alive = await self._answer(
+                self.gate.current() if self.gate is not None else None, request)
         except TimeoutError:
             self._refuse(DEADLINE, conn.peer)
             self._count(408)
@@ -376,6 +382,8 @@ class MetricsServer:
             return False
         writer.transport.set_write_buffer_limits(high=0)
         allowed = web.tls.client_allowed_sans
+        from hostvigil.webgate import san_allowed  # noqa: PLC0415 - loaded with the web config
+
         if allowed and not san_allowed(writer.get_extra_info("peercert") or {}, allowed):
             log.debug("client %s: no allowed name in its certificate", conn.peer)
             self._refuse(TLS, conn.peer)
@@ -424,7 +432,7 @@ class MetricsServer:
         """Status, the whole response and whether the connection stays open; raises _Refused for the rest."""
         if request.method not in ("GET", "HEAD"):
             raise _Refused(405, f"{request.method[:20]} is not served here; GET and HEAD are", None, Allow="GET, HEAD")
-        if web is not None:
+        if web is not None and self.gate is not None:
             if web.rate_limit is not None and not self.gate.take_token(web):
                 raise _Refused(429, "too many requests", RATE_LIMITED)
             if web.users:
@@ -488,7 +496,13 @@ class MetricsServer:
 
     def use_web(self, web: WebConfig | None) -> None:
         """Serve new connections with another web config (SIGHUP named a different file, or none)."""
-        self.gate.use(web)
+        if web is not None and self.gate is None:
+            from hostvigil.webgate import WebGate  # noqa: PLC0415 - only with a web config
+
+            self.gate = WebGate(None, auth_checks_waiting=self.limits.auth_checks_waiting,
+                                reload_interval=self.limits.reload_interval)
+        if self.gate is not None:
+            self.gate.use(web)
 
     # Refusals: counted at once, logged as a summary.
 

@@ -25,13 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from hostvigil.config import ConfigError
+from hostvigil.server import AUTH_BUSY, UNAUTHORIZED  # the refusal reasons the gate decides
 from hostvigil.webconfig import WebConfig, load
 
 log = logging.getLogger("hostvigil.server")
-
-# Refusal reasons of hostvigil_http_refused_total{reason} that the gate decides.
-UNAUTHORIZED = "unauthorized"  # basic auth missing or wrong (401)
-AUTH_BUSY = "auth_busy"  # too many password checks waiting (503)
 
 MAX_VERIFIED = 64  # successful (user, password) checks remembered
 # A bcrypt hash of a password nobody has, checked for an unknown user so that timing does not tell
