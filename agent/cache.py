@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from hostvigil import __version__, exposition
-from hostvigil.collector import Metrics, Sample
+from hostvigil.collector import Metrics, MetricSpec, Sample
 
 _collector = Metrics("collector")
 _build = Metrics("build")
@@ -69,6 +69,7 @@ GZIP_LEVEL = 5
 # RFC 1952: a member header without a name or time; and deflate's empty final block that ends the joined blocks
 _GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
 _FINAL_BLOCK = b"\x03\x00"
+_BUILD_LINE = exposition.line(BUILD_INFO(1, __version__))
 
 
 @dataclass
@@ -87,6 +88,7 @@ class CollectorState:
     last_error: str = ""
     last_good: list[Sample] = field(default_factory=list)
     version: int = 0  # of `samples`: bumped when a run publishes samples that differ from the last
+    meta_lines: tuple[tuple[MetricSpec, str], ...] = ()  # meta_samples() rendered, at each publish
 
     def meta_samples(self) -> Iterator[Sample]:
         if self.success is None:
@@ -143,6 +145,7 @@ class MetricsCache:
             state.success, state.available = True, True
             state.duration, state.last_success = duration, self._clock()
             state.failures_in_row, state.last_error = 0, ""
+            _render_meta(state)
             self._version += 1
             published = _copy(state)
         if changed:
@@ -165,6 +168,7 @@ class MetricsCache:
                 state.errors_total += 1
             if timed_out:
                 state.timeouts_total += 1
+            _render_meta(state)
             self._version += 1
             published = _copy(state)
         if changed:
@@ -229,11 +233,14 @@ class MetricsCache:
         """The shared part (build info, the collectors' own state, families several emit), then each collector's
         kept part, re-rendered where its samples changed since."""
         shared = self._shared(states)
-        head = [BUILD_INFO(1, __version__)]
+        families: dict[MetricSpec, list[str]] = {BUILD_INFO: [_BUILD_LINE]}
         for state in states:
-            head.extend(state.meta_samples())
-        head.extend(s for state in states for s in state.samples if s.metric.name in shared)
-        parts = [_part(exposition.render(head, content_type), gzipped)]
+            for spec, line in state.meta_lines:
+                families.setdefault(spec, []).append(line)
+        openmetrics = content_type == exposition.OPENMETRICS
+        head = "".join(exposition.header(spec, openmetrics) + "".join(lines) for spec, lines in families.items())
+        common = [s for state in states for s in state.samples if s.metric.name in shared]
+        parts = [_part(head.encode() + (exposition.render(common, content_type) if common else b""), gzipped)]
         parts += [self._kept_part(content_type, state, shared) for state in states]
         names = {state.name for state in states}
         for key in [key for key in self._kept if key[1] not in names]:  # collectors a reload took away
@@ -282,6 +289,11 @@ def _part(text: bytes, deflate: bool) -> _Part:
         return _Part(text, b"")
     compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS)
     return _Part(text, compressor.compress(text) + compressor.flush(zlib.Z_SYNC_FLUSH))
+
+
+def _render_meta(state: CollectorState) -> None:
+    """A collector's own state lines, rendered once per publish: the shared part is then joined, not rendered."""
+    state.meta_lines = tuple((sample.metric, exposition.line(sample)) for sample in state.meta_samples())
 
 
 def _copy(state: CollectorState) -> CollectorState:

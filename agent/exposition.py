@@ -42,20 +42,26 @@ def render(samples: Iterable[Sample], content_type: str) -> bytes:
         lines = families.get(sample.metric)
         if lines is None:
             lines = families[sample.metric] = []
-        lines.append(_line(sample))
+        lines.append(line(sample))
     out: list[str] = []
     for spec, lines in families.items():
-        if openmetrics:
-            name = spec.name.removesuffix("_total") if spec.kind == "counter" else spec.name
-            text = spec.help.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
-        else:
-            name, text = spec.name, spec.help.replace("\\", r"\\").replace("\n", r"\n")
-        out.append(f"# HELP {name} {text}\n# TYPE {name} {spec.kind}\n")
+        out.append(header(spec, openmetrics))
         out.extend(lines)
     return "".join(out).encode()
 
 
-def _line(sample: Sample) -> str:
+def header(spec: MetricSpec, openmetrics: bool) -> str:
+    """A family's HELP and TYPE lines."""
+    if openmetrics:
+        name = spec.name.removesuffix("_total") if spec.kind == "counter" else spec.name
+        text = spec.help.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+    else:
+        name, text = spec.name, spec.help.replace("\\", r"\\").replace("\n", r"\n")
+    return f"# HELP {name} {text}\n# TYPE {name} {spec.kind}\n"
+
+
+def line(sample: Sample) -> str:
+    """A sample's line, the same in both formats."""
     spec = sample.metric
     if not spec.labels:
         return f"{spec.name} {go_float(sample.value)}\n"
