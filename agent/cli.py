@@ -21,6 +21,7 @@ from hostvigil.control import SOCKET_NAME, lock_holder
 from hostvigil.control import request as control_request
 from hostvigil.daemon import Agent, build_scheduler, state_dir, state_dir_candidates, wanted_collectors, web_config
 from hostvigil.durable import write_atomically
+from hostvigil.footprint import one_heap
 from hostvigil.forensics.boots import read_boot_id
 from hostvigil.forensics.service import Forensics, ReportStore
 from hostvigil.forensics.snapshots import MAX_MANUAL_REASON, printable
@@ -87,6 +88,7 @@ def _reload(args: argparse.Namespace) -> Config:
 
 
 def _run(config: Config, listen: str, signals: Signals | None, reload: Callable[[], Config]) -> int:
+    one_heap()  # before the agent starts a thread
     try:
         return Agent(config, listen, signals, reload).run()
     except OSError as exc:  # the message names the address or directory; the errno number adds nothing

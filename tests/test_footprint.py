@@ -30,6 +30,30 @@ trimmed = return_free_memory()
 print(trimmed, (held - process.memory_info().rss) >> 20)
 """
 
+# In an interpreter of its own: eight threads allocate at once, then the heaps glibc made for them are counted (each
+# a 64 MiB-aligned reservation, whose end shows in /proc/self/maps). Prints how many.
+THREADS_ALLOCATE = """
+import sys, threading
+from hostvigil.footprint import one_heap
+if sys.argv[1] == "one":
+    assert one_heap()
+barrier, held = threading.Barrier(8), []
+def work():
+    barrier.wait()
+    held.extend(bytes(1000) for _ in range(2000))
+threads = [threading.Thread(target=work) for _ in range(8)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+ends = 0
+for line in open("/proc/self/maps"):
+    address, permissions, *rest = line.split()
+    end = int(address.split("-")[1], 16)
+    ends += len(rest) == 3 and end % (64 << 20) == 0 and permissions in ("---p", "rw-p")
+print(ends)
+"""
+
 
 def test_freed_heap_goes_back_to_the_kernel() -> None:
     """Memory freed in the middle of the C heap stays resident until trimmed: glibc returns only its top."""
@@ -59,3 +83,14 @@ def test_the_footprint_is_what_psutil_sees() -> None:
     assert 0 < got[("hostvigil_agent_cpu_seconds_total", ("user",))] <= cpu.user
     assert 0 <= got[("hostvigil_agent_cpu_seconds_total", ("system",))] <= cpu.system
     assert got[("hostvigil_agent_open_fds", ())] >= 3
+
+
+def test_the_agents_threads_share_one_heap() -> None:
+    """Threads that allocate at once get heaps of their own (about 1 MB resident for the agent's dozen), unless
+    one_heap() was called first, as `hostvigil run` does."""
+    def heaps(mode: str) -> int:
+        return int(subprocess.run([sys.executable, "-c", THREADS_ALLOCATE, mode], capture_output=True, text=True,
+                                  check=True).stdout)
+
+    assert heaps("default") > 0  # the count sees them
+    assert heaps("one") == 0
