@@ -169,3 +169,22 @@ def run_with(
         {} if noted is None else noted,
     )
     return collect_once(collector, ctx, hooks)
+
+
+@pytest.fixture
+def kmsg_writable() -> None:
+    """Writing /dev/kmsg: root; a skip elsewhere, a failure where integration tests are required."""
+    if os.geteuid() != 0 or not os.access("/dev/kmsg", os.W_OK):
+        message = "writing /dev/kmsg needs root"
+        if os.environ.get("HOSTVIGIL_REQUIRE_INTEGRATION") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def write_kmsg(line: str) -> None:
+    """One line through a fresh fd: writes through one fd are rate-limited (printk_devkmsg=ratelimit)."""
+    fd = os.open("/dev/kmsg", os.O_WRONLY)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)

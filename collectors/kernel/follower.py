@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import os
 import select
 import threading
@@ -90,12 +91,21 @@ class KmsgFollower(Source):
         self._fd: int | None = None
         self._changed = False
         self._notified = 0.0
-        # Records printed before the agent started are counted but raise no alarm.
-        self._live_after_usec = int(time.monotonic() * 1e6)
+        self._last_feed = 0.0  # when records were last read (run() sets it)
+        # Records printed before the agent started are counted but raise no alarm. Where they end is known exactly
+        # once the device is open (see _find_live_start); until then, by the clock, which the kernel's timestamps
+        # need not follow (this VM's printk clock runs 0.43 s behind CLOCK_MONOTONIC).
+        self._live_after_usec: float = time.monotonic() * 1e6
+        self._watch_fd: int | None = None  # opened at the end of the ring buffer: its first record is the first live
+        self._live_known = False
 
     def open(self) -> int:
         """Open the device now, so that a missing privilege is known at start; OSError if it cannot be read."""
         self._fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
+        if self._watch_fd is None and not self._live_known:
+            self._watch_fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
+            os.lseek(self._watch_fd, 0, os.SEEK_END)
+            self._live_after_usec = math.inf  # nothing is live until a record printed from now on is read
         self.up = True  # following from here on, even before the thread reads
         return self._fd
 
@@ -106,7 +116,7 @@ class KmsgFollower(Source):
         poller = select.poll()
         poller.register(fd, select.POLLIN)
         window_start, window_lines = time.monotonic(), 0
-        last_feed = time.monotonic()
+        self._last_feed = time.monotonic()
         try:
             while not self.stopping.is_set():
                 ready = poller.poll(self._poll_timeout() * 1000)
@@ -114,9 +124,9 @@ class KmsgFollower(Source):
                     count = self._drain(fd, self.max_lines_per_second - window_lines)
                     window_lines += count
                     if count:
-                        last_feed = time.monotonic()
+                        self._last_feed = time.monotonic()
                 now = time.monotonic()
-                if self._assembler.pending and now - last_feed >= FLUSH_AFTER:
+                if self._assembler.pending and now - self._last_feed >= FLUSH_AFTER:
                     self._handle(self._assembler.flush())
                 if self._changed and now - self._notified >= NOTIFY_EVERY:
                     self._changed, self._notified = False, now
@@ -131,12 +141,15 @@ class KmsgFollower(Source):
             os.close(fd)
 
     def _poll_timeout(self) -> float:
-        """Wake for the end of a multi-line event and for the trailing refresh of the counters."""
+        """Wake for the end of a multi-line event and for the trailing refresh of the counters: at the time each is
+        due, not a whole wait later (a poll that returns a fraction of a millisecond early, as the kernel rounds,
+        would otherwise put the end of an event off by another FLUSH_AFTER)."""
+        now = time.monotonic()
         timeout = 1.0
         if self._assembler.pending:
-            timeout = FLUSH_AFTER
+            timeout = max(0.0, self._last_feed + FLUSH_AFTER - now)
         if self._changed:
-            timeout = min(timeout, max(0.0, NOTIFY_EVERY - (time.monotonic() - self._notified)))
+            timeout = min(timeout, max(0.0, self._notified + NOTIFY_EVERY - now))
         return timeout
 
     def _drain(self, fd: int, budget: int) -> int:
@@ -163,6 +176,8 @@ class KmsgFollower(Source):
                 self.malformed += 1
             log.debug("unreadable kmsg record: %s", exc)
             return
+        if self._watch_fd is not None:
+            self._find_live_start(self._watch_fd)
         with self.lock:
             if self._last_seq is not None and record.sequence <= self._last_seq:
                 return  # read before the device was reopened
@@ -175,6 +190,21 @@ class KmsgFollower(Source):
             self.suppressed += suppressed_count(record.message)
             self.tail_lines.append(record.message[:MAX_LINE])
         self._handle(self._assembler.feed(record.message, record.usec))
+
+    def _find_live_start(self, watch: int) -> None:
+        """Where live records begin, told by the second descriptor that was opened at the end of the ring buffer
+        with the first: a record printed since the open is there too. So while it has none, what the first reads
+        is the backlog; once it has one, events from that record's timestamp on are live."""
+        try:
+            data = os.read(watch, _READ_SIZE)
+        except OSError:  # nothing printed since the open (EAGAIN), or overwritten before it was read (EPIPE)
+            return
+        try:
+            first = parse_record(data)
+        except ValueError:  # nothing (a test's plain file, at its end), or unreadable: the next one will do
+            return
+        os.close(watch)
+        self._watch_fd, self._live_known, self._live_after_usec = None, True, first.usec
 
     def _handle(self, events: list[KernelEvent]) -> None:
         for event in events:

@@ -21,7 +21,7 @@ import pytest
 from hostvigil.collectors.kernel.follower import _summary
 from hostvigil.collectors.kernel.parse_reports import events_from_text
 from hostvigil.forensics.snapshots import FORMAT, MANUAL_BURST, MANUAL_EVERY, SnapshotStore
-from tests.conftest import FIXTURES, free_port, require_tool
+from tests.conftest import FIXTURES, free_port, require_tool, write_kmsg
 from tests.forensics.test_state_dir import fill
 from tests.kernel.test_parse import OOPS_5_7
 from tests.ups.nut import NutServer
@@ -350,24 +350,6 @@ def test_the_recorder_goes_on_on_a_full_disk_and_a_clean_stop_there_is_no_crash(
             host.proc.kill()
             host.proc.wait()
         subprocess.run(["umount", str(state)], check=True)
-
-
-@pytest.fixture
-def kmsg_writable() -> None:
-    if os.geteuid() != 0 or not os.access("/dev/kmsg", os.W_OK):
-        message = "writing /dev/kmsg needs root"
-        if os.environ.get("HOSTVIGIL_REQUIRE_INTEGRATION") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-
-
-def write_kmsg(line: str) -> None:
-    """One line through a fresh fd: writes through one fd are rate-limited (printk_devkmsg=ratelimit)."""
-    fd = os.open("/dev/kmsg", os.O_WRONLY)
-    try:
-        os.write(fd, line.encode())
-    finally:
-        os.close(fd)
 
 
 @pytest.mark.usefixtures("kmsg_writable")

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import time
+import uuid
 from pathlib import Path
 
+import pytest
+
 from hostvigil.collectors.kernel.follower import KmsgFollower
+from tests.conftest import write_kmsg
 
 
 def record(sequence: int, message: str) -> bytes:
@@ -20,3 +25,26 @@ def test_records_read_again_after_a_reopen_are_not_counted_again() -> None:
         follower._record(record(sequence, f"line {sequence}"))
     assert (follower.lines, follower.dropped, follower.gaps) == (5, 1, 1)
     assert list(follower.tail_lines) == ["line 1", "line 2", "line 3", "line 4", "line 6"]
+
+
+@pytest.mark.integration
+@pytest.mark.usefixtures("kmsg_writable")
+def test_a_line_printed_just_after_the_start_is_live_and_one_printed_before_is_not() -> None:
+    """What the ring buffer held at the start is context; what is printed after is live, however soon, and whatever
+    the kernel's timestamps say against CLOCK_MONOTONIC (this VM's printk clock runs 0.43 s behind it, so a start
+    time taken from the clock called the first half second of lines old)."""
+    comm = "hv" + uuid.uuid4().hex[:10]
+    write_kmsg(f"<2>BUG: soft lockup - CPU#1 stuck for 23s! [{comm}:1]\n")  # before the start
+    live: list[str] = []
+    follower = KmsgFollower(Path("/dev/kmsg"), lambda event, first: live.append(event.message))
+    follower.open()
+    follower.start()
+    try:
+        write_kmsg(f"<2>BUG: soft lockup - CPU#1 stuck for 23s! [{comm}:2]\n")  # at once after it
+        deadline = time.monotonic() + 5
+        while not any(f"[{comm}:2]" in message for message in live) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        follower.stop()
+    assert [message for message in live if comm in message] == [f"BUG: soft lockup - CPU#1 stuck for 23s! [{comm}:2]"]
+    assert any(f"[{comm}:1]" in line for line in follower.tail_lines)  # read, as context
