@@ -145,6 +145,11 @@ def readable_file(path: str) -> None:
         os.close(fd)
 
 
+# Refusal reasons the web gate decides (hostvigil.webgate), among those the metrics port counts in an HttpTally.
+UNAUTHORIZED = "unauthorized"  # basic auth missing or wrong (401)
+AUTH_BUSY = "auth_busy"  # too many password checks waiting (503)
+
+
 @dataclass
 class HttpTally:
     """What the metrics port has answered and refused so far: the HTTP server counts, the agent's collector reads."""

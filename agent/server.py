@@ -49,7 +49,7 @@ from urllib.parse import urlsplit
 
 from hostvigil import __version__
 from hostvigil.cache import MetricsCache
-from hostvigil.collector import HttpTally
+from hostvigil.collector import AUTH_BUSY, UNAUTHORIZED, HttpTally
 
 if TYPE_CHECKING:  # imported with a web config only: TLS and basic auth cost ~1 MB that a plain endpoint does not
     from hostvigil.webconfig import WebConfig
@@ -63,8 +63,6 @@ DEADLINE = "deadline"  # a request (or TLS handshake) did not arrive whole in ti
 TLS = "tls"  # the TLS handshake failed, or the client certificate's names are not allowed
 RATE_LIMITED = "rate_limited"  # over the web config's rate_limit (429)
 BAD_REQUEST = "bad_request"  # not a request this server takes: malformed, too large, an unknown method
-UNAUTHORIZED = "unauthorized"  # basic auth missing or wrong (401); decided by the web gate
-AUTH_BUSY = "auth_busy"  # too many password checks waiting (503); decided by the web gate
 REASONS = (CAPACITY, DEADLINE, TLS, UNAUTHORIZED, AUTH_BUSY, RATE_LIMITED, BAD_REQUEST)
 
 # Connections the kernel queues before they are accepted: a burst of clients reconnecting at once past a short

@@ -24,8 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from hostvigil.collector import AUTH_BUSY, UNAUTHORIZED
 from hostvigil.config import ConfigError
-from hostvigil.server import AUTH_BUSY, UNAUTHORIZED  # the refusal reasons the gate decides
 from hostvigil.webconfig import WebConfig, load
 
 log = logging.getLogger("hostvigil.server")
