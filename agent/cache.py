@@ -136,31 +136,18 @@ class MetricsCache:
         self._names: dict[str, tuple[int, frozenset[str]]] = {}
 
     def publish_success(self, name: str, samples: list[Sample], duration: float) -> CollectorState:
-        with self._lock:
-            state = self._states[name]
-            changed = samples != state.samples
-            if changed:
-                state.version += 1
-            state.samples = state.last_good = samples
+        def succeeded(state: CollectorState) -> None:
+            state.last_good = samples
             state.success, state.available = True, True
             state.duration, state.last_success = duration, self._clock()
             state.failures_in_row, state.last_error = 0, ""
-            _render_meta(state)
-            self._version += 1
-            published = _copy(state)
-        if changed:
-            self._render_ahead()
-        return published
+
+        return self._publish(name, samples, succeeded)
 
     def publish_failure(
         self, name: str, error: str, duration: float, *, timed_out: bool = False, unavailable: bool = False
     ) -> CollectorState:
-        with self._lock:
-            state = self._states[name]
-            changed = bool(state.samples)
-            if changed:
-                state.version += 1
-            state.samples = []
+        def failed(state: CollectorState) -> None:
             state.success, state.available = False, not unavailable
             state.duration, state.last_error = duration, error
             state.failures_in_row += 1
@@ -168,6 +155,18 @@ class MetricsCache:
                 state.errors_total += 1
             if timed_out:
                 state.timeouts_total += 1
+
+        return self._publish(name, [], failed)
+
+    def _publish(self, name: str, samples: list[Sample], update: Callable[[CollectorState], None]) -> CollectorState:
+        """A run's samples and what `update` records of it; its families rendered ahead if they changed."""
+        with self._lock:
+            state = self._states[name]
+            changed = samples != state.samples
+            if changed:
+                state.version += 1
+            state.samples = samples
+            update(state)
             _render_meta(state)
             self._version += 1
             published = _copy(state)
