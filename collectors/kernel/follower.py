@@ -109,6 +109,14 @@ class KmsgFollower(Source):
         self.up = True  # following from here on, even before the thread reads
         return self._fd
 
+    def stop(self, wait: float = 2.0) -> None:
+        """Stop reading; the descriptor still watching for the first live record goes too, once the thread is done
+        with it."""
+        super().stop(wait)
+        if self._watch_fd is not None and not (self._thread is not None and self._thread.is_alive()):
+            os.close(self._watch_fd)
+            self._watch_fd = None
+
     def run(self) -> None:
         fd = self._fd if self._fd is not None else self.open()
         self._fd = None  # this run closes it; the next one opens it anew

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from pathlib import Path
@@ -48,3 +49,17 @@ def test_a_line_printed_just_after_the_start_is_live_and_one_printed_before_is_n
         follower.stop()
     assert [message for message in live if comm in message] == [f"BUG: soft lockup - CPU#1 stuck for 23s! [{comm}:2]"]
     assert any(f"[{comm}:1]" in line for line in follower.tail_lines)  # read, as context
+
+
+def test_a_stop_before_anything_was_printed_closes_both_descriptors(tmp_path: Path) -> None:
+    """The second descriptor, at the end of the ring buffer, waits for the first live record; a stop closes it too.
+    A plain file stands in for /dev/kmsg: at its end, nothing new is ever there."""
+    log = tmp_path / "kmsg"
+    log.write_bytes(record(1, "line 1"))
+    follower = KmsgFollower(log, lambda event, first: None)
+    before = len(os.listdir("/proc/self/fd"))
+    follower.open()
+    assert len(os.listdir("/proc/self/fd")) == before + 2
+    follower.start()
+    follower.stop()
+    assert len(os.listdir("/proc/self/fd")) == before
