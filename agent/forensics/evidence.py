@@ -5,7 +5,7 @@ policy kept in its history (a UPS on battery, a PSU's input lost). Everything
 else comes from the collectors that know where to look (Collector.crash_evidence):
 the kernel's pstore, kdump, journal and the kernel tail of the last snapshot, the
 BMC's event log. The evidence is put in one order, cheapest first, whoever found
-it; the verdict is report.py's, from the fields alone.
+it; the verdict is verdict.py's, from the fields alone.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from hostvigil.collector import Collector, Context, Metrics, Sample, Unavailable
 from hostvigil.forensics.service import Forensics, ReportStore
 from hostvigil.forensics.snapshots import TRIGGERS
 
-# The causes a crash report names (report.py decides which); each has its series from the start, at 0.
+# The causes a crash report names (verdict.py decides which); each has its series from the start, at 0.
 CAUSES = ("kernel_panic", "kernel_oops", "hung_system", "oom", "hardware", "power_loss", "watchdog_reset", "unknown")
 
 _boot = Metrics("boot")

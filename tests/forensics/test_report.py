@@ -12,9 +12,10 @@ from hostvigil.collectors.kernel.evidence import log_evidence
 from hostvigil.events import PowerEvent, State
 from hostvigil.forensics.boots import BootHistory, RecordedEvent
 from hostvigil.forensics.evidence import Gatherer, power_evidence, power_lost_at_end
-from hostvigil.forensics.report import Verdict, build, decide, list_line, merge, next_steps, render
+from hostvigil.forensics.report import build, list_line, next_steps, render
 from hostvigil.forensics.report import missing as missing_sources
 from hostvigil.forensics.snapshots import FORMAT, SnapshotStore
+from hostvigil.forensics.verdict import Verdict, decide, merge
 from hostvigil.runner import CommandRunner
 from tests.conftest import FIXTURES
 from tests.kernel.test_parse import OOPS_5_7

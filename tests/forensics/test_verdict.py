@@ -15,8 +15,9 @@ from hostvigil.collectors.kernel.parse import split_prefix
 from hostvigil.collectors.kernel.parse_crash import merge_pstore_parts, parse_systemd_pstore_dmesg
 from hostvigil.collectors.kernel.parse_reports import events_from_text
 from hostvigil.forensics.boots import Boot
-from hostvigil.forensics.report import FORMAT, Verdict, assemble, decide, merge, render
+from hostvigil.forensics.report import FORMAT, assemble, render
 from hostvigil.forensics.topology import disks_behind, read_topology
+from hostvigil.forensics.verdict import Verdict, decide, merge
 from tests.conftest import FIXTURES
 
 CRASH = FIXTURES / "kernel/crash"

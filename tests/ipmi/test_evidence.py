@@ -12,7 +12,7 @@ from hostvigil.collectors.ipmi import tools
 from hostvigil.collectors.ipmi.collect import IpmiCollector
 from hostvigil.collectors.ipmi.evidence import sel_evidence
 from hostvigil.collectors.ipmi.parse_sel import SelEntry, parse_ipmitool_sel, sel_timestamp
-from hostvigil.forensics.report import decide, merge
+from hostvigil.forensics.verdict import decide, merge
 from hostvigil.runner import CommandRunner
 from tests.conftest import FIXTURES, fixture_paths
 
