@@ -40,16 +40,14 @@ import resource
 import socket
 import ssl
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
-from hostvigil import __version__
 from hostvigil.cache import MetricsCache
 from hostvigil.collector import AUTH_BUSY, UNAUTHORIZED, HttpTally
+from hostvigil.http1 import BAD_REQUEST, Refused, Request, read_request, response
 
 if TYPE_CHECKING:  # imported with a web config only: TLS and basic auth cost ~1 MB that a plain endpoint does not
     from hostvigil.webconfig import WebConfig
@@ -62,19 +60,12 @@ CAPACITY = "capacity"  # closed to make room for a new connection, or every conn
 DEADLINE = "deadline"  # a request (or TLS handshake) did not arrive whole in time, or its response was not taken
 TLS = "tls"  # the TLS handshake failed, or the client certificate's names are not allowed
 RATE_LIMITED = "rate_limited"  # over the web config's rate_limit (429)
-BAD_REQUEST = "bad_request"  # not a request this server takes: malformed, too large, an unknown method
 REASONS = (CAPACITY, DEADLINE, TLS, UNAUTHORIZED, AUTH_BUSY, RATE_LIMITED, BAD_REQUEST)
 
 # Connections the kernel queues before they are accepted: a burst of clients reconnecting at once past a short
 # queue has SYNs dropped, and a scrape caught in it waits a whole second for its SYN to be sent again.
 BACKLOG = 1024
 CLOSE_TIMEOUT = 1.0  # for a connection's orderly close
-
-_STATUS = {
-    200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
-    408: "Request Timeout", 413: "Content Too Large", 429: "Too Many Requests", 431: "Request Header Fields Too Large",
-    501: "Not Implemented", 503: "Service Unavailable", 505: "HTTP Version Not Supported",
-}
 
 _TEXT = "text/plain; charset=utf-8"
 # What became of a connection after a request: kept alive, closed after its response, or cut.
@@ -98,27 +89,6 @@ class Limits:
     def waiting(self) -> int:
         """Connections that may wait for a request to arrive whole: the share slow clients can take."""
         return max(1, self.connections // 2)
-
-
-class _Refused(Exception):
-    """A request answered with an error status, counted under `reason` (if any), and the connection closed."""
-
-    def __init__(self, status: int, message: str, reason: str | None = BAD_REQUEST, **headers: str) -> None:
-        super().__init__(message)
-        self.status, self.reason, self.headers = status, reason, headers
-
-
-@dataclass
-class _Request:
-    method: str
-    path: str
-    version: str
-    headers: dict[str, str]
-
-    @property
-    def keep_alive(self) -> bool:
-        tokens = {token.strip().lower() for token in self.headers.get("connection", "").split(",")}
-        return "keep-alive" in tokens if self.version == "HTTP/1.0" else "close" not in tokens
 
 
 class _Connection:
@@ -185,7 +155,6 @@ class MetricsServer:
         self._last_peer = ""
         self._last_summary = -float("inf")
         self._summary: asyncio.TimerHandle | None = None
-        self._date = (0, "")
 
     @property
     def web(self) -> WebConfig | None:
@@ -332,25 +301,26 @@ class MetricsServer:
         """One request read whole before `deadline` and answered: _OPEN (kept alive), _CLOSE or _CUT."""
         try:
             async with asyncio.timeout_at(deadline):
-                request = await self._read_request(reader, first)
+                request = await read_request(
+                    reader, first, header_bytes=self.limits.header_bytes, body_bytes=self.limits.body_bytes)
             if request is None:
                 return _CLOSE
             self._move(conn, self._busy)
-            status, response, keep_alive = await self._answer(
+            status, written, keep_alive = await self._answer(
                 self.gate.current() if self.gate is not None else None, request)
         except TimeoutError:
             self._refuse(DEADLINE, conn.peer)
             self._count(408)
-            writer.write(self._response(408, b"request not received in time\n", _TEXT, (), keep_alive=False))
+            writer.write(response(408, b"request not received in time\n", _TEXT, (), keep_alive=False))
             return _CUT
-        except _Refused as refused:
+        except Refused as refused:
             if refused.reason:
                 self._refuse(refused.reason, conn.peer)
             status, keep_alive = refused.status, False
             extra = (*(self.web.headers if self.web else ()), *refused.headers.items())
-            response = self._response(status, f"{refused}\n".encode(), _TEXT, extra, keep_alive=False)
+            written = response(status, f"{refused}\n".encode(), _TEXT, extra, keep_alive=False)
         self._count(status)
-        writer.write(response)
+        writer.write(written)
         try:
             async with asyncio.timeout(self.limits.request_timeout):
                 await writer.drain()
@@ -390,66 +360,30 @@ class MetricsServer:
 
     # Requests.
 
-    async def _read_request(self, reader: asyncio.StreamReader, first: bytes) -> _Request | None:
-        """The next request, or None if the client closed between requests."""
-        try:
-            head = first + await reader.readuntil(b"\r\n\r\n")
-        except asyncio.IncompleteReadError as exc:
-            if first or exc.partial.strip():
-                log.debug("client closed in the middle of a request")
-            return None
-        except asyncio.LimitOverrunError:
-            raise _Refused(431, f"request headers larger than {self.limits.header_bytes} bytes") from None
-        lines = head.decode("latin-1").lstrip("\r\n").split("\r\n")
-        parts = lines[0].split(" ")
-        if len(parts) != 3:
-            raise _Refused(400, "malformed request line")
-        method, target, version = parts
-        if version not in ("HTTP/1.1", "HTTP/1.0"):
-            raise _Refused(505 if version.startswith("HTTP/") else 400, f"{version[:20]!r} is not HTTP/1.0 or 1.1")
-        headers = {}
-        for line in lines[1:]:
-            if not line:
-                continue
-            name, sep, value = line.partition(":")
-            if not sep or not name or name != name.strip() or line[0] in " \t":
-                raise _Refused(400, "malformed header line")
-            headers[name.lower()] = value.strip(" \t")
-        if "transfer-encoding" in headers:
-            raise _Refused(501, "request bodies with a transfer coding are not taken")
-        length = headers.get("content-length", "0")
-        if not length.isdigit():
-            raise _Refused(400, "bad Content-Length")
-        if int(length) > self.limits.body_bytes:
-            raise _Refused(413, f"request body larger than {self.limits.body_bytes} bytes")
-        if int(length):
-            await reader.readexactly(int(length))  # read whole, within the same deadline, and not used
-        return _Request(method, urlsplit(target).path, version, headers)
-
-    async def _answer(self, web: WebConfig | None, request: _Request) -> tuple[int, bytes, bool]:
-        """Status, the whole response and whether the connection stays open; raises _Refused for the rest."""
+    async def _answer(self, web: WebConfig | None, request: Request) -> tuple[int, bytes, bool]:
+        """Status, the whole response and whether the connection stays open; raises Refused for the rest."""
         if request.method not in ("GET", "HEAD"):
-            raise _Refused(405, f"{request.method[:20]} is not served here; GET and HEAD are", None, Allow="GET, HEAD")
+            raise Refused(405, f"{request.method[:20]} is not served here; GET and HEAD are", None, Allow="GET, HEAD")
         if web is not None and self.gate is not None:
             if web.rate_limit is not None and not self.gate.take_token(web):
-                raise _Refused(429, "too many requests", RATE_LIMITED)
+                raise Refused(429, "too many requests", RATE_LIMITED)
             if web.users:
                 refusal = await self.gate.refusal(web, request.headers.get("authorization", ""))
                 if refusal == AUTH_BUSY:
                     busy = "too many password checks at once; try again"
-                    raise _Refused(503, busy, AUTH_BUSY, **{"Retry-After": "1"})
+                    raise Refused(503, busy, AUTH_BUSY, **{"Retry-After": "1"})
                 if refusal == UNAUTHORIZED:
-                    raise _Refused(401, "unauthorized", UNAUTHORIZED, **{"WWW-Authenticate": "Basic"})
+                    raise Refused(401, "unauthorized", UNAUTHORIZED, **{"WWW-Authenticate": "Basic"})
         status, body, content_type, extra = await self._route(request)
         headers = (*extra, *(web.headers if web else ()))
         keep_alive = request.keep_alive
-        response = self._response(
+        written = response(
             status, body, content_type, headers, keep_alive=keep_alive, http10=request.version == "HTTP/1.0",
             head_only=request.method == "HEAD",
         )
-        return status, response, keep_alive
+        return status, written, keep_alive
 
-    async def _route(self, request: _Request) -> tuple[int, bytes, str, tuple[tuple[str, str], ...]]:
+    async def _route(self, request: Request) -> tuple[int, bytes, str, tuple[tuple[str, str], ...]]:
         path = request.path
         if path == "/metrics":
             gzipped = "gzip" in request.headers.get("accept-encoding", "")
@@ -468,29 +402,6 @@ class MetricsServer:
             body = agent_status.page(agent_status.build(self.cache.states())).encode()
             return 200, body, "text/html; charset=utf-8", (("Cache-Control", "no-store"),)
         return 404, b"not found\n", _TEXT, ()
-
-    def _response(
-        self, status: int, body: bytes, content_type: str, headers: tuple[tuple[str, str], ...], *,
-        keep_alive: bool, http10: bool = False, head_only: bool = False,
-    ) -> bytes:
-        """Status line, headers and body as one buffer, so that they leave in one write."""
-        now = int(time.time())
-        if self._date[0] != now:
-            self._date = (now, http_date(now))
-        lines = [
-            f"HTTP/1.1 {status} {_STATUS.get(status, '')}",
-            f"Server: hostvigil/{__version__}",
-            f"Date: {self._date[1]}",
-            f"Content-Type: {content_type}",
-            f"Content-Length: {len(body)}",
-            *(f"{name}: {value}" for name, value in headers),
-        ]
-        if not keep_alive:
-            lines.append("Connection: close")
-        elif http10:
-            lines.append("Connection: keep-alive")
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        return head if head_only else head + body
 
     def use_web(self, web: WebConfig | None) -> None:
         """Serve new connections with another web config (SIGHUP named a different file, or none)."""
@@ -538,14 +449,3 @@ class MetricsServer:
             return
         log.error("metrics port: %s: %s", context.get("message", "error"), error or "")
 
-
-_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-
-
-def http_date(when: int) -> str:
-    """The Date header's IMF-fixdate (RFC 9110 5.6.7), "Sun, 06 Nov 1994 08:49:37 GMT", in English whatever the
-    locale (the email package writes the same, for a megabyte of imports)."""
-    t = time.gmtime(when)
-    return (f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year} "
-            f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT")

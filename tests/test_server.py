@@ -35,8 +35,9 @@ from hostvigil.cli import main
 from hostvigil.collector import Context, Metrics, Paths, Services, check_reading
 from hostvigil.config import ConfigError
 from hostvigil.footprint import AgentCollector
+from hostvigil.http1 import http_date
 from hostvigil.runner import CommandRunner
-from hostvigil.server import Limits, MetricsServer, http_date
+from hostvigil.server import Limits, MetricsServer
 from hostvigil.webconfig import RateLimit, WebConfig, load
 from tests.conftest import free_port, require_tool, values
 
