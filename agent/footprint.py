@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from hostvigil.collector import Collector, Context, HttpTally, Metrics, Sample, Services
+from hostvigil.procfs import PAGE_SIZE, parse_stat
 from hostvigil.sources import Sources
 
 M_ARENA_MAX = -8  # glibc's malloc.h: mallopt's setting of the number of heaps
@@ -120,18 +121,16 @@ class AgentCollector(Collector):
 
 
 def resident_bytes() -> int:
-    """This process's resident memory, as top and psutil count it (the second field of /proc/self/statm, in pages).
-    The kernel's files rather than psutil, whose ~0.8 MB of imports the agent would carry for these four figures."""
-    with open("/proc/self/statm", "rb") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    """This process's resident memory, as top and psutil count it: the rss of /proc/self/stat, in pages."""
+    return parse_stat(Path("/proc/self/stat").read_text()).rss_pages * PAGE_SIZE
 
 
 def return_free_memory() -> bool:
     """Give the C heap's free pages back to the kernel (glibc's malloc_trim); False where the C library has none.
 
-    Start-up (a few hundred modules imported, configs and fixtures parsed) leaves about 1 MB of freed but resident
-    heap that glibc keeps for later; trimmed each footprint run, the resident memory served is what is held. It
-    costs well under a millisecond on the agent's heap.
+    Start-up (a few hundred modules imported, the config and the previous boot's state read) leaves about 1.5 MB
+    of freed but resident heap that glibc keeps for later; trimmed each footprint run, the resident memory served
+    is what is held. It costs well under a millisecond on the agent's heap.
     """
     trim = _libc("malloc_trim")
     return trim is not None and trim(0) >= 0
@@ -141,9 +140,9 @@ def one_heap() -> bool:
     """Have every thread allocate from the one C heap (glibc's M_ARENA_MAX = 1), before the agent starts its threads;
     False where the C library has no such setting.
 
-    glibc gives each thread that allocates while another does an arena of its own, so that threads need not wait
-    on each other's malloc; under the GIL they hardly can, and each of the agent's dozen threads' arenas only held
-    pages: one heap is ~1 MB less resident (31.4 -> 30.4 MB, measured as `make bench` starts the agent).
+    glibc gives threads arenas of their own (up to eight a core), so that they need not wait on each other's malloc;
+    under the GIL they hardly can, and the arenas of the agent's dozen threads only held pages: one heap is ~1 MB
+    less resident (31.4 -> 30.3 MB, measured as `make bench` starts the agent).
     """
     mallopt = _libc("mallopt")
     return mallopt is not None and mallopt(M_ARENA_MAX, 1) == 1

@@ -7,9 +7,12 @@ command-line parser: what of a process's arguments a snapshot may keep.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")  # the unit of ProcStat.rss_pages
 
 _OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")
 # A count as the kernel prints one: ASCII digits, 64 bits at most. str.isdigit() also takes "²" (which int()

@@ -23,12 +23,11 @@ from hostvigil.cache import CollectorState
 from hostvigil.collector import Collector
 from hostvigil.forensics.snapshots import FORMAT, Process, Processes, Reading, Snapshot
 from hostvigil.forensics.topology import read_topology
-from hostvigil.procfs import ProcStat, parse_cmdline, parse_stat, redact
+from hostvigil.procfs import PAGE_SIZE, ProcStat, parse_cmdline, parse_stat, redact
 
 TOP = 10
 MAX_D_STATE = 200
 MAX_CMDLINE = 512
-PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 class SnapshotBuilder:
