@@ -1,19 +1,15 @@
-"""HTTP/1.0 and 1.1 as the metrics port speaks them: a request read whole from a stream, within limits, and a
-response written as one buffer. A request that is not taken (malformed, too large, a body with a transfer coding)
-is Refused with its status; hostvigil.server counts it under its reason and closes the connection."""
+"""HTTP/1.0 and 1.1 as the metrics port speaks them: a request parsed once it has arrived whole, within limits,
+and a response written as one buffer. A request that is not taken (malformed, too large, a body with a transfer
+coding) is Refused with its status; hostvigil.server counts it under its reason and closes the connection."""
 
 from __future__ import annotations
 
-import asyncio
 import functools
-import logging
 import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from hostvigil import __version__
-
-log = logging.getLogger("hostvigil.server")
 
 BAD_REQUEST = "bad_request"  # not a request this server takes: malformed, too large, an unknown method
 
@@ -47,20 +43,18 @@ class Request:
         return "keep-alive" in tokens if self.version == "HTTP/1.0" else "close" not in tokens
 
 
-async def read_request(
-    reader: asyncio.StreamReader, first: bytes, *, header_bytes: int, body_bytes: int
-) -> Request | None:
-    """The next request, read whole (its body too, which is not used), or None if the client closed between
-    requests; Refused for what is not a request taken here. The reader's limit is `header_bytes`."""
-    try:
-        head = first + await reader.readuntil(b"\r\n\r\n")
-    except asyncio.IncompleteReadError as exc:
-        if first or exc.partial.strip():
-            log.debug("client closed in the middle of a request")
+def parse_request(buffer: bytes | bytearray, *, header_bytes: int, body_bytes: int) -> tuple[Request, int] | None:
+    """The request at the start of `buffer` and how many bytes it took (its body too, which is not used), or None
+    while it has not arrived whole; Refused for what is not a request taken here. Empty lines before a request
+    are skipped, as RFC 9112 2.2 allows."""
+    end = buffer.find(b"\r\n\r\n")
+    if end == -1:
+        if len(buffer) - 3 > header_bytes:
+            raise Refused(431, f"request headers larger than {header_bytes} bytes")
         return None
-    except asyncio.LimitOverrunError:
-        raise Refused(431, f"request headers larger than {header_bytes} bytes") from None
-    lines = head.decode("latin-1").lstrip("\r\n").split("\r\n")
+    if end > header_bytes:
+        raise Refused(431, f"request headers larger than {header_bytes} bytes")
+    lines = bytes(buffer[:end]).decode("latin-1").lstrip("\r\n").split("\r\n")
     parts = lines[0].split(" ")
     if len(parts) != 3:
         raise Refused(400, "malformed request line")
@@ -82,9 +76,10 @@ async def read_request(
         raise Refused(400, "bad Content-Length")
     if int(length) > body_bytes:
         raise Refused(413, f"request body larger than {body_bytes} bytes")
-    if int(length):
-        await reader.readexactly(int(length))  # read whole, within the same deadline, and not used
-    return Request(method, urlsplit(target).path, version, headers)
+    taken = end + 4 + int(length)
+    if len(buffer) < taken:
+        return None
+    return Request(method, urlsplit(target).path, version, headers), taken
 
 
 def response(

@@ -1,13 +1,15 @@
 """The HTTP endpoint: /metrics from the cache, health and readiness, the status page; TLS and basic auth by web config.
 
-One thread runs an asyncio event loop that serves every connection, so a connection that is slow or
-silent costs a socket and a few kilobytes, never a thread or a slot that a scrape needs. Three bounds
-keep slow clients from shutting the port:
+One thread serves every connection from a selector (epoll), each connection a small state machine, so a
+connection that is slow or silent costs a socket and a few kilobytes, never a thread or a slot that a scrape
+needs. Not asyncio: it imports ssl, and with it libcrypto (~4 MB of RSS), which a plain endpoint does not need;
+ssl is loaded here only with a web config that asks for TLS. Three bounds keep slow clients from shutting the
+port:
 
 * a whole-request deadline: a new connection's TLS handshake and request, or a kept-alive connection's
   next request from its first byte, must arrive whole (headers and body) within `request_timeout`, and
-  the response must be taken within it too; a per-read timeout would let a client sending a byte every
-  few seconds hold on for ever;
+  its answer (a password check included) must be taken within `request_timeout` from then; a per-read
+  timeout would let a client sending a byte every few seconds hold on for ever;
 * a kept-alive connection waiting for its next request is closed after `idle_timeout`, as Prometheus
   reconnects when it needs to;
 * at most `connections` are open, and at most half of them may be waiting for a request to arrive
@@ -25,33 +27,37 @@ TLS, basic auth, extra headers and a rate limit come from the exporter toolkit's
 limit). The file and the certificates it names are looked at again at most once per `reload_interval`,
 on a new connection or request; a change is loaded for the connections that follow, and a bad new file
 keeps the old configuration with one error in the log. bcrypt checks (~50-100 ms each) run on a thread
-of their own, one at a time as in the toolkit, with successful checks cached, so neither the loop nor
-another scrape waits on them; past `auth_checks_waiting` queued checks, more are answered 503 instead
+of their own, one at a time as in the toolkit, with successful checks cached, so neither the server's
+thread nor another scrape waits on them; past `auth_checks_waiting` queued checks, more are answered 503 instead
 of queuing CPU work an attacker controls.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
+import errno
 import logging
 import resource
+import selectors
 import socket
-import ssl
+import sys
 import threading
-from collections import Counter
+import time
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, cast
 
 from hostvigil.cache import MetricsCache
 from hostvigil.collector import AUTH_BUSY, UNAUTHORIZED, HttpTally
-from hostvigil.http1 import BAD_REQUEST, Refused, Request, read_request, response
+from hostvigil.http1 import BAD_REQUEST, Refused, Request, parse_request, response
 
 if TYPE_CHECKING:  # imported with a web config only: TLS and basic auth cost ~1 MB that a plain endpoint does not
+    import ssl
+
     from hostvigil.webconfig import WebConfig
-    from hostvigil.webgate import WebGate
+    from hostvigil.webgate import PasswordCheck, WebGate
 
 log = logging.getLogger("hostvigil.server")
 
@@ -65,11 +71,27 @@ REASONS = (CAPACITY, DEADLINE, TLS, UNAUTHORIZED, AUTH_BUSY, RATE_LIMITED, BAD_R
 # Connections the kernel queues before they are accepted: a burst of clients reconnecting at once past a short
 # queue has SYNs dropped, and a scrape caught in it waits a whole second for its SYN to be sent again.
 BACKLOG = 1024
-CLOSE_TIMEOUT = 1.0  # for a connection's orderly close
+CLOSE_TIMEOUT = 1.0  # for a TLS connection's orderly close (the close_notify exchange)
+ACCEPT_PAUSE = 1.0  # out of file descriptors: accepting pauses this long, as asyncio's servers do
+ACCEPTS_PER_WAKE = 64  # a burst of connections does not hold up the connections already open
+RECEIVE_BYTES = 16 * 1024
 
 _TEXT = "text/plain; charset=utf-8"
-# What became of a connection after a request: kept alive, closed after its response, or cut.
-_OPEN, _CLOSE, _CUT = "open", "close", "cut"
+_READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
+_OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+_CLIENT_GONE = (errno.ECONNABORTED, errno.EPROTO)  # closed before it was accepted
+
+
+class _Phase:
+    """What a connection waits for."""
+
+    HANDSHAKE = "TLS handshake"
+    REQUEST = "request"  # to arrive whole
+    IDLE = "next request"  # kept alive, nothing of the next request received yet
+    AUTH = "password check"
+    RESPONSE = "response to be taken"
+    CLOSING = "close_notify"  # a TLS connection's orderly close
+    CLOSED = "closed"
 
 
 @dataclass(frozen=True)
@@ -92,17 +114,53 @@ class Limits:
 
 
 class _Connection:
-    """One client connection: its task (to evict it) and its writer (to cut it at once)."""
+    """One client connection: its socket, what it waits for and until when, and its bytes in and out."""
 
-    __slots__ = ("peer", "task", "writer")
+    __slots__ = ("allowed_sans", "check", "deadline", "events", "keep_alive", "peer", "phase", "received", "request",
+                 "sock", "tls", "unsent", "web")
 
-    def __init__(self, task: asyncio.Task[Any] | None, writer: asyncio.StreamWriter, peer: str) -> None:
-        self.task, self.writer, self.peer = task, writer, peer
+    def __init__(self, sock: socket.socket, peer: str, web: WebConfig | None) -> None:
+        self.sock, self.peer = sock, peer
+        self.tls = web is not None and web.tls is not None
+        self.allowed_sans: tuple[str, ...] = web.tls.client_allowed_sans if web and web.tls else ()
+        self.phase = _Phase.HANDSHAKE if self.tls else _Phase.REQUEST
+        self.events = 0  # what the selector watches the socket for
+        self.deadline = 0.0
+        self.received = bytearray()
+        self.unsent = memoryview(b"")
+        self.keep_alive = False
+        # While a password is checked: the request, the web config it is checked against, the check.
+        self.request: Request | None = None
+        self.web: WebConfig | None = None
+        self.check: PasswordCheck | None = None
+
+
+class _State(dict[_Connection, None]):
+    """Connections in one state, in the order they got there; each has `timeout` from then, so the first is the
+    first whose time is up, and the one that has been there longest."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__()
+        self.timeout = timeout
 
 
 def host_port(host: str, port: int) -> str:
     """HOST:PORT as a URL has it: an IPv6 address in brackets ("[::1]:10091"), all addresses as "*"."""
     return f"[{host}]:{port}" if ":" in host else f"{host or '*'}:{port}"
+
+
+def _wants(exc: OSError, blocked: int) -> int:
+    """What a non-blocking call that raised `exc` waits for: `blocked` when a plain socket would block, what TLS
+    asks for on a TLS socket; 0 when the call failed."""
+    if isinstance(exc, BlockingIOError):
+        return blocked
+    ssl_module = sys.modules.get("ssl")  # only a TLS socket raises its errors, and TLS has loaded it
+    if ssl_module is not None:
+        if isinstance(exc, ssl_module.SSLWantReadError):
+            return _READ
+        if isinstance(exc, ssl_module.SSLWantWriteError):
+            return _WRITE
+    return 0
 
 
 class MetricsServer:
@@ -141,20 +199,27 @@ class MetricsServer:
             self._socket.close()
             raise OSError(exc.errno, f"cannot listen on {host_port(*address)}: {exc.strerror or exc}") from None
         self.server_address: tuple[str, int] = self._socket.getsockname()[:2]
+        # Another thread (shutdown, a finished password check) wakes the server's selector with a byte.
+        self._wake_in, self._wake_out = socket.socketpair()
+        self._wake_in.setblocking(False)
+        self._wake_out.setblocking(False)
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._selector: selectors.BaseSelector | None = None
         self._stopping = False
-        self._stop = asyncio.Event()
         self._done = threading.Event()
-        # Waiting for a request, idle between requests, being answered: each in the order it got there.
-        self._waiting: dict[_Connection, None] = {}
-        self._idle: dict[_Connection, None] = {}
-        self._busy: dict[_Connection, None] = {}
+        self._checked: deque[_Connection] = deque()  # connections whose password check is done
+        self._again: list[_Connection] = []  # kept alive with the next request already received
+        self._waiting = _State(limits.request_timeout)  # for a request (or TLS handshake) to arrive whole
+        self._idle = _State(limits.idle_timeout)  # kept alive, between requests
+        self._busy = _State(limits.request_timeout)  # being answered: a password check, the response being taken
+        self._closing = _State(CLOSE_TIMEOUT)
+        self._states = (self._waiting, self._idle, self._busy, self._closing)
+        self._accept_again_at: float | None = None  # accepting paused: out of file descriptors
         self._unreported: Counter[str] = Counter()
         self._unreported_since = 0.0
         self._last_peer = ""
         self._last_summary = -float("inf")
-        self._summary: asyncio.TimerHandle | None = None
+        self._summary_at: float | None = None
 
     @property
     def web(self) -> WebConfig | None:
@@ -169,73 +234,139 @@ class MetricsServer:
         with self._lock:
             if self._stopping:
                 return
-            self._loop = asyncio.new_event_loop()
+            self._selector = selectors.DefaultSelector()
         try:
-            self._loop.set_exception_handler(self._loop_error)
-            self._loop.run_until_complete(self._main())
+            self._serve(self._selector)
         finally:
-            self._loop.close()
+            for state in self._states:
+                for conn in list(state):
+                    self._close(conn)
+            if self.gate is not None:
+                self.gate.close()
+            self._log_summary()
+            self._selector.close()
             self._done.set()
 
     def shutdown(self) -> None:
         """Stop serving and wait until every connection is closed."""
         with self._lock:
             self._stopping = True
-            loop = self._loop
-        if loop is None:
-            return
-        with contextlib.suppress(RuntimeError):  # the loop has already closed
-            loop.call_soon_threadsafe(self._stop.set)
-        self._done.wait()
+            started = self._selector is not None
+        if started:
+            self._wake()
+            self._done.wait()
 
     def server_close(self) -> None:
-        self._socket.close()
+        for sock in (self._socket, self._wake_in, self._wake_out):
+            sock.close()
 
-    async def _main(self) -> None:
-        server = await asyncio.start_server(
-            self._connection, sock=self._socket, limit=self.limits.header_bytes, backlog=BACKLOG
-        )
+    def use_web(self, web: WebConfig | None) -> None:
+        """Serve new connections with another web config (SIGHUP named a different file, or none)."""
+        if web is not None and self.gate is None:
+            from hostvigil.webgate import WebGate  # noqa: PLC0415 - only with a web config
+
+            self.gate = WebGate(None, auth_checks_waiting=self.limits.auth_checks_waiting,
+                                reload_interval=self.limits.reload_interval)
+        if self.gate is not None:
+            self.gate.use(web)
+
+    # The loop.
+
+    def _serve(self, selector: selectors.BaseSelector) -> None:
+        selector.register(self._socket, _READ)
+        selector.register(self._wake_in, _READ)
         if self.web and self.web.users and not self.web.tls:
             log.warning("%s: basic auth without TLS: passwords cross the network in clear", self.web.source)
-        await self._stop.wait()
-        server.close()
-        connections = [*self._waiting, *self._idle, *self._busy]
-        for conn in connections:
-            conn.writer.transport.abort()
-            if conn.task is not None:
-                conn.task.cancel()
-        await asyncio.gather(*(c.task for c in connections if c.task is not None), return_exceptions=True)
-        if self.gate is not None:
-            self.gate.close()
-        self._log_summary()
+        while not self._stopping:
+            wake_at = self._next_wake()
+            timeout = 0.0 if self._again else None if wake_at is None else max(0.0, wake_at - time.monotonic())
+            for key, _ in selector.select(timeout):
+                if isinstance(key.data, _Connection):
+                    self._step(key.data)
+                elif key.fileobj is self._socket:
+                    self._accept()
+                else:
+                    self._woken()
+            again, self._again = self._again, []
+            for conn in again:  # one request each per turn: a client that sends many holds up nobody
+                self._step(conn)
+            self._expire(time.monotonic())
 
-    # Connections: admitted, moved between states, evicted.
+    def _next_wake(self) -> float | None:
+        times = [next(iter(state)).deadline for state in self._states if state]
+        times.extend(t for t in (self._summary_at, self._accept_again_at) if t is not None)
+        return min(times, default=None)
 
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("peername")
-        conn = _Connection(asyncio.current_task(), writer, str(peer[0]) if peer else "?")
-        if not self._admit(conn):
-            writer.transport.abort()
-            return
-        try:
-            if await self._serve(conn, reader, writer):
-                # A clean close (a TLS close_notify exchange) still holds its slot, and for a bounded time: a
-                # client that never answers the close_notify would otherwise keep the socket open unseen.
-                writer.close()
-                async with asyncio.timeout(CLOSE_TIMEOUT):
-                    await writer.wait_closed()
-        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, TimeoutError) as exc:
-            log.debug("client %s: %s", conn.peer, exc)
-        except asyncio.CancelledError:
-            # Evicted, or the server stops. Ended here, not re-raised: asyncio's streams (3.11) ask a cancelled
-            # connection task for its exception, which raises and logs a traceback per connection.
-            log.debug("client %s: connection closed by the server", conn.peer)
-        finally:
-            self._forget(conn)
-            writer.transport.abort()  # nothing left to send by now; a no-op after a clean close
+    def _expire(self, now: float) -> None:
+        for state in self._states:
+            while state and (conn := next(iter(state))).deadline <= now:
+                self._time_up(conn)
+        if self._summary_at is not None and now >= self._summary_at:
+            self._log_summary()
+        if self._accept_again_at is not None and now >= self._accept_again_at and self._selector is not None:
+            self._accept_again_at = None
+            self._selector.register(self._socket, _READ)
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):  # full: a wake is pending anyway; closed: the server has stopped
+            self._wake_out.send(b"\0")
+
+    def _woken(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while self._wake_in.recv(4096):
+                pass
+        while self._checked:
+            conn = self._checked.popleft()
+            if conn.phase == _Phase.AUTH:
+                self._step(conn)
+            elif conn.check is not None and self.gate is not None:  # cut meanwhile: the check is still taken back
+                self.gate.finish(conn.check)
+                conn.check = None
+
+    # Connections: admitted, moved between states, evicted, closed.
+
+    def _accept(self) -> None:
+        for _ in range(ACCEPTS_PER_WAKE):
+            try:
+                sock, address = self._socket.accept()
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if exc.errno in _CLIENT_GONE:
+                    continue
+                if exc.errno in _OUT_OF_RESOURCES and self._selector is not None:
+                    # Counted, not logged per event; accepting pauses instead of spinning on the backlog.
+                    self._refuse(CAPACITY, "?")
+                    self._selector.unregister(self._socket)
+                    self._accept_again_at = time.monotonic() + ACCEPT_PAUSE
+                else:
+                    log.error("metrics port: accepting a connection: %s", exc)
+                return
+            self._open(sock, str(address[0]) if address else "?")
+
+    def _open(self, sock: socket.socket, peer: str) -> None:
+        sock.setblocking(False)
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            # Nagle off: with it, a response written after the previous one was not yet ACKed (a kept-alive
+            # connection, as Prometheus scrapes) waited ~40 ms for the client's delayed ACK.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        web = self.gate.current() if self.gate is not None else None
+        if web is not None and web.tls is not None:
+            try:
+                sock = web.tls.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+            except OSError as exc:
+                log.debug("client %s: TLS: %s", peer, exc)
+                self._refuse(TLS, peer)
+                sock.close()
+                return
+        conn = _Connection(sock, peer, web)
+        if self._admit(conn):
+            self._step(conn)
+        else:
+            sock.close()
 
     def _admit(self, conn: _Connection) -> bool:
-        total = len(self._waiting) + len(self._idle) + len(self._busy)
+        total = sum(map(len, self._states))
         victim = None
         if len(self._waiting) >= self.limits.waiting:
             victim = next(iter(self._waiting))
@@ -246,144 +377,233 @@ class MetricsServer:
                 return False
         if victim is not None:
             self._refuse(CAPACITY, victim.peer)
-            self._forget(victim)
-            victim.writer.transport.abort()
-            if victim.task is not None:
-                victim.task.cancel()
-        self._waiting[conn] = None
-        self.tally.connections = total + 1 - (victim is not None)
+            self._close(victim)
+        self._move(conn, self._waiting)
         return True
 
-    def _move(self, conn: _Connection, to: dict[_Connection, None]) -> None:
-        for state in (self._waiting, self._idle, self._busy):
+    def _move(self, conn: _Connection, to: _State) -> None:
+        for state in self._states:
             state.pop(conn, None)
+        conn.deadline = time.monotonic() + to.timeout
         to[conn] = None
+        self.tally.connections = sum(map(len, self._states))
 
-    def _forget(self, conn: _Connection) -> None:
-        for state in (self._waiting, self._idle, self._busy):
+    def _watch(self, conn: _Connection, events: int) -> None:
+        """Have the selector watch the connection for `events` (0: not at all)."""
+        if events == conn.events or self._selector is None:
+            return
+        if not conn.events:
+            self._selector.register(conn.sock, events, conn)
+        elif not events:
+            self._selector.unregister(conn.sock)
+        else:
+            self._selector.modify(conn.sock, events, conn)
+        conn.events = events
+
+    def _close(self, conn: _Connection) -> None:
+        if conn.phase == _Phase.CLOSED:
+            return
+        self._watch(conn, 0)
+        conn.phase = _Phase.CLOSED
+        conn.sock.close()
+        conn.received, conn.unsent, conn.request, conn.web = bytearray(), memoryview(b""), None, None
+        for state in self._states:
             state.pop(conn, None)
-        self.tally.connections = len(self._waiting) + len(self._idle) + len(self._busy)
+        self.tally.connections = sum(map(len, self._states))
 
-    async def _serve(self, conn: _Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
-        """Answer requests until the client closes, is cut or is not kept alive; True if it ended cleanly."""
-        loop = asyncio.get_running_loop()
-        sock = writer.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            # Nagle off: with it, a response written after the previous one was not yet ACKed (a kept-alive
-            # connection, as Prometheus scrapes) waited ~40 ms for the client's delayed ACK.
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        # drain() then waits until the kernel has taken the whole response: one response buffered per client.
-        writer.transport.set_write_buffer_limits(high=0)
-        deadline = loop.time() + self.limits.request_timeout
-        web = self.gate.current() if self.gate is not None else None
-        if web is not None and web.tls is not None and not await self._handshake(conn, writer, web, deadline):
-            return False
-        first = b""
-        while True:
-            outcome = await self._exchange(conn, reader, writer, first, deadline)
-            if outcome != _OPEN:
-                return outcome == _CLOSE
-            self._move(conn, self._idle)
-            try:
-                async with asyncio.timeout(self.limits.idle_timeout):
-                    first = await reader.read(1)
-            except TimeoutError:
-                return True  # an idle kept-alive connection timing out is routine, not a refusal
-            if not first:
-                return True
-            self._move(conn, self._waiting)
-            deadline = loop.time() + self.limits.request_timeout
-
-    async def _exchange(
-        self, conn: _Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, first: bytes,
-        deadline: float,
-    ) -> str:
-        """One request read whole before `deadline` and answered: _OPEN (kept alive), _CLOSE or _CUT."""
-        try:
-            async with asyncio.timeout_at(deadline):
-                request = await read_request(
-                    reader, first, header_bytes=self.limits.header_bytes, body_bytes=self.limits.body_bytes)
-            if request is None:
-                return _CLOSE
-            self._move(conn, self._busy)
-            status, written, keep_alive = await self._answer(
-                self.gate.current() if self.gate is not None else None, request)
-        except TimeoutError:
-            self._refuse(DEADLINE, conn.peer)
+    def _time_up(self, conn: _Connection) -> None:
+        """A connection whose time in its state is up: cut (counted as a deadline), or closed if it was idle."""
+        if conn.phase == _Phase.REQUEST:
             self._count(408)
-            writer.write(response(408, b"request not received in time\n", _TEXT, (), keep_alive=False))
-            return _CUT
-        except Refused as refused:
-            if refused.reason:
-                self._refuse(refused.reason, conn.peer)
-            status, keep_alive = refused.status, False
-            extra = (*(self.web.headers if self.web else ()), *refused.headers.items())
-            written = response(status, f"{refused}\n".encode(), _TEXT, extra, keep_alive=False)
-        self._count(status)
-        writer.write(written)
-        try:
-            async with asyncio.timeout(self.limits.request_timeout):
-                await writer.drain()
-        except TimeoutError:
+            with contextlib.suppress(OSError):  # as much as the socket takes at once; it is closed anyway
+                conn.sock.send(response(408, b"request not received in time\n", _TEXT, (), keep_alive=False))
+        if conn.phase not in (_Phase.IDLE, _Phase.CLOSING):  # an idle kept-alive connection timing out is routine
             self._refuse(DEADLINE, conn.peer)
-            return _CUT
-        return _OPEN if keep_alive else _CLOSE
+        self._close(conn)
+
+    # A connection's steps, each taken when its socket is ready (or its password check is done).
+
+    def _step(self, conn: _Connection) -> None:
+        try:
+            if conn.phase == _Phase.HANDSHAKE:
+                self._handshake(conn)
+            elif conn.phase in (_Phase.REQUEST, _Phase.IDLE):
+                self._receive(conn)
+            elif conn.phase == _Phase.AUTH:
+                self._checked_password(conn)
+            elif conn.phase == _Phase.RESPONSE:
+                self._send(conn)
+            elif conn.phase == _Phase.CLOSING:
+                self._shut(conn)
+        except OSError as exc:  # the client reset or broke the connection, a TLS error after the handshake
+            log.debug("client %s: %s", conn.peer, exc)
+            self._close(conn)
+        except Exception:  # a bug here costs this connection, never the port
+            log.exception("metrics port: client %s", conn.peer)
+            self._close(conn)
+
+    def _handshake(self, conn: _Connection) -> None:
+        sock = cast("ssl.SSLSocket", conn.sock)
+        try:
+            sock.do_handshake()
+        except OSError as exc:  # ssl.SSLError is an OSError; a client hanging up mid-handshake too
+            if wants := _wants(exc, _READ):
+                self._watch(conn, wants)
+                return
+            log.debug("client %s: TLS handshake failed: %s", conn.peer, exc)
+            self._refuse(TLS, conn.peer)
+            self._close(conn)
+            return
+        if conn.allowed_sans:
+            from hostvigil.webgate import san_allowed  # noqa: PLC0415 - loaded with the web config
+
+            if not san_allowed(sock.getpeercert() or {}, conn.allowed_sans):
+                log.debug("client %s: no allowed name in its certificate", conn.peer)
+                self._refuse(TLS, conn.peer)
+                self._close(conn)
+                return
+        conn.phase = _Phase.REQUEST
+        self._receive(conn)
+
+    def _receive(self, conn: _Connection) -> None:
+        """Read what has arrived (TLS may hold more than the socket says), then answer a request that is whole."""
+        wants = _READ
+        most = self.limits.header_bytes + self.limits.body_bytes + RECEIVE_BYTES
+        while len(conn.received) < most:
+            try:
+                data = conn.sock.recv(RECEIVE_BYTES)
+            except OSError as exc:
+                if not (wants := _wants(exc, _READ)):
+                    raise
+                break
+            if not data:
+                if conn.received.strip():
+                    log.debug("client %s closed in the middle of a request", conn.peer)
+                self._close(conn)
+                return
+            conn.received += data
+        if conn.phase == _Phase.IDLE and conn.received:  # the next request's deadline runs from its first byte
+            conn.phase = _Phase.REQUEST
+            self._move(conn, self._waiting)
+        try:
+            parsed = parse_request(
+                conn.received, header_bytes=self.limits.header_bytes, body_bytes=self.limits.body_bytes)
+        except Refused as refused:
+            self._refused(conn, refused)
+            return
+        if parsed is None:
+            self._watch(conn, wants)
+            return
+        request, taken = parsed
+        del conn.received[:taken]
+        self._move(conn, self._busy)
+        self._answer(conn, request)
+
+    def _answer(self, conn: _Connection, request: Request) -> None:
+        web = self.gate.current() if self.gate is not None else None
+        try:
+            check = self._let_in(web, request)
+            if check is not None:  # bcrypt decides, on its thread
+                conn.phase, conn.request, conn.web, conn.check = _Phase.AUTH, request, web, check
+                self._watch(conn, 0)
+                check.future.add_done_callback(lambda _: self._password_checked(conn))
+                return
+            self._reply(conn, web, request)
+        except Refused as refused:
+            self._refused(conn, refused)
+
+    def _let_in(self, web: WebConfig | None, request: Request) -> PasswordCheck | None:
+        """Refused for a request the method, rate limit or credentials keep out; the password check that decides,
+        if one has to."""
+        if request.method not in ("GET", "HEAD"):
+            raise Refused(405, f"{request.method[:20]} is not served here; GET and HEAD are", None, Allow="GET, HEAD")
+        if web is None or self.gate is None:
+            return None
+        if web.rate_limit is not None and not self.gate.take_token(web):
+            raise Refused(429, "too many requests", RATE_LIMITED)
+        if not web.users:
+            return None
+        refusal = self.gate.refusal(web, request.headers.get("authorization", ""))
+        if refusal is None or isinstance(refusal, str):
+            _raise_for(refusal)
+            return None
+        return refusal
+
+    def _password_checked(self, conn: _Connection) -> None:
+        """On the password-check thread: hand the connection back to the server's thread."""
+        self._checked.append(conn)
+        self._wake()
+
+    def _checked_password(self, conn: _Connection) -> None:
+        request, web, check = conn.request, conn.web, conn.check
+        assert request is not None and check is not None and self.gate is not None  # noqa: PT018,S101 - set for AUTH
+        conn.request, conn.web, conn.check = None, None, None
+        try:
+            _raise_for(self.gate.finish(check))
+            self._reply(conn, web, request)
+        except Refused as refused:
+            self._refused(conn, refused)
+
+    def _reply(self, conn: _Connection, web: WebConfig | None, request: Request) -> None:
+        status, body, content_type, extra = self._route(request)
+        written = response(
+            status, body, content_type, (*extra, *(web.headers if web else ())), keep_alive=request.keep_alive,
+            http10=request.version == "HTTP/1.0", head_only=request.method == "HEAD",
+        )
+        self._respond(conn, status, written, keep_alive=request.keep_alive)
+
+    def _refused(self, conn: _Connection, refused: Refused) -> None:
+        if refused.reason:
+            self._refuse(refused.reason, conn.peer)
+        extra = (*(self.web.headers if self.web else ()), *refused.headers.items())
+        written = response(refused.status, f"{refused}\n".encode(), _TEXT, extra, keep_alive=False)
+        self._respond(conn, refused.status, written, keep_alive=False)
+
+    def _respond(self, conn: _Connection, status: int, written: bytes, *, keep_alive: bool) -> None:
+        """Send the whole response, within the deadline that began when the request had arrived whole."""
+        self._count(status)
+        if conn not in self._busy:
+            self._move(conn, self._busy)
+        conn.phase, conn.unsent, conn.keep_alive = _Phase.RESPONSE, memoryview(written), keep_alive
+        self._send(conn)
+
+    def _send(self, conn: _Connection) -> None:
+        while conn.unsent:
+            try:
+                sent = conn.sock.send(conn.unsent)
+            except OSError as exc:
+                if not (wants := _wants(exc, _WRITE)):
+                    raise
+                self._watch(conn, wants)
+                return
+            conn.unsent = conn.unsent[sent:]
+        if conn.keep_alive:
+            conn.phase = _Phase.IDLE
+            self._move(conn, self._idle)
+            self._watch(conn, _READ)
+            if conn.received or (conn.tls and cast("ssl.SSLSocket", conn.sock).pending()):
+                self._again.append(conn)  # the next request is here already: taken on the next turn
+        elif conn.tls:
+            conn.phase = _Phase.CLOSING
+            self._move(conn, self._closing)
+            self._shut(conn)
+        else:
+            self._close(conn)
+
+    def _shut(self, conn: _Connection) -> None:
+        """A TLS connection's orderly close: close_notify sent, and the client's awaited within CLOSE_TIMEOUT."""
+        try:
+            cast("ssl.SSLSocket", conn.sock).unwrap()
+        except OSError as exc:
+            if wants := _wants(exc, _READ):
+                self._watch(conn, wants)
+                return
+        self._close(conn)
 
     def _count(self, status: int) -> None:
         self.tally.requests[str(status)] = self.tally.requests.get(str(status), 0) + 1
 
-    async def _handshake(
-        self, conn: _Connection, writer: asyncio.StreamWriter, web: WebConfig, deadline: float
-    ) -> bool:
-        assert web.tls is not None  # noqa: S101 - the caller checked
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout_at(deadline):
-                # asyncio's own handshake timeout is set past ours, so that a slow handshake counts as a deadline.
-                await writer.start_tls(web.tls.context, ssl_handshake_timeout=deadline - loop.time() + 1.0)
-        except TimeoutError:
-            self._refuse(DEADLINE, conn.peer)
-            return False
-        except (OSError, EOFError) as exc:  # ssl.SSLError is an OSError; a client hanging up mid-handshake too
-            log.debug("client %s: TLS handshake failed: %s", conn.peer, exc)
-            self._refuse(TLS, conn.peer)
-            return False
-        writer.transport.set_write_buffer_limits(high=0)
-        allowed = web.tls.client_allowed_sans
-        from hostvigil.webgate import san_allowed  # noqa: PLC0415 - loaded with the web config
-
-        if allowed and not san_allowed(writer.get_extra_info("peercert") or {}, allowed):
-            log.debug("client %s: no allowed name in its certificate", conn.peer)
-            self._refuse(TLS, conn.peer)
-            return False
-        return True
-
-    # Requests.
-
-    async def _answer(self, web: WebConfig | None, request: Request) -> tuple[int, bytes, bool]:
-        """Status, the whole response and whether the connection stays open; raises Refused for the rest."""
-        if request.method not in ("GET", "HEAD"):
-            raise Refused(405, f"{request.method[:20]} is not served here; GET and HEAD are", None, Allow="GET, HEAD")
-        if web is not None and self.gate is not None:
-            if web.rate_limit is not None and not self.gate.take_token(web):
-                raise Refused(429, "too many requests", RATE_LIMITED)
-            if web.users:
-                refusal = await self.gate.refusal(web, request.headers.get("authorization", ""))
-                if refusal == AUTH_BUSY:
-                    busy = "too many password checks at once; try again"
-                    raise Refused(503, busy, AUTH_BUSY, **{"Retry-After": "1"})
-                if refusal == UNAUTHORIZED:
-                    raise Refused(401, "unauthorized", UNAUTHORIZED, **{"WWW-Authenticate": "Basic"})
-        status, body, content_type, extra = await self._route(request)
-        headers = (*extra, *(web.headers if web else ()))
-        keep_alive = request.keep_alive
-        written = response(
-            status, body, content_type, headers, keep_alive=keep_alive, http10=request.version == "HTTP/1.0",
-            head_only=request.method == "HEAD",
-        )
-        return status, written, keep_alive
-
-    async def _route(self, request: Request) -> tuple[int, bytes, str, tuple[tuple[str, str], ...]]:
+    def _route(self, request: Request) -> tuple[int, bytes, str, tuple[tuple[str, str], ...]]:
         path = request.path
         if path == "/metrics":
             gzipped = "gzip" in request.headers.get("accept-encoding", "")
@@ -403,37 +623,25 @@ class MetricsServer:
             return 200, body, "text/html; charset=utf-8", (("Cache-Control", "no-store"),)
         return 404, b"not found\n", _TEXT, ()
 
-    def use_web(self, web: WebConfig | None) -> None:
-        """Serve new connections with another web config (SIGHUP named a different file, or none)."""
-        if web is not None and self.gate is None:
-            from hostvigil.webgate import WebGate  # noqa: PLC0415 - only with a web config
-
-            self.gate = WebGate(None, auth_checks_waiting=self.limits.auth_checks_waiting,
-                                reload_interval=self.limits.reload_interval)
-        if self.gate is not None:
-            self.gate.use(web)
-
     # Refusals: counted at once, logged as a summary.
 
     def _refuse(self, reason: str, peer: str) -> None:
         self.tally.refused[reason] = self.tally.refused.get(reason, 0) + 1
         log.debug("refused %s: %s", peer, reason)
-        loop = asyncio.get_running_loop()
+        now = time.monotonic()
         if not self._unreported:
-            self._unreported_since = loop.time()
+            self._unreported_since = now
         self._unreported[reason] += 1
         self._last_peer = peer
-        if self._summary is None:
+        if self._summary_at is None:
             interval = self.limits.summary_interval
-            when = max(loop.time() + min(1.0, interval), self._last_summary + interval)
-            self._summary = loop.call_at(when, self._log_summary)
+            self._summary_at = max(now + min(1.0, interval), self._last_summary + interval)
 
     def _log_summary(self) -> None:
-        self._summary = None
+        self._summary_at = None
         if not self._unreported:
             return
-        loop = asyncio.get_running_loop()
-        self._last_summary = loop.time()
+        self._last_summary = time.monotonic()
         reasons = ", ".join(f"{count} {reason}" for reason, count in self._unreported.most_common())
         log.warning(
             "metrics port refused or cut %d connection(s) or request(s) in the last %.0f s: %s (the latest from %s)",
@@ -441,11 +649,10 @@ class MetricsServer:
         )
         self._unreported.clear()
 
-    def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        error = context.get("exception")
-        if isinstance(error, OSError) and "accept" in str(context.get("message", "")):
-            # Out of file descriptors: asyncio stops accepting for a moment; counted, not logged per event.
-            self._refuse(CAPACITY, "?")
-            return
-        log.error("metrics port: %s: %s", context.get("message", "error"), error or "")
 
+def _raise_for(refusal: str | None) -> None:
+    """The HTTP refusal for what the web gate said of a request's credentials (None: nothing to refuse)."""
+    if refusal == AUTH_BUSY:
+        raise Refused(503, "too many password checks at once; try again", AUTH_BUSY, **{"Retry-After": "1"})
+    if refusal == UNAUTHORIZED:
+        raise Refused(401, "unauthorized", UNAUTHORIZED, **{"WWW-Authenticate": "Basic"})

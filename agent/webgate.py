@@ -3,7 +3,7 @@ the rate limit.
 
 The web config in force is loaded again when it or a file it names changes (checked at most every
 reload_interval; a changed file that cannot be used is refused once and the old config kept). A password check
-is bcrypt's, off the event loop on one thread, with at most auth_checks_waiting queued (beyond: AUTH_BUSY); a
+is bcrypt's, off the server's thread on one of its own, with at most auth_checks_waiting queued (beyond: AUTH_BUSY); a
 successful check is remembered, keyed by a keyed hash of user, stored hash and password, so that a scraper's
 every request does not pay bcrypt again. The rate limit is a token bucket. hostvigil.server asks, and turns the
 answers into HTTP refusals; hostvigil.webconfig reads the file.
@@ -11,7 +11,6 @@ answers into HTTP refusals; hostvigil.webconfig reads the file.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import ipaddress
@@ -20,7 +19,8 @@ import os
 import time
 from base64 import b64decode
 from binascii import Error as Base64Error
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +38,17 @@ _UNKNOWN_USER_HASH = b"$2b$10$dgg4V3UgyOB1JbxfXUqXBeFAGvNvzy8ISR2nRTrk/ll7NKWRDz
 _BCRYPT_MAX_PASSWORD = 72
 
 
+@dataclass(frozen=True)
+class PasswordCheck:
+    """A bcrypt check running on the gate's thread; `digest` is what a right password is remembered by (None for
+    a user name that is not in the config, whose check only spends the same time)."""
+
+    future: Future[bool]
+    digest: bytes | None
+
+
 class WebGate:
-    """The web config in force and what it asks of requests; used from the server's event loop only."""
+    """The web config in force and what it asks of requests; used from the server's thread only."""
 
     def __init__(self, web: WebConfig | None, *, auth_checks_waiting: int, reload_interval: float) -> None:
         self._auth_checks_waiting = auth_checks_waiting
@@ -61,8 +70,9 @@ class WebGate:
         if self._auth_executor is not None:
             self._auth_executor.shutdown(wait=False, cancel_futures=True)
 
-    async def refusal(self, web: WebConfig, header: str) -> str | None:
-        """None for a known user with the right password, else UNAUTHORIZED, or AUTH_BUSY if checks are queued up."""
+    def refusal(self, web: WebConfig, header: str) -> str | PasswordCheck | None:
+        """None for a known user with the right password, else UNAUTHORIZED, or AUTH_BUSY if checks are queued up;
+        a PasswordCheck when bcrypt has to decide, which finish() turns into one of those once its future is done."""
         given = credentials(header)
         if given is None:
             return UNAUTHORIZED
@@ -81,15 +91,17 @@ class WebGate:
         import bcrypt  # noqa: PLC0415
 
         self._auth_waiting += 1
-        try:
-            ok = await asyncio.get_running_loop().run_in_executor(
-                self._auth_executor, bcrypt.checkpw, password, hashed or _UNKNOWN_USER_HASH
-            )
-        finally:
-            self._auth_waiting -= 1
-        if not ok or hashed is None:
+        future = self._auth_executor.submit(bcrypt.checkpw, password, hashed or _UNKNOWN_USER_HASH)
+        return PasswordCheck(future, digest if hashed is not None else None)
+
+    def finish(self, check: PasswordCheck) -> str | None:
+        """The answer of a check whose future is done: None if the password was right, else UNAUTHORIZED."""
+        self._auth_waiting -= 1
+        if check.future.cancelled() or check.future.exception() is not None or not check.future.result():
             return UNAUTHORIZED
-        self._verified[digest] = None
+        if check.digest is None:  # an unknown user, checked against a hash nobody has for the timing's sake
+            return UNAUTHORIZED
+        self._verified[check.digest] = None
         if len(self._verified) > MAX_VERIFIED:
             del self._verified[next(iter(self._verified))]
         return None

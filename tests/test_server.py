@@ -143,6 +143,21 @@ def test_headers_and_body_leave_in_one_write() -> None:
             assert len(body) == length, "the body did not arrive with the headers"
 
 
+def test_pipelined_requests_are_each_answered_in_order() -> None:
+    """Requests sent back to back before any answer (HTTP/1.1 pipelining) are answered one per turn of the
+    server's loop, so that a client sending hundreds holds up nobody, and none is lost."""
+    count = 300
+    with serving() as server, socket.create_connection(server.server_address, timeout=5) as sock:
+        sock.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n" * (count - 1)
+                     + b"GET /-/ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        received = b""
+        while chunk := sock.recv(1 << 16):
+            received += chunk
+    assert received.count(b"HTTP/1.1 200 OK\r\n") == count
+    assert received.endswith(b"\r\n\r\nOK\n")
+    assert server.tally.requests == {"200": count}
+
+
 def test_malformed_and_oversized_requests_are_refused() -> None:
     with serving(limits=Limits(header_bytes=1024, body_bytes=16)) as server:
         cases = [
