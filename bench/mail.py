@@ -35,9 +35,9 @@ from pathlib import Path
 import psutil
 from scrape import START_TIMEOUT, BenchError, Exporter, _cpu_seconds, _free_ports, _percentile, _raise_interrupt
 
+from hostvigil.collectors.mail.outcome import ProbeSettings
 from hostvigil.collectors.mail.parse import apply_settings, check_settings, parse_url
 from hostvigil.collectors.mail.probe import run_probe
-from hostvigil.collectors.mail.walk import ProbeSettings
 from hostvigil.registry import REGISTRY
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' harness: a real Dovecot, as they start it

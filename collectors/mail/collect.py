@@ -67,6 +67,7 @@ from hostvigil.collectors.mail.metrics import (
     QUEUE_READABLE,
     UP,
 )
+from hostvigil.collectors.mail.outcome import REASONS, ProbeSettings
 from hostvigil.collectors.mail.parse import (
     Endpoint,
     apply_settings,
@@ -86,7 +87,6 @@ from hostvigil.collectors.mail.parse_postfix import (
 from hostvigil.collectors.mail.prober import EndpointView, MailProber
 from hostvigil.collectors.mail.queues import QUEUES, walk_queues
 from hostvigil.collectors.mail.snapshot import MailSnapshot, probe_record, processes
-from hostvigil.collectors.mail.walk import REASONS, ProbeSettings
 from hostvigil.events import Changes, MailEvent
 from hostvigil.procfs import parse_btime
 

@@ -4,7 +4,7 @@ process limits and the mail log's errors."""
 from __future__ import annotations
 
 from hostvigil.collector import Metrics
-from hostvigil.collectors.mail.walk import PHASES, REASONS
+from hostvigil.collectors.mail.outcome import PHASES, REASONS
 
 _mail = Metrics("mail")
 

@@ -24,8 +24,9 @@ import time
 from collections.abc import Callable
 
 from hostvigil.collectors.mail.client import Garbled
+from hostvigil.collectors.mail.outcome import ProbeResult, ProbeSettings
 from hostvigil.collectors.mail.parse import Endpoint, imap_capabilities, parse_imap, parse_pop3, parse_smtp
-from hostvigil.collectors.mail.walk import Failure, ProbeResult, ProbeSettings, Walk
+from hostvigil.collectors.mail.walk import Failure, Walk
 
 _MAX_REPLY_LINES = 1000  # untagged lines before an IMAP tagged reply, or lines of one SMTP reply
 _LITERAL = re.compile(rb"\{(\d+)\+?\}$")

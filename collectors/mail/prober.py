@@ -27,9 +27,8 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from hostvigil.collectors.mail.outcome import ProbeResult, ProbeSettings
 from hostvigil.collectors.mail.parse import Endpoint
-from hostvigil.collectors.mail.probe import run_probe
-from hostvigil.collectors.mail.walk import ProbeResult, ProbeSettings
 from hostvigil.sources import Source
 
 log = logging.getLogger("hostvigil.mail")
@@ -169,7 +168,10 @@ class MailProber(Source):
 
     def _probe(self, endpoint: Endpoint) -> None:
         try:
-            result = run_probe(endpoint, self.settings, lambda: self.passwords(endpoint))
+            # Loaded with the first probe: it speaks TLS, and ssl costs ~4 MB a host with nothing to probe keeps.
+            from hostvigil.collectors.mail import probe  # noqa: PLC0415
+
+            result = probe.run_probe(endpoint, self.settings, lambda: self.passwords(endpoint))
         except Exception as exc:  # noqa: BLE001 - a bug in one probe must not end the schedule
             log.error("mail probe of %s failed unexpectedly: %s", endpoint.label, exc)
             result = None

@@ -2,9 +2,9 @@
 
 A Walk connects, runs the protocol's steps (probe.py says what each protocol says),
 times each step, and stops at the first failure with its phase, a reason from
-REASONS and the server's own words; a client error (client.py) becomes the reason it
-stands for in the step it happened in. A password is never sent in clear except over
-a unix socket or to a loopback address.
+REASONS (outcome.py) and the server's own words; a client error (client.py) becomes
+the reason it stands for in the step it happened in. A password is never sent in
+clear except over a unix socket or to a loopback address.
 
 TLS: the certificate is verified against the system CAs or the endpoint's ca_file,
 and its name against tls_name (else the host as written; Python checks IP addresses
@@ -23,64 +23,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from hostvigil.collectors.mail.client import ClientError, Closed, Connection, Garbled, Timeout, Transcript, sanitise
+from hostvigil.collectors.mail.outcome import PhaseTime, ProbeResult, ProbeSettings, TlsResult
 from hostvigil.collectors.mail.parse import Endpoint
 from hostvigil.collectors.mail.parse_cert import Certificate, parse_certificate
 
-PHASES = ("connect", "tls", "greeting", "capabilities", "login", "mailbox", "mail_from", "rcpt", "quit")
-REASONS = (
-    "refused",  # no connection: nothing listens, or the socket is missing or not ours to open
-    "timeout",  # a step got no answer within its deadline
-    "no_greeting",  # connected, and the server never said hello
-    "rejected_greeting",  # the greeting says no: * BYE, -ERR, 4xx/5xx
-    "tls_handshake",  # STARTTLS refused or not offered where required, or the handshake failed
-    "cert_expired",
-    "cert_untrusted",  # the chain does not lead to a trusted CA (self-signed, an unknown CA)
-    "cert_name_mismatch",
-    "auth_failed",  # the test account's login was refused
-    "mailbox_failed",  # logged in, and the mailbox cannot be opened (IMAP EXAMINE NO, POP3 STAT -ERR)
-    "sender_rejected",  # MAIL FROM refused (a full queue filesystem: 452 4.3.1)
-    "rcpt_rejected",  # RCPT TO the test recipient refused (unknown user, over quota, a broken mailbox)
-    "protocol_error",  # a reply that is not the protocol, or not the one a step needs
-    "closed",  # the server closed or reset the connection mid-conversation
-)
 # OpenSSL's X509_V_ERR_* codes, as ssl.SSLCertVerificationError.verify_code carries them: CERT_HAS_EXPIRED, and
 # HOSTNAME_MISMATCH, EMAIL_MISMATCH and IP_ADDRESS_MISMATCH (an endpoint given by address is checked against the
 # certificate's IP names). Every other failure is a chain that does not lead to a trusted CA.
 _CERT_REASONS = {10: "cert_expired", 62: "cert_name_mismatch", 63: "cert_name_mismatch", 64: "cert_name_mismatch"}
-
-
-@dataclass(frozen=True)
-class TlsResult:
-    """The certificate a server presented; `verified` is None where verification is switched off."""
-
-    certificate: Certificate | None
-    verified: bool | None
-    version: str = ""
-
-
-@dataclass(frozen=True)
-class PhaseTime:
-    phase: str
-    seconds: float
-    ok: bool
-
-
-@dataclass(frozen=True)
-class ProbeResult:
-    """How far a probe got: `reason` is "" when every configured step succeeded."""
-
-    endpoint: Endpoint
-    reason: str
-    phase: str  # the step that failed, or the last one when none did
-    detail: str  # the server's words or the error, sanitised; "" when up
-    phases: tuple[PhaseTime, ...]
-    tls: TlsResult | None
-    transcript: tuple[str, ...]
-    finished: float  # time.time()
-
-    @property
-    def up(self) -> bool:
-        return not self.reason
 
 
 class Failure(Exception):
@@ -90,15 +40,6 @@ class Failure(Exception):
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
-
-
-@dataclass(frozen=True)
-class ProbeSettings:
-    """What every probe of a run shares."""
-
-    step_timeout: float  # seconds each step may take
-    budget: float  # seconds the whole probe may take
-    helo_name: str  # the name this host gives in EHLO and LHLO
 
 
 @dataclass

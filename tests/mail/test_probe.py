@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from hostvigil.collectors.mail.client import MAX_LINE
+from hostvigil.collectors.mail.outcome import ProbeResult, ProbeSettings
 from hostvigil.collectors.mail.parse import Endpoint
 from hostvigil.collectors.mail.probe import run_probe
-from hostvigil.collectors.mail.walk import ProbeResult, ProbeSettings
 from tests.conftest import free_port
 from tests.mail.fake_peer import fake_peer, lines
 

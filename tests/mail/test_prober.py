@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from hostvigil.collectors.mail import prober as prober_module
+from hostvigil.collectors.mail import probe as probe_module
+from hostvigil.collectors.mail.outcome import ProbeResult, ProbeSettings
 from hostvigil.collectors.mail.parse import Endpoint
 from hostvigil.collectors.mail.prober import MailProber
-from hostvigil.collectors.mail.walk import ProbeResult, ProbeSettings
 from tests.mail.fake_peer import fake_peer, lines
 
 
@@ -26,7 +26,7 @@ class Concurrency:
         self.most_per_endpoint = 0
         self.calls = 0
         self.lock = threading.Lock()
-        real = prober_module.run_probe
+        real = probe_module.run_probe
 
         def counted(endpoint: Endpoint, *args: Any, **kwargs: Any) -> ProbeResult:
             with self.lock:
@@ -40,7 +40,7 @@ class Concurrency:
                 with self.lock:
                     self.running[endpoint.label] -= 1
 
-        monkeypatch.setattr(prober_module, "run_probe", counted)
+        monkeypatch.setattr(probe_module, "run_probe", counted)
 
 
 def silent(conn: socket.socket) -> None:
