@@ -5,13 +5,15 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import psutil
 
 from hostvigil.collector import Paths, Services
 from hostvigil.footprint import AgentCollector
-from tests.conftest import run_with, values
+from tests.conftest import free_port, run_with, values
+from tests.test_e2e import get, wait_ready, write_config
 
 # In an interpreter of its own, whose heap is as the agent's is after start-up (a test run's heap has holes the
 # blocks could land in, and then glibc returns them by itself): 32 MB of 64 KB blocks, each followed by a small
@@ -94,3 +96,31 @@ def test_the_agents_threads_share_one_heap() -> None:
 
     assert heaps("default") > 0  # the count sees them
     assert heaps("one") == 0
+
+
+def test_an_agent_with_nothing_to_speak_tls_to_loads_no_openssl(tmp_path: Path) -> None:
+    """ssl and hashlib's OpenSSL map libcrypto, ~4 MB of RSS: the endpoint without a web config, the loss probes,
+    the snapshots' checksums and the kernel reports' fingerprints do without; a mail probe or upsd's STARTTLS
+    loads it when there is one. Mail discovery is off and upsd is a closed port: this host's own services must
+    not decide the test."""
+    config = write_config(tmp_path)
+    with config.open("a") as fh:
+        fh.write(f"[collectors.probe]\ngateway = false\ntargets = ['127.0.0.1']\ninterval = '1s'\n"
+                 f"[collectors.mail]\ndiscover = false\n[collectors.ups]\nserver = '127.0.0.1:{free_port()}'\n")
+    port = free_port()
+    log = tmp_path / "agent.log"
+    with log.open("wb") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hostvigil", "run", "--config", str(config), "--listen", f"127.0.0.1:{port}"],
+            stderr=stderr)
+    try:
+        wait_ready(port, proc, log)
+        for _ in range(3):  # scrapes, a snapshot's worth of runs, probe rounds
+            assert get(port, "/metrics")[0] == 200
+            time.sleep(1)
+        maps = Path(f"/proc/{proc.pid}/maps").read_text()
+    finally:
+        proc.terminate()
+        proc.wait()
+    loaded = sorted({line.split()[-1] for line in maps.splitlines() if "libcrypto" in line or "libssl" in line})
+    assert not loaded, f"OpenSSL mapped by an agent with no TLS to speak: {loaded}"

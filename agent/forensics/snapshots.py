@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import json
 import logging
 import math
@@ -30,6 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NotRequired, TypedDict, cast
 
+from hostvigil.checksums import sha256
 from hostvigil.control import Refused, private_dir
 from hostvigil.durable import write_atomically
 from hostvigil.forensics.topology import BlockDevice
@@ -122,7 +122,7 @@ def encode(doc: Snapshot) -> bytes:
     """The file content of a snapshot: its JSON with a checksum of everything else inside."""
     body: dict[str, Any] = {key: value for key, value in doc.items() if key != "sha256"}
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
-    body["sha256"] = hashlib.sha256(canonical.encode()).hexdigest()
+    body["sha256"] = sha256(canonical.encode()).hexdigest()
     return json.dumps(body, sort_keys=True, indent=1, default=str).encode() + b"\n"
 
 
@@ -136,7 +136,7 @@ def decode(data: bytes, source: str) -> Snapshot:
         raise SnapshotError(f"{source}: not a snapshot of {' or '.join(READABLE)}")
     expected = doc.pop("sha256")
     canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"))
-    if hashlib.sha256(canonical.encode()).hexdigest() != expected:
+    if sha256(canonical.encode()).hexdigest() != expected:
         raise SnapshotError(f"{source}: checksum mismatch (damaged or edited)")
     if not (isinstance(doc.get("boot_id"), str) and isinstance(doc.get("time"), int | float)
             and isinstance(doc.get("trigger"), str) and isinstance(doc.get("reason"), str)):

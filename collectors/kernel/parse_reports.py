@@ -7,10 +7,10 @@ twice counts as one. The lines come classified one at a time by parse.py.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass, field
 
+from hostvigil.checksums import sha1
 from hostvigil.collectors.kernel.parse import CRITICAL, MULTILINE, Match, classify, split_prefix
 
 MAX_FUNCTIONS = 6  # ABRT/satyr koops duphash: the first six frames
@@ -291,7 +291,7 @@ def _event(cls: str, message: str, usec: int | None, fields: dict[str, str], lin
     return KernelEvent(
         cls=cls, message=message, usec=usec, comm=comm, pid=_pid(pid), module=module,
         functions=tuple(functions), faulting=faulting or fields.get("function"), device=device,
-        fingerprint=hashlib.sha1("\n".join(identity).encode()).hexdigest()[:16],  # noqa: S324
+        fingerprint=sha1("\n".join(identity).encode()).hexdigest()[:16],
         fields=fields, lines=tuple(lines),
     )
 

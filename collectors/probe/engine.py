@@ -29,7 +29,6 @@ import errno
 import logging
 import math
 import os
-import secrets
 import selectors
 import socket
 import struct
@@ -130,8 +129,9 @@ class ProbeEngine(Source):
         self._icmp: dict[int, IcmpSocket] = {}
         self._icmp_refused: dict[int, tuple[float, str]] = {}  # family -> (when, why) a socket was refused
         self._icmp_pending: dict[tuple[int, bytes, int], _TargetState] = {}
-        self._ident = secrets.randbelow(0x10000)
-        self._nonce = secrets.token_bytes(8)
+        # From the kernel's random pool, as the secrets module takes them (which would load libcrypto by its hmac).
+        self._ident = int.from_bytes(os.urandom(2), "big")
+        self._nonce = os.urandom(8)
         self._probes = 0
         self._epoch = time.monotonic()
         # Sockets and the selector exist while the thread runs, so an engine never started holds none.
