@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 
 from hostvigil.collector import Paths, Services
 from hostvigil.footprint import AgentCollector
-from tests.conftest import free_port, run_with, values
+from tests.conftest import free_port, run_with, values, wakes
 from tests.test_e2e import get, wait_ready, write_config
 
 # In an interpreter of its own, whose heap is as the agent's is after start-up (a test run's heap has holes the
@@ -98,11 +100,10 @@ def test_the_agents_threads_share_one_heap() -> None:
     assert heaps("one") == 0
 
 
-def test_an_agent_with_nothing_to_speak_tls_to_loads_no_openssl(tmp_path: Path) -> None:
-    """ssl and hashlib's OpenSSL map libcrypto, ~4 MB of RSS: the endpoint without a web config, the loss probes,
-    the snapshots' checksums and the kernel reports' fingerprints do without; a mail probe or upsd's STARTTLS
-    loads it when there is one. Mail discovery is off and upsd is a closed port: this host's own services must
-    not decide the test."""
+@contextlib.contextmanager
+def quiet_agent(tmp_path: Path) -> Iterator[int]:
+    """`hostvigil run` with the default collectors, ready, scraped a few times; its pid. Loss probes to loopback;
+    mail discovery off and upsd a closed port, so that this host's own services do not decide a test."""
     config = write_config(tmp_path)
     with config.open("a") as fh:
         fh.write(f"[collectors.probe]\ngateway = false\ntargets = ['127.0.0.1']\ninterval = '1s'\n"
@@ -118,9 +119,25 @@ def test_an_agent_with_nothing_to_speak_tls_to_loads_no_openssl(tmp_path: Path) 
         for _ in range(3):  # scrapes, a snapshot's worth of runs, probe rounds
             assert get(port, "/metrics")[0] == 200
             time.sleep(1)
-        maps = Path(f"/proc/{proc.pid}/maps").read_text()
+        yield proc.pid
     finally:
         proc.terminate()
         proc.wait()
+
+
+def test_an_agent_with_nothing_to_speak_tls_to_loads_no_openssl(tmp_path: Path) -> None:
+    """ssl and hashlib's OpenSSL map libcrypto, ~4 MB of RSS: the endpoint without a web config, the loss probes,
+    the snapshots' checksums and the kernel reports' fingerprints do without; a mail probe or upsd's STARTTLS
+    loads it when there is one."""
+    with quiet_agent(tmp_path) as pid:
+        maps = Path(f"/proc/{pid}/maps").read_text()
     loaded = sorted({line.split()[-1] for line in maps.splitlines() if "libcrypto" in line or "libssl" in line})
     assert not loaded, f"OpenSSL mapped by an agent with no TLS to speak: {loaded}"
+
+
+def test_an_idle_agents_main_thread_sleeps_until_a_signal(tmp_path: Path) -> None:
+    """The main thread waits for SIGTERM or SIGHUP on the signals' wakeup pipe; it woke four times a second."""
+    with quiet_agent(tmp_path) as pid:
+        before = wakes(pid, pid)
+        time.sleep(2.0)
+        assert wakes(pid, pid) - before <= 1, "the main thread woke with no signal"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -282,10 +283,9 @@ def test_a_second_stop_during_the_stop_is_logged_and_the_stop_stays_orderly(tmp_
     log = tmp_path / "agent.log"
     try:
         served(port, "hostvigil_collector_success")
+        # Back to back, so that the second comes during the stop however quick the stop is. Python runs handlers of
+        # signals pending together in signal-number order: either may be the one that starts the stop.
         proc.send_signal(signal.SIGTERM)
-        assert logged(log, "received SIGTERM, stopping")
-        # The shutdown snapshot takes the best part of a second: the second signal comes in the middle of the stop.
-        assert proc.poll() is None, "the stop ended before a second signal could be sent"
         proc.send_signal(signal.SIGINT)
         assert proc.wait(STOP_BOUND) == 0
     finally:
@@ -293,7 +293,8 @@ def test_a_second_stop_during_the_stop_is_logged_and_the_stop_stays_orderly(tmp_
             proc.kill()
             proc.wait()
     text = log.read_text()
-    assert "received SIGINT during the stop: still stopping in order" in text
+    assert re.search(r"received SIG(TERM|INT), stopping", text)
+    assert re.search(r"received SIG(INT|TERM) during the stop: still stopping in order", text)
     assert "stopped" in text
     boot = BootHistory(tmp_path / "state", "the-next-boot").previous()
     assert boot is not None
