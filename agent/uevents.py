@@ -11,6 +11,7 @@ cost the agent ~0.5 MB for this).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import select
@@ -78,6 +79,7 @@ class UeventListener:
         self._deferred: dict[str, float] = {}  # collector -> when it may run again
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._wake: socket.socket | None = None  # a byte on it ends the reading thread's wait: the stop
 
     def start(self) -> bool:
         """Open the kernel's uevent socket and start reading; False (logged) if it cannot be opened."""
@@ -89,7 +91,8 @@ class UeventListener:
             log.warning("kernel uevents not available (%s): collectors run on their intervals only",
                         exc.strerror or exc)
             return False
-        self._thread = threading.Thread(target=self._follow, args=(sock,), name="uevents", daemon=True)
+        wake_in, self._wake = socket.socketpair()
+        self._thread = threading.Thread(target=self._follow, args=(sock, wake_in), name="uevents", daemon=True)
         self._thread.start()
         return True
 
@@ -108,8 +111,13 @@ class UeventListener:
 
     def stop(self) -> None:
         self._stopping.set()
+        if self._wake is not None:
+            with contextlib.suppress(OSError):
+                self._wake.send(b"\0")
         if self._thread is not None:
             self._thread.join(2.0)
+        if self._wake is not None:
+            self._wake.close()
 
     def handle(self, subsystem: str, action: str, name: str, now: float) -> list[str]:
         """Count an event and run the collectors subscribed to its subsystem; the collectors started now.
@@ -142,15 +150,16 @@ class UeventListener:
         self._last_run[collector] = now
         self.collect_now(collector)
 
-    def _follow(self, sock: socket.socket) -> None:
-        wait = 0.5
+    def _follow(self, sock: socket.socket, wake: socket.socket) -> None:
+        """Read events until the stop; asleep in between, but for a collector's deferred run."""
+        wait: float | None = None
         try:
             while not self._stopping.is_set():
                 try:
-                    ready, _, _ = select.select([sock], [], [], wait)
+                    ready, _, _ = select.select([sock, wake], [], [], wait)
                     next_due = self.run_deferred(time.monotonic())
-                    wait = 0.5 if next_due is None else min(0.5, next_due)
-                    if not ready:
+                    wait = None if next_due is None else max(0.0, next_due)
+                    if sock not in ready:
                         continue
                     data, (sender, _) = sock.recvfrom(MESSAGE_BYTES, socket.MSG_DONTWAIT)
                 except BlockingIOError:
@@ -165,3 +174,4 @@ class UeventListener:
                     self.handle(event.subsystem, event.action, event.name, time.monotonic())
         finally:
             sock.close()
+            wake.close()

@@ -47,6 +47,13 @@ def promtool() -> str:
     return require_tool("promtool")
 
 
+def wakes(thread_id: int, pid: int | str = "self") -> int:
+    """How often a thread (of this process, or of `pid`) has gone to sleep so far (its voluntary context switches):
+    a thread asleep until an event does not add to it, one that polls does, however fast or loaded the machine."""
+    status = Path(f"/proc/{pid}/task/{thread_id}/status").read_text()
+    return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("voluntary_ctxt_switches:"))
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

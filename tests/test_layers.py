@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # The agent's ground floor: what collectors may use of it. Each imports nothing above itself.
 GROUND_FLOOR = {
     "hostvigil.collector", "hostvigil.runner", "hostvigil.durable", "hostvigil.events", "hostvigil.sources",
-    "hostvigil.procfs",
+    "hostvigil.procfs", "hostvigil.checksums",
 }
 SUBSYSTEMS = ("zfs", "smart", "md", "raid", "ipmi", "ups", "kernel", "network", "probe")
 

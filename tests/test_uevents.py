@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from hostvigil.uevents import MIN_SPACING, Uevent, UeventListener, parse_uevent
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, wakes
 
 UEVENTS = FIXTURES / "uevents"
 
@@ -76,3 +76,22 @@ def test_a_real_kernel_uevent_arrives_within_a_second() -> None:
         assert listener.counts["net"] >= 1
     finally:
         listener.stop()
+
+
+def test_the_listener_sleeps_until_an_event_and_stops_at_once() -> None:
+    """Between events the reading thread sleeps: it woke twice a second to look for a stop, which a byte on a
+    socket of its own now brings."""
+    listener = UeventListener({"disk_health": ["block"]}, lambda name: None)
+    if not listener.start():
+        pytest.skip("the kernel uevent socket cannot be opened here")
+    thread = listener._thread
+    assert thread is not None
+    assert thread.native_id is not None
+    try:
+        time.sleep(0.2)  # past its first wait
+        before = wakes(thread.native_id)
+        time.sleep(2.0)
+        assert wakes(thread.native_id) - before <= 1, "the uevent thread woke with no event to read"
+    finally:
+        listener.stop()
+    assert not thread.is_alive()

@@ -3,8 +3,8 @@
 The kernel announces every link change on the rtnetlink link group
 (RTM_NEWLINK, RTM_DELLINK). The watcher reads them from a plain NETLINK_ROUTE
 socket (parse_rtnl.py decodes them): no netlink library, so no ~10 MB of one in
-memory and none whose version decides whether link events work. A blocking read
-with a short timeout on the Source thread is all the machinery: each message is a
+memory and none whose version decides whether link events work. A wait on the
+socket on the Source thread, asleep until a message, is all the machinery: each message is a
 look for the carrier counter (carrier.py), its events go to the event policy at
 once, and a changed link runs the network collector within a second. The starting
 state comes from a dump of every link (RTM_GETLINK). A socket buffer that
@@ -17,9 +17,11 @@ looks.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
+import select
 import socket
 import threading
 import time
@@ -39,7 +41,6 @@ RESYNC_TIMEOUT = 5.0  # seconds for a re-read of every link
 RESYNC_EVERY = 300.0  # seconds between two re-reads of every link when nothing else asks for one
 BURST = 50  # messages since the last re-read after which every link is read again once it is quiet
 QUIET = 0.5  # seconds without a message that end a burst
-MIN_WAIT = 0.01  # seconds: a socket timeout of 0 would make the read non-blocking
 RECEIVE_BYTES = 65536  # a datagram the kernel sends is at most 32 KiB (netlink_recvmsg caps dumps there)
 RECEIVE_BUFFER = 1 << 20  # SO_RCVBUF asked for (pyroute2's size, which the storm test was tuned with)
 
@@ -62,6 +63,7 @@ class LinkWatcher(Source):
         self._last_collect = -COLLECT_SPACING
         self._collect_due: float | None = None
         self._seq = 0  # of the last dump request: its replies carry it, multicast messages carry 0
+        self._wake_out: socket.socket | None = None  # a byte on it from wake() ends a run's wait: the stop
 
     @property
     def mode(self) -> str:
@@ -80,17 +82,28 @@ class LinkWatcher(Source):
     def run(self) -> None:
         """One socket: open it, read every link, then handle messages until stopped or a storm (which returns
         to be reopened at once); a failed read raises, and the socket is reopened after a backoff."""
-        sock = open_link_socket()
+        wake_in, self._wake_out = socket.socketpair()
         try:
-            self._dump(sock)
-            if self._opened:  # reopened: what the lost messages said is in the re-read states
-                self._request_collect(time.monotonic())
-            self._opened = True
-            self.running()
-            self._ready.set()
-            self._read(sock)
+            wake_in.setblocking(False)
+            sock = open_link_socket()
+            try:
+                self._dump(sock)
+                if self._opened:  # reopened: what the lost messages said is in the re-read states
+                    self._request_collect(time.monotonic())
+                self._opened = True
+                self.running()
+                self._ready.set()
+                self._read(sock, wake_in)
+            finally:
+                sock.close()
         finally:
-            sock.close()
+            wake_in.close()
+            self._wake_out.close()
+
+    def wake(self) -> None:
+        if self._wake_out is not None:
+            with contextlib.suppress(OSError):  # full: a wake is pending already; closed: the run has ended
+                self._wake_out.send(b"\0")
 
     def retry(self, error: Exception) -> bool:
         """A socket that was open once is reopened; netlink that never opened is not there (polling then)."""
@@ -99,22 +112,25 @@ class LinkWatcher(Source):
             self._ready.set()
         return self._opened
 
-    def _read(self, sock: socket.socket) -> None:
+    def _read(self, sock: socket.socket, wake: socket.socket) -> None:
         """Handle messages until stopped or a storm; a failed read raises.
 
         A socket buffer that overflowed (ENOBUFS: the kernel dropped messages) is answered by reading every
         link again on the same socket. After a burst, once it has been quiet for a moment, and every few
         minutes anyway, every link is read again too: an overflow is not always reported, and what the
-        lost messages said must still count. Waits are short (at most half a second), so a stop is prompt.
+        lost messages said must still count. Between messages the thread sleeps until a collection or a
+        re-read is due, or the stop wakes it.
         """
         window_start, handled, since_resync = time.monotonic(), 0, 0
         resync_at = time.monotonic() + RESYNC_EVERY
         while not self.stopping.is_set():
-            sock.settimeout(max(MIN_WAIT, min(self._wait_time(), resync_at - time.monotonic())))
+            due = resync_at if self._collect_due is None else min(resync_at, self._collect_due)
+            ready, _, _ = select.select([sock, wake], [], [], max(0.0, due - time.monotonic()))
+            if wake in ready:
+                with contextlib.suppress(BlockingIOError):
+                    wake.recv(64)
             try:
-                data = sock.recv(RECEIVE_BYTES)
-            except TimeoutError:
-                data = None
+                data = sock.recv(RECEIVE_BYTES) if sock in ready else None
             except OSError as exc:
                 if exc.errno != errno.ENOBUFS:
                     raise
@@ -205,10 +221,6 @@ class LinkWatcher(Source):
                     raise OSError(code, os.strerror(code))
                 dump_done = True
         return links, dump_done
-
-    def _wait_time(self) -> float:
-        due = self._collect_due
-        return 0.5 if due is None else max(0.0, min(0.5, due - time.monotonic()))
 
     # -- messages -----------------------------------------------------------------------
 

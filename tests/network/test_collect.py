@@ -11,6 +11,7 @@ import errno
 import json
 import logging
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -32,7 +33,7 @@ from hostvigil.events import Event
 from hostvigil.policy import EventPolicy
 from hostvigil.runner import CommandRunner
 from hostvigil.scheduler import Job, Scheduler
-from tests.conftest import FIXTURES, TREES, fixture_paths, run_collector, values
+from tests.conftest import FIXTURES, TREES, fixture_paths, run_collector, values, wakes
 from tests.netns import NetnsPair
 from tests.network.test_parse_rtnl import capture, link_message
 
@@ -415,12 +416,18 @@ def test_polling_when_netlink_cannot_be_opened(
 
 class ScriptedSocket:
     """A netlink socket that answers from a script, one step a read: a datagram, or an error to raise.
-    When the script is done, the watcher is stopped."""
+    When the script is done, the watcher is stopped. It is always readable (a socket with a byte waiting stands
+    in for it in select), so that every read goes to the script."""
 
     def __init__(self, watcher: LinkWatcher, steps: list[bytes | OSError]) -> None:
         self.watcher, self.steps = watcher, steps
         self.requests: list[int] = []  # the sequence numbers of the dump requests sent
         self.closed = False
+        self._readable, self._writer = socket.socketpair()
+        self._writer.send(b"\0")
+
+    def fileno(self) -> int:
+        return self._readable.fileno()
 
     def settimeout(self, timeout: float) -> None:
         assert timeout > 0
@@ -434,7 +441,7 @@ class ScriptedSocket:
     def recv(self, size: int) -> bytes:
         if not self.steps:
             self.watcher.stopping.set()
-            raise TimeoutError
+            return with_seq(capture("dump_done"), 0)  # no dump's end: nothing to handle
         step = self.steps.pop(0)
         if isinstance(step, OSError):
             raise step
@@ -442,6 +449,8 @@ class ScriptedSocket:
 
     def close(self) -> None:
         self.closed = True
+        self._readable.close()
+        self._writer.close()
 
 
 def with_seq(data: bytes, seq: int) -> bytes:
@@ -485,6 +494,26 @@ def test_an_error_answering_the_dump_fails_the_socket(monkeypatch: pytest.Monkey
     with pytest.raises(OSError, match="No such device"):
         watcher.run()
     assert sock.closed
+
+
+def test_the_watcher_sleeps_between_messages_and_stops_at_once() -> None:
+    """On this host's own netlink socket: no message, no wake (it woke twice a second to look for a stop, which
+    wake() now brings), and a stop ends the thread."""
+    watcher, _ = watcher_with_hooks()
+    watcher.listen(lambda event: None, lambda collector: None)
+    if not watcher.up:
+        pytest.skip("netlink cannot be opened here")
+    thread = watcher._thread
+    assert thread is not None
+    assert thread.native_id is not None
+    try:
+        time.sleep(0.2)
+        before = wakes(thread.native_id)
+        time.sleep(2.0)
+        assert wakes(thread.native_id) - before <= 1, "the link watcher woke with no message to read"
+    finally:
+        watcher.stop()
+    assert not thread.is_alive()
 
 
 # -- live, in network namespaces -----------------------------------------------------------
