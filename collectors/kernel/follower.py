@@ -10,11 +10,13 @@ dropped.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import math
 import os
 import select
+import socket
 import threading
 import time
 from collections import Counter, OrderedDict, deque
@@ -92,6 +94,7 @@ class KmsgFollower(Source):
         self._changed = False
         self._notified = 0.0
         self._last_feed = 0.0  # when records were last read (run() sets it)
+        self._wake_out: socket.socket | None = None  # a byte on it from wake() ends a run's wait: the stop
         # Records printed before the agent started are counted but raise no alarm. Where they end is known exactly
         # once the device is open (see _find_live_start); until then, by the clock, which the kernel's timestamps
         # need not follow (this VM's printk clock runs 0.43 s behind CLOCK_MONOTONIC).
@@ -117,18 +120,30 @@ class KmsgFollower(Source):
             os.close(self._watch_fd)
             self._watch_fd = None
 
+    def wake(self) -> None:
+        if self._wake_out is not None:
+            with contextlib.suppress(OSError):  # full: a wake is pending already; closed: the run has ended
+                self._wake_out.send(b"\0")
+
     def run(self) -> None:
         fd = self._fd if self._fd is not None else self.open()
         self._fd = None  # this run closes it; the next one opens it anew
+        wake_in, self._wake_out = socket.socketpair()
+        wake_in.setblocking(False)
         self.running()
         poller = select.poll()
         poller.register(fd, select.POLLIN)
+        poller.register(wake_in, select.POLLIN)
         window_start, window_lines = time.monotonic(), 0
         self._last_feed = time.monotonic()
         try:
             while not self.stopping.is_set():
-                ready = poller.poll(self._poll_timeout() * 1000)
-                if ready:
+                timeout = self._poll_timeout()
+                ready = {ready_fd for ready_fd, _ in poller.poll(None if timeout is None else timeout * 1000)}
+                if wake_in.fileno() in ready:
+                    with contextlib.suppress(BlockingIOError):
+                        wake_in.recv(64)
+                if fd in ready:
                     count = self._drain(fd, self.max_lines_per_second - window_lines)
                     window_lines += count
                     if count:
@@ -147,17 +162,19 @@ class KmsgFollower(Source):
                     window_start, window_lines = time.monotonic(), 0
         finally:
             os.close(fd)
+            wake_in.close()
+            self._wake_out.close()
 
-    def _poll_timeout(self) -> float:
+    def _poll_timeout(self) -> float | None:
         """Wake for the end of a multi-line event and for the trailing refresh of the counters: at the time each is
         due, not a whole wait later (a poll that returns a fraction of a millisecond early, as the kernel rounds,
-        would otherwise put the end of an event off by another FLUSH_AFTER)."""
+        would otherwise put the end of an event off by another FLUSH_AFTER); else not until a record or the stop."""
         now = time.monotonic()
-        timeout = 1.0
+        timeout = None
         if self._assembler.pending:
             timeout = max(0.0, self._last_feed + FLUSH_AFTER - now)
         if self._changed:
-            timeout = min(timeout, max(0.0, self._notified + NOTIFY_EVERY - now))
+            timeout = min(timeout if timeout is not None else math.inf, max(0.0, self._notified + NOTIFY_EVERY - now))
         return timeout
 
     def _drain(self, fd: int, budget: int) -> int:

@@ -62,7 +62,6 @@ _UNREACHABLE = frozenset({errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EHOSTDOWN
                           errno.EADDRNOTAVAIL})
 _ICMP_RETRY = 60.0  # seconds before trying again to open an ICMP socket that was refused
 _RECV_BATCH = 256
-_MAX_WAIT = 1.0
 
 
 # -- the engine ------------------------------------------------------------------------------------
@@ -226,13 +225,11 @@ class ProbeEngine(Source):
             with self._lock:
                 self._close()
 
-    def _wait(self, now: float) -> float:
-        wake = now + _MAX_WAIT
-        for state in self._states.values():
-            wake = min(wake, state.due)
-            if state.pending is not None:
-                wake = min(wake, state.pending.deadline)
-        return max(0.0, wake - now)
+    def _wait(self, now: float) -> float | None:
+        """Seconds until a probe is due or times out; None, asleep until woken, while there is nothing to probe."""
+        times = [state.due for state in self._states.values()]
+        times.extend(state.pending.deadline for state in self._states.values() if state.pending is not None)
+        return max(0.0, min(times) - now) if times else None
 
     def _expire(self, now: float) -> None:
         for state in self._states.values():

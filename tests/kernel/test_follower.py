@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from hostvigil.collectors.kernel.follower import KmsgFollower
-from tests.conftest import write_kmsg
+from tests.conftest import wakes, write_kmsg
 
 
 def record(sequence: int, message: str) -> bytes:
@@ -63,3 +63,24 @@ def test_a_stop_before_anything_was_printed_closes_both_descriptors(tmp_path: Pa
     follower.start()
     follower.stop()
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_the_follower_sleeps_until_a_record_and_stops_at_once() -> None:
+    """With nothing printed the thread sleeps: it woke every second to look for a stop, which wake() now brings."""
+    follower = KmsgFollower(Path("/dev/kmsg"), lambda event, first: None)
+    try:
+        follower.open()
+    except OSError as exc:
+        pytest.skip(f"/dev/kmsg cannot be read here: {exc.strerror}")
+    follower.start()
+    thread = follower._thread
+    assert thread is not None
+    assert thread.native_id is not None
+    try:
+        time.sleep(1.0)  # past the backlog and the counters' trailing refresh (NOTIFY_EVERY)
+        before = wakes(thread.native_id)
+        time.sleep(2.0)
+        assert wakes(thread.native_id) - before <= 1, "the follower woke with nothing printed"
+    finally:
+        follower.stop()
+    assert not thread.is_alive()
