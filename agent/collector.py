@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 Kind = Literal["gauge", "counter"]
 T = TypeVar("T")
 
+_READ_CHUNK = 64 * 1024  # below glibc's mmap threshold: a chunk comes from the heap, not a fresh mapping
+
 
 @dataclass(frozen=True)
 class Paths:
@@ -264,10 +266,20 @@ class Context:
         return self.paths.rootfs / absolute.lstrip("/")
 
     def read(self, path: Path, limit: int = 1 << 20) -> str | None:
-        """A small file's text, None if it does not exist; other errors name the file."""
+        """A small file's text (at most `limit` bytes), None if it does not exist; other errors name the file.
+
+        Read in chunks: a buffered read of `limit` allocated the whole megabyte for each of the hundred small /proc
+        and /sys files a run reads, five times the cost of reading them."""
         try:
-            with path.open("rb") as fh:
-                return fh.read(limit).decode(errors="replace")
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                chunks, size = [], 0
+                while size < limit and (chunk := os.read(fd, min(_READ_CHUNK, limit - size))):
+                    chunks.append(chunk)
+                    size += len(chunk)
+            finally:
+                os.close(fd)
+            return b"".join(chunks).decode(errors="replace")
         except (FileNotFoundError, NotADirectoryError, ProcessLookupError):
             return None  # absent, or a /proc/<pid> whose process just exited
         except OSError as exc:
