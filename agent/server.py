@@ -281,12 +281,15 @@ class MetricsServer:
             wake_at = self._next_wake()
             timeout = 0.0 if self._again else None if wake_at is None else max(0.0, wake_at - time.monotonic())
             for key, _ in selector.select(timeout):
-                if isinstance(key.data, _Connection):
-                    self._step(key.data)
-                elif key.fileobj is self._socket:
-                    self._accept()
-                else:
-                    self._woken()
+                try:
+                    if isinstance(key.data, _Connection):
+                        self._step(key.data)
+                    elif key.fileobj is self._socket:
+                        self._accept()
+                    else:
+                        self._woken()
+                except Exception:  # a bug in the loop's own bookkeeping costs this event, never the port
+                    log.exception("metrics port")
             again, self._again = self._again, []
             for conn in again:  # one request each per turn: a client that sends many holds up nobody
                 self._step(conn)
@@ -342,7 +345,11 @@ class MetricsServer:
                 else:
                     log.error("metrics port: accepting a connection: %s", exc)
                 return
-            self._open(sock, str(address[0]) if address else "?")
+            try:
+                self._open(sock, str(address[0]) if address else "?")
+            except OSError as exc:  # reset before it could be set up (setsockopt on a dead socket)
+                log.debug("client %s: %s", address[0] if address else "?", exc)
+                sock.close()
 
     def _open(self, sock: socket.socket, peer: str) -> None:
         sock.setblocking(False)
