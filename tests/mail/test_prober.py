@@ -88,7 +88,7 @@ def test_an_endpoint_that_fails_and_recovers_is_logged_once_each_way(caplog: pyt
     caplog.set_level(logging.INFO, logger="hostvigil.mail")
     changes: list[float] = []
     with fake_peer(server) as peer:
-        engine = MailProber(ProbeSettings(0.5, 0.1, "probe.test"), 0.1, 1, lambda endpoint: "",
+        engine = MailProber(ProbeSettings(2.0, 5.0, "probe.test"), 0.1, 1, lambda endpoint: "",
                             on_change=lambda: changes.append(time.monotonic()))
         engine.set_endpoints([Endpoint("imap", host="127.0.0.1", port=peer.port, starttls="off")])
         engine.start()
