@@ -420,12 +420,12 @@ class MetricsServer:
 
     def _time_up(self, conn: _Connection) -> None:
         """A connection whose time in its state is up: cut (counted as a deadline), or closed if it was idle."""
+        if conn.phase not in (_Phase.IDLE, _Phase.CLOSING):  # an idle kept-alive connection timing out is routine
+            self._refuse(DEADLINE, conn.peer)  # counted before the client can read the 408
         if conn.phase == _Phase.REQUEST:
             self._count(408)
             with contextlib.suppress(OSError):  # as much as the socket takes at once; it is closed anyway
                 conn.sock.send(response(408, b"request not received in time\n", _TEXT, (), keep_alive=False))
-        if conn.phase not in (_Phase.IDLE, _Phase.CLOSING):  # an idle kept-alive connection timing out is routine
-            self._refuse(DEADLINE, conn.peer)
         self._close(conn)
 
     # A connection's steps, each taken when its socket is ready (or its password check is done).
