@@ -47,11 +47,21 @@ def promtool() -> str:
     return require_tool("promtool")
 
 
-def wakes(thread_id: int, pid: int | str = "self") -> int:
-    """How often a thread (of this process, or of `pid`) has gone to sleep so far (its voluntary context switches):
-    a thread asleep until an event does not add to it, one that polls does, however fast or loaded the machine."""
-    status = Path(f"/proc/{pid}/task/{thread_id}/status").read_text()
-    return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("voluntary_ctxt_switches:"))
+def idle_wakes(thread_id: int | None, pid: int | str = "self", settle: float = 0.2, seconds: float = 2.0) -> int:
+    """How often a thread (of this process, or of `pid`) went to sleep in `seconds`, once `settle` has passed: its
+    voluntary context switches. A thread asleep until an event adds none; one that polls does, however fast or
+    loaded the machine."""
+    assert thread_id is not None, "the thread has not started"
+
+    def switches() -> int:
+        status = Path(f"/proc/{pid}/task/{thread_id}/status").read_text()
+        return next(int(line.split()[1]) for line in status.splitlines()
+                    if line.startswith("voluntary_ctxt_switches:"))
+
+    time.sleep(settle)
+    before = switches()
+    time.sleep(seconds)
+    return switches() - before
 
 
 def free_port() -> int:
